@@ -1,0 +1,1 @@
+"""memex assistant: the answer engine, the Typer CLI and the Textual TUI."""
