@@ -1,0 +1,154 @@
+"""What the small model reads: the few sentences that matter, dated, in a short chat prompt.
+
+SmolLM2-135M reads poorly: handed whole entries it answers from the wrong line.
+So retrieved chunks are cut into sentences, each scored by the question's content
+words it shares (weighted by rarity) plus, when an embedder is given, cosine
+similarity to the question; the best few go in, oldest first, each with its entry
+date in front.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+STOPWORDS = frozenset("""
+a about above after again against all am an and any are as at be because been before being
+below between both but by can could did do does doing down during each few for from further
+had has have having he her here hers herself him himself his how i if in into is it its itself
+just me more most my myself no nor not now of off on once only or other our ours ourselves out
+over own same she should so some such than that the their theirs them themselves then there
+these they this those through to too under until up very was we were what when where which
+while who whom why will with would you your yours yourself yourselves ever much many get got
+go went going tell remind anything something thing things one kind day time year years month
+months week weeks last first next ago did does happen happened know knew remember wrote write
+say said also still even really
+""".split())
+
+SYSTEM_PROMPT = (
+    "You answer questions about the user's own journal using only the notes given. "
+    "Reply with one short sentence that states the answer. "
+    "If the notes do not answer the question, say that the notes do not say."
+)
+NOTHING_FOUND = "I couldn't find anything in your notes about that."
+
+_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[A-Z0-9\"'(\[])")
+_HEADER = re.compile(r"^\s*(?:#{1,6}\s|#\+\w+:|---\s*$|\w+:\s)")
+
+
+def stem(word: str) -> str:
+    """A crude suffix strip so that "ran"/"runs"/"running" are not all strangers."""
+    for suffix in ("ingly", "edly", "ing", "ies", "ied", "ed", "es", "ly", "s"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            word = word[: -len(suffix)]
+            break
+    return word[:7]
+
+
+def content_words(text: str) -> list[str]:
+    return [stem(w) for w in _WORD.findall(text.lower()) if w not in STOPWORDS and len(w) > 1]
+
+
+@dataclass
+class Sentence:
+    text: str
+    date: str | None
+    passage_index: int
+    position: int  # index of the sentence within its passage
+    score: float = 0.0
+
+
+def split_sentences(text: str) -> list[str]:
+    """Sentences of a chunk; markdown headers, front matter and metadata lines dropped."""
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or _HEADER.match(line) or line.startswith(("#", "|", "```")):
+            continue
+        line = re.sub(r"^[-*+]\s+(?:\[[ xX]\]\s+)?", "", line)  # list bullets, task boxes
+        line = re.sub(r"\[\[([^\]|]+)\|?([^\]]*)\]\]", lambda m: m.group(2) or m.group(1), line)
+        for piece in _SENTENCE_END.split(line):
+            piece = piece.strip()
+            if len(piece) >= 3:
+                out.append(piece)
+    return out
+
+
+def select_sentences(question: str, passages: Sequence, limit: int = 4,
+                     embed: Callable[[list[str]], "object"] | None = None,
+                     passage_weights: Sequence[float] | None = None) -> list[Sentence]:
+    """The ``limit`` sentences of ``passages`` most likely to hold the answer.
+
+    ``passages`` need ``.text`` and ``.date``; ``embed`` maps texts to L2-normalised
+    vectors (numpy rows). ``passage_weights`` (best first) nudge ties towards better hits.
+    """
+    candidates: list[Sentence] = []
+    seen: set[str] = set()
+    for index, passage in enumerate(passages):
+        for position, text in enumerate(split_sentences(passage.text or "")):
+            key = text.lower()
+            if key in seen:
+                continue
+            seen.add(key)
+            candidates.append(Sentence(text, passage.date, index, position))
+    if not candidates:
+        return []
+    query = set(content_words(question))
+    words = [set(content_words(s.text)) for s in candidates]
+    # Rarer words say more: idf over the candidate sentences themselves.
+    total = len(candidates)
+    idf = {w: math.log(1 + total / (1 + sum(w in ws for ws in words))) for w in query}
+    norm = sum(idf.values()) or 1.0
+    similarity = None
+    if embed is not None:
+        vectors = embed([question] + [s.text for s in candidates])
+        similarity = (vectors[1:] @ vectors[0]).tolist()
+    for i, sentence in enumerate(candidates):
+        overlap = sum(idf[w] for w in query & words[i]) / norm
+        score = overlap
+        if similarity is not None:
+            score += 0.6 * similarity[i]
+        if passage_weights is not None and sentence.passage_index < len(passage_weights):
+            score += 0.15 * passage_weights[sentence.passage_index]
+        # Very short fragments rarely carry an answer on their own.
+        if len(words[i]) < 2:
+            score *= 0.5
+        sentence.score = score
+    best = sorted(candidates, key=lambda s: -s.score)[:limit]
+    return sorted(best, key=lambda s: (s.date or "", s.passage_index, s.position))
+
+
+def format_notes(sentences: Sequence[Sentence]) -> str:
+    return "\n".join(f"[{s.date or 'undated'}] {s.text}" for s in sentences)
+
+
+def answer_messages(question: str, notes: str | None, history: Sequence[tuple[str, str]] = (),
+                    date_label: str | None = None) -> list[dict]:
+    """Chat messages for one turn: system, earlier turns (question, answer), then this one."""
+    messages = [{"role": "system", "content": SYSTEM_PROMPT}]
+    for asked, answered in history:
+        messages.append({"role": "user", "content": asked})
+        messages.append({"role": "assistant", "content": answered})
+    parts = []
+    if notes:
+        parts.append(f"Notes:\n{notes}")
+    if date_label:
+        parts.append(f"(The question is about {date_label}.)")
+    parts.append(f"Question: {question}")
+    messages.append({"role": "user", "content": "\n\n".join(parts)})
+    return messages
+
+
+REFLECT_SYSTEM = (
+    "You write a short, warm reflection on the user's journal for a period. "
+    "Use only the notes. Mention what happened, the people and places that recur, "
+    "and the mood. Three or four sentences."
+)
+
+
+def reflect_messages(label: str, notes: str) -> list[dict]:
+    return [{"role": "system", "content": REFLECT_SYSTEM},
+            {"role": "user", "content": f"Notes from {label}:\n{notes}\n\nWrite the reflection."}]
