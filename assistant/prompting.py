@@ -152,3 +152,82 @@ REFLECT_SYSTEM = (
 def reflect_messages(label: str, notes: str) -> list[dict]:
     return [{"role": "system", "content": REFLECT_SYSTEM},
             {"role": "user", "content": f"Notes from {label}:\n{notes}\n\nWrite the reflection."}]
+
+
+# --------------------------------------------------------------------------- reflection
+
+MOOD_WORDS = frozenset("""
+happy glad joyful cheerful content calm relaxed peaceful grateful thankful proud excited hopeful
+energised energized rested refreshed relieved loved inspired optimistic
+sad down low lonely tired exhausted drained anxious nervous worried stressed overwhelmed
+frustrated angry annoyed irritable restless bored gloomy miserable upset sore sick ill
+""".split())
+_NOT_NAMES = frozenset("""
+I I'm I've I'd I'll The A An And But So Then When While After Before Today Yesterday Tomorrow
+This That These Those It Its My We Our Us He She They His Her Their You Your Also Still Just
+Monday Tuesday Wednesday Thursday Friday Saturday Sunday January February March April May June
+July August September October November December Mon Tue Wed Thu Fri Sat Sun OK Ok Mum Dad TODO
+""".split())
+_NAME = re.compile(r"\b([A-Z][a-z]+(?:\s[A-Z][a-z]+)?)\b")
+
+
+def recurring_names(texts: Sequence[str], limit: int = 8, min_entries: int = 2) -> list[tuple[str, int]]:
+    """Capitalised words not opening a sentence (people, places), by entries mentioning them."""
+    # A capitalised word counts as a name once it is seen mid-sentence somewhere.
+    known: set[str] = set()
+    split = [split_sentences(text) for text in texts]
+    for sentences in split:
+        for sentence in sentences:
+            for match in _NAME.finditer(sentence):
+                if match.start() > 0 and match.group(1).split()[0] not in _NOT_NAMES:
+                    known.add(match.group(1))
+    counts: dict[str, int] = {}
+    for sentences in split:
+        found = {name for sentence in sentences for name in _NAME.findall(sentence) if name in known}
+        for name in found:
+            counts[name] = counts.get(name, 0) + 1
+    ranked = sorted(((n, c) for n, c in counts.items() if c >= min_entries), key=lambda x: (-x[1], x[0]))
+    return ranked[:limit]
+
+
+def recurring_themes(texts: Sequence[str], exclude: Sequence[str] = (), limit: int = 8) -> list[tuple[str, int]]:
+    """Content words used in the most entries (the word as first written, not its stem)."""
+    skip = {w.lower() for name in exclude for w in name.split()} | MOOD_WORDS
+    counts: dict[str, int] = {}
+    shown: dict[str, str] = {}
+    for text in texts:
+        seen = set()
+        for word in _WORD.findall(text.lower()):
+            if word in STOPWORDS or word in skip or len(word) < 4 or word.isdigit():
+                continue
+            key = stem(word)
+            shown.setdefault(key, word)
+            seen.add(key)
+        for key in seen:
+            counts[key] = counts.get(key, 0) + 1
+    threshold = 2 if len(texts) > 1 else 1
+    ranked = sorted(((shown[k], c) for k, c in counts.items() if c >= threshold),
+                    key=lambda x: (-x[1], x[0]))
+    return ranked[:limit]
+
+
+def mood_words(texts: Sequence[str], limit: int = 8) -> list[tuple[str, int]]:
+    counts: dict[str, int] = {}
+    for text in texts:
+        for word in _WORD.findall(text.lower()):
+            if word in MOOD_WORDS:
+                counts[word] = counts.get(word, 0) + 1
+    return sorted(counts.items(), key=lambda x: (-x[1], x[0]))[:limit]
+
+
+def sample_sentences(entries: Sequence[tuple[str, str]], limit: int = 10) -> list[tuple[str, str]]:
+    """The first sentence of entries spread evenly over the period, oldest first."""
+    if not entries:
+        return []
+    step = max(1, math.ceil(len(entries) / limit))
+    out = []
+    for day, text in list(entries)[::step][:limit]:
+        sentences = split_sentences(text)
+        if sentences:
+            out.append((day, sentences[0]))
+    return out
