@@ -32,6 +32,7 @@ CATCH_UP_LIMIT = 4096
 # Sentences scoring below this (no shared content word, weak embedding match) mean
 # "nothing relevant".
 RELEVANCE_FLOOR = 0.3
+SAVE_EVERY_S = 60.0
 
 
 class EngineError(RuntimeError):
@@ -236,11 +237,9 @@ class Engine:
             info.update(exists=True, tokens=self._memory.tokens, state_bytes=self._memory.nbytes)
         return info
 
-    def memory_needs_rebuild(self) -> bool:
-        flag = getattr(self.store, "memory_needs_rebuild", None)
-        if callable(flag):
-            return bool(flag())
-        return bool(flag)
+    def memory_needs_rebuild(self) -> str | None:
+        """Why the memory must be rebuilt from scratch (forget, compact), or None."""
+        return self.store.memory_rebuild_needed()
 
     def status(self) -> dict:
         """Entries, stream tokens, memory lag, model and device, for status bars."""
@@ -258,12 +257,8 @@ class Engine:
         return out
 
     def entry_count(self) -> int:
-        store = self.store
-        for name in ("document_count", "count_documents"):
-            if hasattr(store, name):
-                return int(getattr(store, name)())
-        return int(store.db.execute(
-            "select count(*) from documents where status = 'ok'").fetchone()[0])
+        return int(self.store.db.execute(
+            "select count(*) from entries where status in ('live', 'pending')").fetchone()[0])
 
     # ----------------------------------------------------------------- retrieval
 
@@ -295,21 +290,16 @@ class Engine:
                 day = date(year, *month_day).isoformat()
             except ValueError:  # 29 February
                 continue
-            results.extend(search(self.store, query or "*", since=day, until=day, limit=limit,
-                                  embedder=None) if query else self.entries_between(day, day))
+            results.extend(self.entries_between(day, day))
         return results[:limit]
 
     def entries_between(self, since: str | None, until: str | None, limit: int = 500):
         """Passages of entries dated in [since, until], oldest first (for reflect / on-this-day)."""
-        store = self.store
-        fetch = getattr(store, "entries_between", None) or getattr(store, "entries", None)
-        if fetch is None:
-            raise EngineError("this store cannot list entries by date")
-        return list(fetch(since=since, until=until, limit=limit))
+        return list(self.store.entries_between(since=since, until=until, limit=limit))
 
     def date_span(self) -> tuple[date | None, date | None]:
         row = self.store.db.execute(
-            "select min(entry_date), max(entry_date) from documents where status = 'ok'").fetchone()
+            "select min(date), max(date) from entries where status in ('live', 'pending')").fetchone()
         if not row or not row[0]:
             return None, None
         return date.fromisoformat(row[0][:10]), date.fromisoformat(row[1][:10])
@@ -556,7 +546,7 @@ class Engine:
             memory = self.longnet_model.memory()
         else:
             memory = self.load_memory()
-            lag = self.stream_tokens() - memory.tokens
+            lag = self.stream_tokens() - memory.stream_offset
             if 0 < lag <= CATCH_UP_LIMIT:
                 self.catch_up(memory)
                 lag = 0
@@ -565,16 +555,10 @@ class Engine:
                 answer.notes.append(f"the memory is {lag:,} tokens behind your notes; "
                                     "run `memex memory build` to bring it up to date")
 
-        def on_token(token_id):
-            if emit(int(token_id)):
-                raise _Finished
-
-        try:
-            memory.generate(prompt_ids, max_new_tokens=self.config.max_new_tokens,
-                            temperature=self.config.temperature, top_p=self.config.top_p,
-                            stop_ids=sorted(emit.stop_ids), on_token=on_token)
-        except _Finished:
-            pass
+        memory.generate(prompt_ids, max_new_tokens=self.config.max_new_tokens,
+                        temperature=self.config.temperature, top_p=self.config.top_p,
+                        stop_ids=sorted(emit.stop_ids),
+                        on_token=lambda token_id: not emit(int(token_id)))  # False stops it
 
     def catch_up(self, memory=None, chunk: int = 2048,
                  progress: Callable[[int, int], None] | None = None,
@@ -583,19 +567,24 @@ class Engine:
         memory = memory or self.load_memory()
         stream = self.store.stream
         total = len(stream)
-        before = memory.tokens
+        before = memory.stream_offset
+        last_save = time.monotonic()
         try:
-            while memory.tokens < total:
+            while memory.stream_offset < total:
                 if should_stop and should_stop():
                     break
-                end = min(total, memory.tokens + chunk)
-                memory.append(stream.read(memory.tokens, end))
+                start = memory.stream_offset
+                end = min(total, start + chunk)
+                memory.append(stream.read(start, end), return_logits=False, stream_offset=end)
                 if progress:
-                    progress(memory.tokens, total)
+                    progress(end, total)
+                if time.monotonic() - last_save > SAVE_EVERY_S:  # a kill loses little
+                    self.save_memory(memory)
+                    last_save = time.monotonic()
         finally:
             # Ctrl-C or a stop request keeps everything read so far.
             self.save_memory(memory)
-        return memory.tokens - before
+        return memory.stream_offset - before
 
     def save_memory(self, memory=None):
         memory = memory or self._memory
@@ -680,10 +669,6 @@ def weekly_counts(dates: Sequence[str], start: date | None, end: date | None) ->
         monday = day - timedelta(days=day.weekday())
         counts[monday] = counts.get(monday, 0) + 1
     return [(w.isoformat(), n) for w, n in sorted(counts.items())]
-
-
-class _Finished(Exception):
-    pass
 
 
 def _find_marker(tokenizer, ids: list[int]) -> tuple[int, int]:
