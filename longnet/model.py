@@ -1,0 +1,430 @@
+"""The LongNet language model: a Llama-style decoder whose every attention layer is
+dilated attention (Ding et al. 2023, arXiv 2307.02486).
+
+One small file in the spirit of nanoGPT: RMSNorm, rotary positions, grouped-query
+attention through ``longnet.attention.dilated_attention``, SwiGLU MLP. Weights load
+directly from a local Hugging Face folder of the Llama / Qwen2 / Mistral family (or
+a GGUF, converted once by ``longnet.weights``), so a pretrained dense model becomes
+a LongNet model by changing only how its attention looks at the past.
+
+Positions. RoPE models were trained on distances up to their context (8192 for
+SmolLM2). Two ways to place the rotary positions:
+- ``"absolute"``: RoPE at the true token positions before dilation (the official
+  LongNet code); far levels then show the model distances it never saw.
+- ``"dilated"``: inside each level a row's position is its index in the level's
+  sparsified segment, so distances stay below w/r (like position interpolation).
+
+The bounded memory of a stream (``model.memory()``) lives in ``longnet.memory``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from longnet.attention import dilated_attention
+
+POSITION_MODES = ("absolute", "dilated")
+SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2")
+MAX_HISTORY_TOKENS = 1 << 30  # the default level schedule reaches ~1B tokens
+
+
+def level_schedule(max_tokens: int = MAX_HISTORY_TOKENS, local_window: int = 2048,
+                   alpha: int = 2) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Segment lengths and dilation rates w_i = w0·α^i, r_i = α^i, up to ``max_tokens``.
+
+    Level 0 is dense (r = 1). Levels are added until one segment covers ``max_tokens``.
+    Every row keeps w/r = w0 keys per level, so the memory grows by one level each
+    time the history grows α-fold.
+    """
+    if local_window < 1 or alpha < 2 or max_tokens < 1:
+        raise ValueError("level_schedule needs local_window >= 1, alpha >= 2, max_tokens >= 1")
+    segments, rates = [local_window], [1]
+    while segments[-1] < max_tokens:
+        segments.append(segments[-1] * alpha)
+        rates.append(rates[-1] * alpha)
+    return tuple(segments), tuple(rates)
+
+
+_DEFAULT_SEGMENTS, _DEFAULT_RATES = level_schedule()
+
+
+@dataclass
+class LongNetConfig:
+    vocab_size: int = 49152
+    hidden_size: int = 576
+    num_layers: int = 30
+    num_heads: int = 9
+    num_kv_heads: int = 3
+    intermediate_size: int = 1536
+    segment_lengths: tuple[int, ...] = _DEFAULT_SEGMENTS
+    dilation_rates: tuple[int, ...] = _DEFAULT_RATES
+    head_dim: int | None = None  # default hidden_size // num_heads
+    rope_theta: float = 10000.0
+    rope_scaling: dict | None = None  # None, {"rope_type": "linear"|"llama3", ...}
+    rms_norm_eps: float = 1e-5
+    tie_word_embeddings: bool = True
+    attention_bias: bool = False  # q/k/v biases (Qwen2)
+    max_position_embeddings: int = 8192  # the context the weights were trained on
+    position_mode: str = "dilated"
+    bos_token_id: int | None = None
+    eos_token_id: int | list[int] | None = None
+
+    def __post_init__(self):
+        self.segment_lengths = tuple(int(w) for w in self.segment_lengths)
+        self.dilation_rates = tuple(int(r) for r in self.dilation_rates)
+        if self.head_dim is None:
+            self.head_dim = self.hidden_size // self.num_heads
+        problems = []
+        if len(self.segment_lengths) != len(self.dilation_rates) or not self.segment_lengths:
+            problems.append("segment_lengths and dilation_rates need the same, non-zero length")
+        if any(w < 1 for w in self.segment_lengths) or any(r < 1 for r in self.dilation_rates):
+            problems.append("segment lengths and dilation rates must be >= 1")
+        if self.num_heads % self.num_kv_heads:
+            problems.append(f"num_heads ({self.num_heads}) must be a multiple of "
+                            f"num_kv_heads ({self.num_kv_heads})")
+        if self.position_mode not in POSITION_MODES:
+            problems.append(f"position_mode must be one of {POSITION_MODES}, "
+                            f"not {self.position_mode!r}")
+        if self.head_dim % 2:
+            problems.append("head_dim must be even for rotary positions")
+        if problems:
+            raise ValueError("invalid LongNetConfig: " + "; ".join(problems))
+
+    @property
+    def num_levels(self) -> int:
+        return len(self.segment_lengths)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["segment_lengths"] = list(self.segment_lengths)
+        data["dilation_rates"] = list(self.dilation_rates)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> LongNetConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    @classmethod
+    def from_hf(cls, hf: dict, **overrides) -> LongNetConfig:
+        """Translate a Hugging Face ``config.json`` of the Llama/Qwen2/Mistral family."""
+        model_type = hf.get("model_type", "llama")
+        if model_type not in SUPPORTED_MODEL_TYPES:
+            raise ValueError(f"unsupported model type {model_type!r}: LongNetLM loads "
+                             f"{', '.join(SUPPORTED_MODEL_TYPES)} models")
+        rope = dict(hf.get("rope_parameters") or hf.get("rope_scaling") or {})
+        rope_theta = hf.get("rope_theta", rope.pop("rope_theta", 10000.0))
+        rope.pop("rope_theta", None)
+        rope_type = rope.get("rope_type", rope.get("type", "default"))
+        values = dict(
+            vocab_size=hf["vocab_size"],
+            hidden_size=hf["hidden_size"],
+            num_layers=hf["num_hidden_layers"],
+            num_heads=hf["num_attention_heads"],
+            num_kv_heads=hf.get("num_key_value_heads") or hf["num_attention_heads"],
+            intermediate_size=hf["intermediate_size"],
+            head_dim=hf.get("head_dim"),
+            rope_theta=float(rope_theta),
+            rope_scaling=None if rope_type == "default" else rope,
+            rms_norm_eps=hf.get("rms_norm_eps", 1e-6),
+            tie_word_embeddings=hf.get("tie_word_embeddings", False),
+            attention_bias=hf.get("attention_bias", model_type == "qwen2"),
+            max_position_embeddings=hf.get("max_position_embeddings", 8192),
+            bos_token_id=hf.get("bos_token_id"),
+            eos_token_id=hf.get("eos_token_id"),
+        )
+        if hf.get("hidden_act", "silu") != "silu":
+            raise ValueError(f"unsupported activation {hf.get('hidden_act')!r} (SwiGLU needs silu)")
+        values.update(overrides)
+        return cls(**values)
+
+
+# --------------------------------------------------------------------------- device
+
+
+def choose_device(device: str | torch.device | None = None) -> torch.device:
+    """The given device, else CUDA when present, else the CPU."""
+    if device not in (None, "auto"):
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def choose_dtype(dtype: str | torch.dtype | None = None,
+                 device: str | torch.device | None = None) -> torch.dtype:
+    """The compute dtype: given, else bfloat16 on a CUDA card that has it, else float32.
+
+    bfloat16 on CPU is available (autocast) but not the default: on CPUs without
+    native bf16 instructions it is not faster and loses precision.
+    """
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    names = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+             "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+    if dtype not in (None, "auto"):
+        if dtype not in names:
+            raise ValueError(f"unknown dtype {dtype!r}: use one of {sorted(names)} or 'auto'")
+        return names[dtype]
+    device = choose_device(device)
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def autocast(device: torch.device, dtype: torch.dtype):
+    """bfloat16/float16 autocast on ``device``; a no-op context for float32."""
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+# --------------------------------------------------------------------------- layers
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):
+        dtype = x.dtype
+        x = x.float()
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x.to(dtype)
+
+
+class Rotary(nn.Module):
+    """Rotary position embedding (rotate-half layout, as Llama checkpoints expect)."""
+
+    def __init__(self, config: LongNetConfig):
+        super().__init__()
+        dim = config.head_dim
+        inv_freq = 1.0 / (config.rope_theta ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
+        self.register_buffer("inv_freq", _scaled_inv_freq(inv_freq, config.rope_scaling),
+                             persistent=False)
+
+    def forward(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Rotate ``x [..., T, D]`` by ``positions`` (``[T]`` or broadcastable to x[..., T])."""
+        angles = positions.to(torch.float32)[..., None] * self.inv_freq
+        angles = torch.cat((angles, angles), dim=-1)
+        cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+        half = x.shape[-1] // 2
+        rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+        return x * cos + rotated * sin
+
+
+def _scaled_inv_freq(inv_freq: torch.Tensor, scaling: dict | None) -> torch.Tensor:
+    if not scaling:
+        return inv_freq
+    kind = scaling.get("rope_type", scaling.get("type"))
+    if kind == "linear":
+        return inv_freq / float(scaling["factor"])
+    if kind == "llama3":
+        factor = float(scaling["factor"])
+        low, high = float(scaling["low_freq_factor"]), float(scaling["high_freq_factor"])
+        old_context = float(scaling["original_max_position_embeddings"])
+        wavelen = 2 * math.pi / inv_freq
+        smooth = (old_context / wavelen - low) / (high - low)
+        scaled = torch.where(wavelen > old_context / low, inv_freq / factor, inv_freq)
+        middle = (wavelen <= old_context / low) & (wavelen >= old_context / high)
+        blended = (1 - smooth) * inv_freq / factor + smooth * inv_freq
+        return torch.where(middle, blended, scaled)
+    raise ValueError(f"unsupported rope scaling {kind!r} (supported: linear, llama3)")
+
+
+class Attention(nn.Module):
+    def __init__(self, config: LongNetConfig):
+        super().__init__()
+        self.config = config
+        hd, bias = config.head_dim, config.attention_bias
+        self.q_proj = nn.Linear(config.hidden_size, config.num_heads * hd, bias=bias)
+        self.k_proj = nn.Linear(config.hidden_size, config.num_kv_heads * hd, bias=bias)
+        self.v_proj = nn.Linear(config.hidden_size, config.num_kv_heads * hd, bias=bias)
+        self.o_proj = nn.Linear(config.num_heads * hd, config.hidden_size, bias=False)
+
+    def project(self, x):
+        """q ``[B, Hq, T, D]``, k and v ``[B, Hkv, T, D]`` (not yet rotated)."""
+        B, T, _ = x.shape
+        c = self.config
+        q = self.q_proj(x).view(B, T, c.num_heads, c.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(B, T, c.num_kv_heads, c.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(B, T, c.num_kv_heads, c.head_dim).transpose(1, 2)
+        return q, k, v
+
+    def output(self, attended):
+        B, H, T, D = attended.shape
+        return self.o_proj(attended.transpose(1, 2).reshape(B, T, H * D))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: LongNetConfig):
+        super().__init__()
+        self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
+
+    def forward(self, x):
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Block(nn.Module):
+    def __init__(self, config: LongNetConfig):
+        super().__init__()
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.self_attn = Attention(config)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.mlp = MLP(config)
+
+    def forward(self, x, attend):
+        """``attend(q, k, v) -> [B, Hq, T, D]`` decides what the rows look at."""
+        q, k, v = self.self_attn.project(self.input_layernorm(x))
+        x = x + self.self_attn.output(attend(q, k, v))
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+# --------------------------------------------------------------------------- model
+
+
+class LongNetLM(nn.Module):
+    def __init__(self, config: LongNetConfig):
+        super().__init__()
+        self.config = config
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(Block(config) for _ in range(config.num_layers))
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        if config.tie_word_embeddings:
+            self.lm_head.weight = self.embed_tokens.weight
+        self.rotary = Rotary(config)
+        self.model_id = "random-init"
+        self._weights_hash: str | None = None
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(module):
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=0.02)
+            if getattr(module, "bias", None) is not None:
+                nn.init.zeros_(module.bias)
+
+    # -- running
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Logits ``[B, T, V]`` for token ids ``[B, T]`` (positions 0..T-1)."""
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        return self.run_layers(input_ids, self.dilated_attend(positions))
+
+    def run_layers(self, input_ids, attend_for_layer, logits: bool = True):
+        """Embeddings → blocks → norm (→ lm_head). ``attend_for_layer(i)`` gives layer i's
+        attention function; the memory plugs its stateful attention in here."""
+        x = self.embed_tokens(input_ids)
+        for index, block in enumerate(self.layers):
+            x = block(x, attend_for_layer(index))
+        x = self.norm(x)
+        return self.lm_head(x) if logits else x
+
+    def dilated_attend(self, positions: torch.Tensor):
+        """Per-layer attention over one whole sequence that starts at position 0."""
+        c = self.config
+        rotary = self.rotary if c.position_mode == "dilated" else None
+
+        def attend(q, k, v):
+            if c.position_mode == "absolute":
+                q, k = self.rotary(q, positions), self.rotary(k, positions)
+            return dilated_attention(q, k, v, c.segment_lengths, c.dilation_rates,
+                                     is_causal=True, rotary=rotary)
+
+        return lambda index: attend
+
+    def memory(self, device=None):
+        """A new, empty bounded memory of a token stream read by this model."""
+        from longnet.memory import Memory
+
+        return Memory(self)
+
+    # -- identity
+
+    @property
+    def device(self) -> torch.device:
+        return self.embed_tokens.weight.device
+
+    @property
+    def weights_hash(self) -> str:
+        """Fingerprint of the weights (from the model folder, else hashed from the tensors)."""
+        if self._weights_hash is None:
+            import hashlib
+
+            digest = hashlib.sha256()
+            for name, tensor in sorted(self.state_dict().items()):
+                digest.update(name.encode())
+                digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+            self._weights_hash = digest.hexdigest()
+        return self._weights_hash
+
+    # -- loading
+
+    @classmethod
+    def from_pretrained(cls, name_or_path=None, cache_dir=None, device=None,
+                        **overrides) -> LongNetLM:
+        """Load Llama/Qwen2/Mistral weights: the default model, a local HF folder or a .gguf.
+
+        ``overrides`` replace config fields (e.g. ``segment_lengths``, ``position_mode``).
+        Weights stay float32; run in bfloat16 through ``autocast``.
+        """
+        from safetensors import safe_open
+
+        from longnet.weights import resolve_model_dir, weights_fingerprint
+
+        folder = resolve_model_dir(name_or_path, cache_dir)
+        config = LongNetConfig.from_hf(json.loads((folder / "config.json").read_text()),
+                                       **overrides)
+        files = _safetensors_files(folder)
+        with torch.device("meta"):
+            model = cls(config)
+        state = {}
+        for path in files:
+            with safe_open(path, framework="pt") as handle:
+                for key in handle.keys():
+                    state[key.removeprefix("model.")] = handle.get_tensor(key).float()
+        if config.tie_word_embeddings:
+            state.pop("lm_head.weight", None)
+        expected = set(model.state_dict())
+        if config.tie_word_embeddings:
+            expected.discard("lm_head.weight")
+        missing = expected - set(state)
+        unexpected = {k for k in set(state) - expected if "rotary_emb" not in k}
+        if missing or unexpected:
+            raise ValueError(f"weights in {folder} do not fit a {config.num_layers}-layer "
+                             f"LongNetLM: missing {sorted(missing)[:5]}, "
+                             f"unexpected {sorted(unexpected)[:5]}")
+        model.load_state_dict({k: state[k] for k in expected}, strict=False, assign=True)
+        if config.tie_word_embeddings:
+            model.lm_head.weight = model.embed_tokens.weight
+        model.rotary = Rotary(config)  # its buffer was built on the meta device
+        model.model_id = str(name_or_path or "smollm2-135m-instruct")
+        model._weights_hash = weights_fingerprint(folder)
+        model.model_dir = folder
+        return model.to(choose_device(device)).eval()
+
+
+def _safetensors_files(folder: Path) -> list[Path]:
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        return [folder / name for name in names]
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"no .safetensors weights in {folder}")
+    return files
+
+
+__all__ = ["LongNetConfig", "LongNetLM", "level_schedule", "choose_device", "choose_dtype",
+           "autocast", "POSITION_MODES"]

@@ -1,0 +1,211 @@
+"""Memory: chunked appends equal one full forward pass, the state is bounded, and it
+saves and loads atomically, refusing a state made by another model or config."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+
+import pytest
+import torch
+
+from longnet.memory import Memory, MemoryMismatchError, token_stream_hash
+from longnet.model import LongNetConfig, LongNetLM
+
+LEVELS = {
+    "geometric": ((4, 8, 16, 32), (1, 2, 4, 8)),
+    "ragged": ((5, 12, 30), (1, 3, 7)),  # r need not divide w
+}
+
+
+def small_model(mode="dilated", levels="geometric", seed=0, **extra) -> LongNetLM:
+    torch.manual_seed(seed)
+    segments, rates = LEVELS[levels]
+    config = LongNetConfig(vocab_size=64, hidden_size=48, num_layers=2, num_heads=6,
+                           num_kv_heads=2, head_dim=8, intermediate_size=64,
+                           segment_lengths=segments, dilation_rates=rates,
+                           position_mode=mode, **extra)
+    return LongNetLM(config).eval()
+
+
+def random_chunks(total: int, rng: random.Random, largest: int = 24) -> list[int]:
+    sizes = []
+    while sum(sizes) < total:
+        sizes.append(min(rng.randint(1, largest), total - sum(sizes)))
+    return sizes
+
+
+def append_in_chunks(memory: Memory, ids: torch.Tensor, sizes: list[int]) -> torch.Tensor:
+    outs, begin = [], 0
+    for size in sizes:
+        outs.append(memory.append(ids[begin:begin + size]))
+        begin += size
+    return torch.cat(outs)
+
+
+def assert_same_state(a: Memory, b: Memory):
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys() and sa
+    for key in sa:
+        torch.testing.assert_close(sa[key], sb[key], atol=1e-6, rtol=1e-5, msg=key)
+
+
+@pytest.mark.parametrize("mode", ["absolute", "dilated"])
+@pytest.mark.parametrize("levels", sorted(LEVELS))
+def test_any_chunking_gives_the_full_forward(mode, levels):
+    model = small_model(mode, levels)
+    rng = random.Random(f"{mode}-{levels}")
+    ids = torch.randint(0, 64, (90,), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        full = model(ids[None])[0]
+    reference = None
+    for trial in range(4):
+        memory = model.memory()
+        memory.chunk_size = rng.choice([5, 16, 4096])  # internal splitting too
+        sizes = [90] if trial == 0 else random_chunks(90, rng)
+        logits = append_in_chunks(memory, ids, sizes)
+        torch.testing.assert_close(logits, full, atol=2e-5, rtol=1e-5)
+        assert memory.tokens == 90
+        if reference is None:
+            reference = memory
+        else:
+            assert_same_state(memory, reference)
+
+
+def test_state_holds_only_the_current_segments_selected_rows():
+    model = small_model("absolute")
+    c = model.config
+    group = c.num_heads // c.num_kv_heads
+    memory = model.memory()
+    memory.append(torch.randint(0, 64, (77,)))
+    for level, (w, r) in enumerate(zip(c.segment_lengths, c.dilation_rates)):
+        state = memory.states[0][level]
+        start = (77 // w) * w
+        if start == 77:
+            assert state is None
+            continue
+        assert state.start == start
+        bound_rows = min(group, r) * math.ceil(w / r)
+        rows = memory.state_dict()[f"layers.0.levels.{level}.k"]
+        assert rows.shape[0] == c.num_kv_heads
+        assert rows.shape[1] * rows.shape[2] <= bound_rows
+        assert rows.shape[1] == math.ceil((77 - start) / r)
+
+
+def test_state_grows_with_levels_not_with_history():
+    """Bounded by Σ_levels min(G, r)·ceil(w/r) rows per kv head, whatever the length."""
+    model = small_model("dilated")
+    c = model.config
+    group = c.num_heads // c.num_kv_heads
+    bound = sum(min(group, r) * math.ceil(w / r)
+                for w, r in zip(c.segment_lengths, c.dilation_rates))
+    bytes_per_row = 2 * c.num_layers * c.num_kv_heads * c.head_dim * 4
+    memory = model.memory()
+    sizes = []
+    for _ in range(12):
+        memory.append(torch.randint(0, 64, (37,)), return_logits=False)
+        sizes.append(memory.nbytes)
+        assert memory.nbytes <= bound * bytes_per_row
+    assert memory.tokens == 12 * 37 and max(sizes) > 0
+
+
+def test_save_load_resume_equals_uninterrupted(tmp_path):
+    model = small_model("dilated", "ragged")
+    ids = torch.randint(0, 64, (100,), generator=torch.Generator().manual_seed(5))
+    straight = model.memory()
+    expected = straight.append(ids)
+
+    memory = model.memory()
+    first = memory.append(ids[:47], stream_offset=470)
+    memory.save(tmp_path / "memory")
+    memory.append(ids[47:60])  # read but never saved: lost in the "crash"
+    del memory
+    loaded = Memory.load(tmp_path / "memory", model)
+    assert loaded.tokens == 47 and loaded.stream_offset == 470
+    assert loaded.stream_hash == token_stream_hash(ids[:47].tolist())
+    rest = loaded.append(ids[47:])
+    torch.testing.assert_close(torch.cat([first, rest]), expected, atol=2e-5, rtol=1e-5)
+    assert_same_state(loaded, straight)
+    assert loaded.stream_hash == straight.stream_hash == token_stream_hash(ids.tolist())
+
+
+def test_metadata_contract(tmp_path):
+    model = small_model()
+    memory = model.memory()
+    memory.append(torch.randint(0, 64, (30,)))
+    memory.save(tmp_path / "m")
+    meta = json.loads((tmp_path / "m" / "memory.json").read_text())
+    for key in ("tokens", "model_id", "weights_hash", "config", "stream_offset",
+                "stream_hash", "format_version"):
+        assert key in meta
+    assert meta["tokens"] == 30 and meta["weights_hash"] == model.weights_hash
+    assert meta["config"]["segment_lengths"] == list(model.config.segment_lengths)
+    states = list((tmp_path / "m").glob("state-*.safetensors"))
+    assert [p.name for p in states] == [meta["state_file"]]
+
+
+def test_crash_during_save_keeps_the_previous_save(tmp_path, monkeypatch):
+    model = small_model()
+    memory = model.memory()
+    ids = torch.randint(0, 64, (60,))
+    memory.append(ids[:20])
+    memory.save(tmp_path / "m")
+    memory.append(ids[20:])
+
+    real_replace = os.replace
+
+    def crash_on_metadata(src, dst):
+        if str(dst).endswith("memory.json"):
+            raise OSError("simulated power cut")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", crash_on_metadata)
+    with pytest.raises(OSError, match="power cut"):
+        memory.save(tmp_path / "m")
+    monkeypatch.setattr(os, "replace", real_replace)
+    loaded = Memory.load(tmp_path / "m", model)
+    assert loaded.tokens == 20
+    loaded.append(ids[20:])
+    assert_same_state(loaded, memory)
+    memory.save(tmp_path / "m")  # a later save cleans the leftovers
+    assert len(list((tmp_path / "m").glob("state-*"))) == 1
+    assert not list((tmp_path / "m").glob(".*.tmp"))
+
+
+def test_loading_into_another_model_or_config_is_refused(tmp_path):
+    model = small_model()
+    memory = model.memory()
+    memory.append(torch.randint(0, 64, (25,)))
+    memory.save(tmp_path / "m")
+    with pytest.raises(MemoryMismatchError, match="not by the loaded model"):
+        Memory.load(tmp_path / "m", small_model(seed=1))
+    other_levels = small_model(levels="ragged")
+    other_levels.load_state_dict(model.state_dict())
+    other_levels._weights_hash = None
+    with pytest.raises(MemoryMismatchError, match="segment_lengths"):
+        Memory.load(tmp_path / "m", other_levels)
+    with pytest.raises(FileNotFoundError, match="no saved memory"):
+        Memory.load(tmp_path / "nothing", model)
+    (tmp_path / "m" / "memory.json").write_text("{broken")
+    with pytest.raises(MemoryMismatchError, match="damaged"):
+        Memory.load(tmp_path / "m", model)
+
+
+def test_bad_token_ids_are_refused():
+    memory = small_model().memory()
+    with pytest.raises(ValueError, match="token ids"):
+        memory.append([1, 2, 64])
+    assert memory.tokens == 0
+
+
+def test_bfloat16_state():
+    model = small_model("absolute")
+    memory = Memory(model, dtype="bfloat16")
+    ids = torch.randint(0, 64, (50,))
+    logits = memory.append(ids)
+    assert all(s.k.dtype == torch.bfloat16 for layer in memory.states for s in layer if s)
+    with torch.no_grad():
+        full = model(ids[None])[0]
+    assert (logits - full).abs().max() < 0.1
