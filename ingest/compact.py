@@ -1,0 +1,118 @@
+"""`memex compact`: rewrite the stream with live entries only.
+
+Superseded revisions, deleted files and forgotten (zeroed) ranges leave the
+stream; their entries and chunks leave the database (the revision history stays
+as metadata). The new file is written beside the old one, then the database
+takes the new token offsets in one transaction that also records the pending
+rename; the rename follows. A crash before the commit leaves the old stream in
+use (the half-written file is removed on the next open); a crash after it is
+finished by ``finish_pending_compaction`` when the store next opens.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+
+import numpy as np
+
+from ingest.forget import scrub
+from ingest.progress import NullProgress
+from ingest.store import Store, StoreError
+from ingest.stream import HEADER_SIZE, TOKEN_BYTES, _fsync_dir, create_stream_file, read_header
+
+COMPACT_SUFFIX = ".compact"
+COPY_TOKENS = 1 << 22
+
+
+@dataclass
+class CompactReport:
+    tokens_before: int = 0
+    tokens_after: int = 0
+    entries_kept: int = 0
+    entries_dropped: int = 0
+
+
+def compact(store: Store, progress=None) -> CompactReport:
+    progress = progress or NullProgress()
+    report = CompactReport()
+    with store.ingest_lock():
+        store.recover()
+        report.tokens_before = store.stream_tokens()
+        if not store.stream.exists or not report.tokens_before:
+            return report
+        dead = store.db.execute("SELECT count(*) FROM spans WHERE status != 'live'").fetchone()[0]
+        spans = store.db.execute("SELECT id, token_start, token_end, entry_id FROM spans "
+                                 "WHERE status = 'live' ORDER BY token_start").fetchall()
+        if not dead and sum(e - s for _, s, e, _ in spans) == report.tokens_before:
+            report.tokens_after = report.tokens_before
+            report.entries_kept = len(spans)
+            return report
+        target = store.stream_path.with_name(store.stream_path.name + COMPACT_SUFFIX)
+        header = store.stream.header
+        meta = create_stream_file(target, header["tokenizer_id"], header["tokenizer_hash"],
+                                  uuid.uuid4().hex)
+        progress.phase("compact", report.tokens_before, "tokens")
+        moves: list[tuple[int, int, int, int]] = []  # span id, entry id, old start, new start
+        fd = os.open(target, os.O_RDWR)
+        try:
+            position = 0
+            source = np.memmap(store.stream_path, dtype="<u4", mode="r", offset=HEADER_SIZE,
+                               shape=(report.tokens_before,))
+            for span_id, start, end, entry_id in spans:
+                moves.append((span_id, entry_id, start, position))
+                for piece in range(start, end, COPY_TOKENS):
+                    block = np.ascontiguousarray(source[piece:min(end, piece + COPY_TOKENS)])
+                    os.pwrite(fd, block.tobytes(), HEADER_SIZE + position * TOKEN_BYTES)
+                    position += len(block)
+                progress.advance(end - start)
+            del source
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        with store.write():
+            q = store.db.execute
+            report.entries_dropped = q("SELECT count(*) FROM entries WHERE status IN "
+                                       "('superseded', 'deleted')").fetchone()[0]
+            q("DELETE FROM entries WHERE status IN ('superseded', 'deleted')")
+            q("DELETE FROM documents WHERE status = 'deleted'")
+            q("DELETE FROM spans WHERE status != 'live'")
+            # Shift in increasing order so the unique token_start never collides.
+            for span_id, entry_id, old_start, new_start in moves:
+                delta = new_start - old_start
+                if delta:
+                    q("UPDATE spans SET token_start = token_start + ?, token_end = token_end + ? "
+                      "WHERE id = ?", [delta, delta, span_id])
+                    q("UPDATE chunks SET token_start = token_start + ?, token_end = token_end + ?"
+                      " WHERE entry_id = ?", [delta, delta, entry_id])
+            store.set_meta("stream_tokens", position)
+            store.set_meta("stream_id", meta["stream_id"])
+            store.set_meta("compact_pending", {"file": target.name, "stream_id": meta["stream_id"]})
+            store.mark_memory_rebuild("the stream was compacted")
+            report.tokens_after = position
+            report.entries_kept = len(moves)
+        with store.write():
+            finish_pending_compaction(store, store.get_meta("compact_pending"))
+        progress.done()
+        scrub(store)
+    return report
+
+
+def finish_pending_compaction(store: Store, pending: dict) -> None:
+    """Put the compacted file in place (inside a write transaction)."""
+    target = store.stream_path.with_name(pending["file"])
+    if target.exists():
+        os.replace(target, store.stream_path)
+        _fsync_dir(store.home)
+    elif not (store.stream_path.exists()
+              and read_header(store.stream_path).get("stream_id") == pending["stream_id"]):
+        raise StoreError("an interrupted `memex compact` lost its new stream file")
+    store.stream.reload_header()
+    store.delete_meta("compact_pending")
+
+
+def remove_abandoned_compaction(store: Store) -> None:
+    target = store.stream_path.with_name(store.stream_path.name + COMPACT_SUFFIX)
+    if target.exists() and not store.get_meta("compact_pending"):
+        target.unlink()

@@ -1,0 +1,648 @@
+"""Scan → diff → ingest: bring the store in line with the source folders.
+
+Three resumable phases, each made of small transactions:
+
+1. **scan/diff/read**: walk the sources, compare with the store by (size, mtime)
+   and then sha256; read new and changed files, split them into dated entries
+   and chunks (status ``pending``; searchable at once). Moves and renames with the
+   same content update the path only. Files gone from disk are marked deleted.
+2. **stream**: tokenize pending entries (oldest date first) and append them to
+   the token stream; the spans table records which tokens came from where.
+3. **embed**: compute embeddings for chunks that have none (optional).
+
+Killed at any point, a rerun picks up where the last committed step ended.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ingest.chunking import chunk_spans
+from ingest.dates import assign_entries
+from ingest.progress import NullProgress
+from ingest.readers import reader_for
+from ingest.readers.base import SkipFile
+from ingest.scan import FileInfo, TransientSkip, read_stable, stat_one, walk
+from ingest.store import DEFAULT_MAX_FILE_BYTES, Source, Store, StoreError, utc_now
+from ingest.stream import encode_batch
+
+READ_BATCH_FILES = 256
+READ_BATCH_BYTES = 16 * 1024 * 1024
+STREAM_BATCH_ENTRIES = 2000
+STREAM_BATCH_CHARS = 8 * 1024 * 1024
+
+
+@dataclass
+class IngestReport:
+    scanned: int = 0
+    unchanged: int = 0
+    new: int = 0
+    changed: int = 0
+    touched: int = 0
+    moved: int = 0
+    revived: int = 0
+    deleted: int = 0
+    skipped: list[dict] = field(default_factory=list)
+    missing_sources: list[str] = field(default_factory=list)
+    bytes_read: int = 0
+    entries_streamed: int = 0
+    tokens_appended: int = 0
+    chunks_embedded: int = 0
+    embed_error: str | None = None
+    seconds: dict = field(default_factory=dict)
+    stopped: bool = False
+
+    @property
+    def changed_anything(self) -> bool:
+        return bool(self.new or self.changed or self.moved or self.revived or self.deleted
+                    or self.tokens_appended or self.touched or self.skipped)
+
+    def as_dict(self) -> dict:
+        data = dict(self.__dict__)
+        data["skipped"] = list(self.skipped)
+        return data
+
+
+# -- sources ---------------------------------------------------------------
+def _resolve(path: Path | str) -> Path:
+    return Path(os.path.realpath(os.path.expanduser(str(path))))
+
+
+def add_source(store: Store, path: Path | str) -> tuple[Source, str]:
+    """Register a folder or a single file. Returns (source, what happened)."""
+    target = _resolve(path)
+    if not target.exists():
+        raise StoreError(f"{path}: no such file or folder")
+    if target.is_dir():
+        root, only = target, ""
+    elif target.is_file():
+        if reader_for(target.name) is None:
+            raise StoreError(f"{path}: memex does not read this kind of file")
+        root, only = target.parent, target.name
+    else:
+        raise StoreError(f"{path}: not a regular file or folder")
+    home = _resolve(store.home)
+    if target == home or _is_within(home, target):
+        pass  # the data home inside a source is skipped while walking
+    if _is_within(target, home):
+        raise StoreError(f"{path} is inside the data home")
+    with store.write():
+        for source in store.sources():
+            covering = source.root if not source.only_file else None
+            if covering and (_is_within(target, covering) or target == covering):
+                rel = "" if target == covering else str(target.relative_to(covering))
+                removed = store.db.execute(
+                    "DELETE FROM exclusions WHERE source_id = ? AND (path = ? OR path LIKE ?)",
+                    [source.id, rel, rel + "/%"]).rowcount
+                note = " (and no longer excluded)" if removed else ""
+                return source, f"already covered by {source.root}{note}"
+            if source.only_file and source.root / source.only_file == target:
+                return source, "already added"
+        cursor = store.db.execute("INSERT INTO sources(root, only_file, added_at) VALUES (?, ?, ?)",
+                                  [str(root), only, utc_now()])
+        new = Source(cursor.lastrowid, root, only)
+        if not only:
+            _absorb_sources_within(store, new)
+    return new, "added"
+
+
+def _absorb_sources_within(store: Store, new: Source) -> None:
+    """A new folder that contains earlier sources takes over their documents."""
+    for source in store.sources():
+        if source.id == new.id or not _is_within(source.root, new.root) and source.root != new.root:
+            continue
+        prefix = "" if source.root == new.root else str(source.root.relative_to(new.root)) + "/"
+        store.db.execute("UPDATE documents SET source_id = ?, path = ? || path WHERE source_id = ?",
+                         [new.id, prefix, source.id])
+        store.db.execute("UPDATE OR IGNORE exclusions SET source_id = ?, path = ? || path "
+                         "WHERE source_id = ?", [new.id, prefix, source.id])
+        store.db.execute("DELETE FROM sources WHERE id = ?", [source.id])
+
+
+def _is_within(path: Path, folder: Path) -> bool:
+    try:
+        path.relative_to(folder)
+    except ValueError:
+        return False
+    return path != folder
+
+
+def locate(store: Store, path: Path | str) -> tuple[Source, str] | None:
+    """(source, path relative to its root) for an absolute path, or None if outside all."""
+    target = Path(os.path.abspath(os.path.expanduser(str(path))))
+    candidates = {target}
+    try:
+        candidates.add(Path(os.path.realpath(target.parent)) / target.name)
+    except OSError:
+        pass
+    best = None
+    for source in store.sources():
+        for candidate in candidates:
+            if source.only_file:
+                if candidate == source.root / source.only_file:
+                    return source, source.only_file
+                continue
+            if candidate == source.root:
+                rel = ""
+            elif _is_within(candidate, source.root):
+                rel = candidate.relative_to(source.root).as_posix()
+            else:
+                continue
+            if best is None or len(str(source.root)) > len(str(best[0].root)):
+                best = (source, rel)
+    return best
+
+
+# -- the run ---------------------------------------------------------------
+@dataclass
+class _Known:
+    id: int
+    path: str
+    size: int | None
+    mtime_ns: int | None
+    sha256: str | None
+    status: str
+    error: str | None
+    revision: int
+    source_id: int
+
+
+def run(store: Store, tokenizer=None, *, scope: list[Path | str] | None = None,
+        embed: bool = False, embedder=None, max_file_bytes: int | None = None,
+        progress=None, should_stop=None) -> IngestReport:
+    """Ingest every source (or only the paths in ``scope``) and return what changed.
+
+    ``tokenizer`` (default: the store's) is required to append to the stream
+    (without one, entries stay pending). ``embed=True`` computes missing embeddings with ``embedder`` (the
+    bundled MiniLM when None).
+    """
+    progress = progress or NullProgress()
+    should_stop = should_stop or (lambda: False)
+    tokenizer = tokenizer if tokenizer is not None else store.tokenizer
+    report = IngestReport()
+    if max_file_bytes is None:
+        max_file_bytes = int(store.get_meta("max_file_bytes", DEFAULT_MAX_FILE_BYTES))
+    with store.ingest_lock():
+        store.recover()
+        started = time.perf_counter()
+        _sync_files(store, scope, max_file_bytes, report, progress, should_stop)
+        report.seconds["read"] = time.perf_counter() - started
+        if tokenizer is not None and not should_stop():
+            started = time.perf_counter()
+            stream_pending(store, tokenizer, report, progress, should_stop)
+            report.seconds["stream"] = time.perf_counter() - started
+        if embed and not should_stop():
+            started = time.perf_counter()
+            try:
+                from ingest.embeddings import EmbeddingsUnavailable, embed_missing, load_embedder
+                embedder = embedder or load_embedder()
+                embed_missing(store, embedder, report, progress, should_stop)
+            except EmbeddingsUnavailable as exc:
+                report.embed_error = str(exc)
+                progress.note(f"embeddings skipped: {exc}")
+            report.seconds["embed"] = time.perf_counter() - started
+        report.stopped = bool(should_stop())
+        with store.write():
+            store.set_meta("last_ingest_at", utc_now())
+    return report
+
+
+def _scope_by_source(store: Store, scope) -> dict[int, tuple[Source, list[str]]]:
+    """Group scope paths by source; '' means the whole source."""
+    sources = store.sources()
+    if scope is None:
+        return {s.id: (s, [""]) for s in sources}
+    grouped: dict[int, tuple[Source, list[str]]] = {}
+    for path in scope:
+        found = locate(store, path)
+        if found:
+            source, rel = found
+            grouped.setdefault(source.id, (source, []))[1].append(rel)
+    for source_id, (source, rels) in grouped.items():
+        if "" in rels:
+            grouped[source_id] = (source, [""])
+        else:  # drop paths inside another scope path
+            rels = sorted(set(rels))
+            kept: list[str] = []
+            for rel in rels:
+                if not any(rel.startswith(k + "/") for k in kept):
+                    kept.append(rel)
+            grouped[source_id] = (source, kept)
+    return grouped
+
+
+def _in_scope(path: str, rels: list[str]) -> bool:
+    return any(rel == "" or path == rel or path.startswith(rel + "/") for rel in rels)
+
+
+def _sync_files(store: Store, scope, max_file_bytes: int, report: IngestReport, progress,
+                should_stop) -> None:
+    home = os.path.realpath(store.home)
+    to_read: list[tuple[Source, FileInfo, _Known | None]] = []
+    skips: list[tuple[Source, FileInfo, _Known | None]] = []
+    missing: dict[int, _Known] = {}
+    roots: dict[int, Source] = {}
+    progress.phase("scan", None, "files")
+    for source, rels in _scope_by_source(store, scope).values():
+        roots[source.id] = source
+        if not source.root.is_dir():
+            report.missing_sources.append(str(source.root))
+            progress.note(f"source folder missing, left as it was: {source.root}")
+            continue
+        excluded = {row[0] for row in store.db.execute(
+            "SELECT path FROM exclusions WHERE source_id = ?", [source.id])}
+        found: list[FileInfo] = []
+        unreadable: list[str] = []
+        for rel in rels:
+            if source.only_file:
+                info = stat_one(source.root, source.only_file)
+                found.extend([info] if info else [])
+            elif rel and not os.path.isdir(source.root / rel):
+                info = stat_one(source.root, rel)
+                if info and not _excluded(info.relpath, excluded):
+                    found.append(info)
+            else:
+                result = walk(source.root, rel, skip_dirs=(home,), excluded=excluded)
+                found.extend(f for f in result.files if not _excluded(f.relpath, excluded))
+                unreadable.extend(result.unreadable_dirs)
+        known = _known_documents(store, source.id, rels)
+        seen: set[str] = set()
+        for info in found:
+            seen.add(info.relpath)
+            row = known.get(info.relpath)
+            report.scanned += 1
+            progress.advance(1)
+            if info.skip_reason:
+                if not (row and row.status == "skipped" and row.error == info.skip_reason):
+                    skips.append((source, info, row))
+                else:
+                    report.unchanged += 1
+            elif (row and row.status in ("live", "skipped") and row.size == info.size
+                  and row.mtime_ns == info.mtime_ns):
+                report.unchanged += 1
+            else:
+                to_read.append((source, info, row))
+        for path, row in known.items():
+            if path in seen or any(path == u or path.startswith(u + "/") for u in unreadable if u):
+                continue
+            if "" in unreadable:
+                continue
+            if row.status in ("live", "skipped"):
+                missing[row.id] = row
+    progress.done()
+
+    missing_by_sha: dict[str, list[int]] = {}
+    for row in missing.values():
+        if row.status == "live" and row.sha256:
+            missing_by_sha.setdefault(row.sha256, []).append(row.id)
+
+    if skips:
+        with store.write():
+            for source, info, row in skips:
+                _record_skip(store, source, info, row, info.skip_reason, report)
+                missing.pop(row.id if row else -1, None)
+
+    total_bytes = sum(info.size or 0 for _, info, _ in to_read)
+    progress.phase("read", total_bytes, "bytes")
+    batch: list[tuple] = []
+    batch_bytes = 0
+    for source, info, row in to_read:
+        if should_stop():
+            break
+        item = _read_one(store, source, info, row, max_file_bytes)
+        progress.advance(info.size or 0, files=1)
+        if item is None:  # vanished since the scan
+            if row is not None and row.status in ("live", "skipped"):
+                missing[row.id] = row
+            continue
+        if row is not None:
+            missing.pop(row.id, None)
+        batch.append(item)
+        batch_bytes += item[1].size or 0
+        report.bytes_read += item[1].size or 0
+        if len(batch) >= READ_BATCH_FILES or batch_bytes >= READ_BATCH_BYTES:
+            _apply_batch(store, batch, missing, missing_by_sha, report)
+            batch, batch_bytes = [], 0
+    if batch:
+        _apply_batch(store, batch, missing, missing_by_sha, report)
+    progress.done()
+
+    if missing and not should_stop():
+        with store.write():
+            for row in missing.values():
+                _mark_gone(store, row, report)
+
+
+def _excluded(relpath: str, excluded: set[str]) -> bool:
+    return any(relpath == e or relpath.startswith(e + "/") for e in excluded)
+
+
+def _known_documents(store: Store, source_id: int, rels: list[str]) -> dict[str, _Known]:
+    rows = store.db.execute(
+        "SELECT id, path, size, mtime_ns, sha256, status, error, revision, source_id "
+        "FROM documents WHERE source_id = ?", [source_id]).fetchall()
+    return {row[1]: _Known(*row) for row in rows if _in_scope(row[1], rels)}
+
+
+def _read_one(store: Store, source: Source, info: FileInfo, row: _Known | None,
+              max_file_bytes: int):
+    """Read and parse one file outside any transaction. None if the file vanished."""
+    path = source.root / info.relpath
+    try:
+        data, st = read_stable(path, max_file_bytes)
+    except FileNotFoundError:
+        return None
+    except SkipFile as exc:
+        transient = isinstance(exc, TransientSkip)
+        info = FileInfo(info.relpath, None if transient else info.size,
+                        None if transient else info.mtime_ns, info.format)
+        return ("skip", info, row, source, str(exc), None)
+    info = FileInfo(info.relpath, st.st_size, st.st_mtime_ns, info.format)
+    sha = hashlib.sha256(data).hexdigest()
+    if row is not None and row.sha256 == sha and (row.status == "live" or (
+            row.status == "deleted" and store.db.execute(
+                "SELECT 1 FROM entries WHERE document_id = ? AND status = 'deleted' LIMIT 1",
+                [row.id]).fetchone())):
+        return ("same", info, row, source, sha, None)
+    if row is None:  # maybe a move: decided in the transaction, parse lazily then
+        return ("new", info, row, source, sha, data)
+    return ("parse", info, row, source, sha, _parse(info, data))
+
+
+def _parse(info: FileInfo, data: bytes):
+    reader = reader_for(info.relpath)
+    try:
+        if not data.strip():
+            raise SkipFile("empty file")
+        result = reader.read(data, info.relpath)
+        entries = assign_entries(result, info.relpath, info.mtime_ns or time.time_ns())
+        if not entries:
+            raise SkipFile("no text")
+    except SkipFile as exc:
+        return exc
+    except RecursionError:
+        return SkipFile("file too deeply nested to parse")
+    except Exception as exc:  # a reader bug or a pathological file must not stop the run
+        return SkipFile(f"could not parse ({type(exc).__name__}: {str(exc)[:160]})")
+    return result, entries
+
+
+def _apply_batch(store: Store, batch: list, missing: dict[int, _Known],
+                 missing_by_sha: dict[str, list[int]], report: IngestReport) -> None:
+    # Parse "new" files that are not moves before taking the write lock.
+    prepared = []
+    for kind, info, row, source, payload, extra in batch:
+        if kind == "new":
+            candidates = [i for i in missing_by_sha.get(payload, []) if i in missing]
+            if candidates:
+                prepared.append(("move", info, row, source, payload, candidates[0]))
+                missing_by_sha[payload].remove(candidates[0])
+                missing.pop(candidates[0])
+                continue
+            revivable = store.db.execute(
+                "SELECT id FROM documents WHERE sha256 = ? AND status = 'deleted' AND id IN "
+                "(SELECT document_id FROM entries WHERE status = 'deleted') LIMIT 1",
+                [payload]).fetchone()
+            if revivable:
+                prepared.append(("move", info, row, source, payload, revivable[0]))
+                continue
+            parsed = _parse(info, extra)
+            prepared.append(("parse", info, row, source, payload, parsed))
+        else:
+            prepared.append((kind, info, row, source, payload, extra))
+    with store.write():
+        for kind, info, row, source, payload, extra in prepared:
+            if kind == "skip":
+                _record_skip(store, source, info, row, payload, report)
+            elif kind == "same":
+                _touch(store, info, row, report)
+            elif kind == "move":
+                _move(store, source, info, extra, report)
+            elif isinstance(extra, SkipFile):
+                _record_skip(store, source, info, row, str(extra), report, sha=payload)
+            else:
+                _store_revision(store, source, info, row, payload, extra, report)
+
+
+def _record_skip(store: Store, source: Source, info: FileInfo, row: _Known | None, reason: str,
+                 report: IngestReport, sha: str | None = None) -> None:
+    now = utc_now()
+    if row is None:
+        store.db.execute(
+            "INSERT INTO documents(source_id, path, format, size, mtime_ns, sha256, status, error,"
+            " first_seen, updated_at) VALUES (?, ?, ?, ?, ?, ?, 'skipped', ?, ?, ?) "
+            "ON CONFLICT(source_id, path) DO UPDATE SET status = 'skipped', error = excluded.error,"
+            " size = excluded.size, mtime_ns = excluded.mtime_ns, updated_at = excluded.updated_at",
+            [source.id, info.relpath, info.format, info.size, info.mtime_ns, None, reason, now, now])
+    else:
+        if row.status == "live":
+            _retire_entries(store, row.id, "deleted")
+        # sha256 goes: the bytes on disk no longer match any stored revision.
+        store.db.execute("UPDATE documents SET status = 'skipped', error = ?, size = ?, "
+                         "mtime_ns = ?, sha256 = NULL, updated_at = ? WHERE id = ?",
+                         [reason, info.size, info.mtime_ns, now, row.id])
+    report.skipped.append({"path": info.relpath, "root": str(source.root), "reason": reason})
+
+
+def _touch(store: Store, info: FileInfo, row: _Known, report: IngestReport) -> None:
+    """Same bytes as before (only the mtime changed, or a deleted file came back)."""
+    if row.status == "deleted":
+        _revive(store, row.id)
+        report.revived += 1
+    else:
+        report.touched += 1
+    store.db.execute("UPDATE documents SET size = ?, mtime_ns = ?, status = 'live', error = NULL,"
+                     " updated_at = ? WHERE id = ?",
+                     [info.size, info.mtime_ns, utc_now(), row.id])
+
+
+def _move(store: Store, source: Source, info: FileInfo, document_id: int,
+          report: IngestReport) -> None:
+    status = store.db.execute("SELECT status FROM documents WHERE id = ?",
+                              [document_id]).fetchone()[0]
+    if status == "deleted":
+        _revive(store, document_id)
+        report.revived += 1
+    store.db.execute("UPDATE documents SET source_id = ?, path = ?, size = ?, mtime_ns = ?, "
+                     "status = 'live', error = NULL, updated_at = ? WHERE id = ?",
+                     [source.id, info.relpath, info.size, info.mtime_ns, utc_now(), document_id])
+    # Entries not yet in the stream will carry the new path in their header.
+    store.db.execute("UPDATE entries SET header = '# ' || coalesce(date, 'undated') || ' · ' || ? "
+                     "|| char(10) || char(10) WHERE document_id = ? AND status = 'pending'",
+                     [f"{source.root.name}/{info.relpath}", document_id])
+    report.moved += 1
+
+
+def _revive(store: Store, document_id: int) -> None:
+    revision = store.db.execute("SELECT max(id) FROM revisions WHERE document_id = ?",
+                                [document_id]).fetchone()[0]
+    store.db.execute("UPDATE revisions SET status = 'current' WHERE id = ?", [revision])
+    _set_entries_status(store, "document_id = ? AND revision_id = ? AND status = 'deleted'",
+                        [document_id, revision], "live")
+
+
+def _set_entries_status(store: Store, where: str, params: list, status: str) -> None:
+    entry_ids = [row[0] for row in store.db.execute(f"SELECT id FROM entries WHERE {where}",
+                                                    params)]
+    if not entry_ids:
+        return
+    for start in range(0, len(entry_ids), 500):
+        ids = entry_ids[start:start + 500]
+        marks = ",".join("?" * len(ids))
+        store.db.execute(f"UPDATE entries SET status = ? WHERE id IN ({marks})", [status, *ids])
+        store.db.execute(f"UPDATE chunks SET status = ? WHERE entry_id IN ({marks})",
+                         [status, *ids])
+        store.db.execute(f"UPDATE spans SET status = ? WHERE entry_id IN ({marks})",
+                         [status, *ids])
+
+
+def _retire_entries(store: Store, document_id: int, status: str) -> None:
+    """Old entries leave the index: streamed ones get ``status``, pending ones go."""
+    store.db.execute("DELETE FROM entries WHERE document_id = ? AND status = 'pending'",
+                     [document_id])
+    _set_entries_status(store, "document_id = ? AND status = 'live'", [document_id], status)
+
+
+def _store_revision(store: Store, source: Source, info: FileInfo, row: _Known | None, sha: str,
+                    parsed, report: IngestReport) -> None:
+    result, entries = parsed
+    now = utc_now()
+    warnings = "; ".join(result.warnings) or None
+    first = min((e for e in entries if e.date), key=lambda e: e.date, default=None)
+    fields = [info.format, info.size, info.mtime_ns, sha, warnings, result.encoding,
+              result.title, first.date.isoformat() if first else None,
+              first.date_rule if first else None]
+    if row is None:
+        existing = store.db.execute("SELECT id, revision FROM documents WHERE source_id = ? "
+                                    "AND path = ?", [source.id, info.relpath]).fetchone()
+    else:
+        existing = (row.id, row.revision)
+    if existing:
+        document_id, number = existing[0], existing[1] + 1
+        _retire_entries(store, document_id, "superseded")
+        store.db.execute("UPDATE revisions SET status = 'superseded' WHERE document_id = ? "
+                         "AND status != 'superseded'", [document_id])
+        store.db.execute(
+            "UPDATE documents SET format = ?, size = ?, mtime_ns = ?, sha256 = ?, error = ?, "
+            "encoding = ?, title = ?, entry_date = ?, date_rule = ?, status = 'live', "
+            "revision = ?, updated_at = ? WHERE id = ?", [*fields, number, now, document_id])
+        report.changed += 1
+    else:
+        number = 1
+        document_id = store.db.execute(
+            "INSERT INTO documents(format, size, mtime_ns, sha256, error, encoding, title, "
+            "entry_date, date_rule, source_id, path, status, revision, first_seen, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'live', 1, ?, ?)",
+            [*fields, source.id, info.relpath, now, now]).lastrowid
+        report.new += 1
+    revision_id = store.db.execute(
+        "INSERT INTO revisions(document_id, number, sha256, size, mtime_ns, status, created_at) "
+        "VALUES (?, ?, ?, ?, ?, 'current', ?)",
+        [document_id, number, sha, info.size, info.mtime_ns, now]).lastrowid
+    label = f"{source.root.name}/{info.relpath}"
+    chunk_rows = []
+    for ordinal, entry in enumerate(entries):
+        text = entry.text.strip("\n").rstrip() + "\n\n"
+        if not text.strip():
+            continue
+        when = entry.date.isoformat() if entry.date else None
+        header = f"# {when or 'undated'} · {label}\n\n"
+        entry_id = store.db.execute(
+            "INSERT INTO entries(document_id, revision_id, ordinal, date, date_rule, title, tags,"
+            " header, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending')",
+            [document_id, revision_id, ordinal, when, entry.date_rule, entry.title,
+             json.dumps(entry.tags) if entry.tags else None, header]).lastrowid
+        for index, (start, end) in enumerate(chunk_spans(text)):
+            chunk_rows.append((entry_id, document_id, index, text[start:end], start, end, when))
+    store.db.conn.executemany(
+        "INSERT INTO chunks(entry_id, document_id, ordinal, text, char_start, char_end, date, "
+        "status) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending')", chunk_rows)
+
+
+def _mark_gone(store: Store, row: _Known, report: IngestReport) -> None:
+    if row.status == "skipped":
+        store.db.execute("DELETE FROM documents WHERE id = ? AND NOT EXISTS "
+                         "(SELECT 1 FROM entries WHERE document_id = ?)", [row.id, row.id])
+        store.db.execute("UPDATE documents SET status = 'deleted', error = NULL WHERE id = ?",
+                         [row.id])
+        return
+    _retire_entries(store, row.id, "deleted")
+    store.db.execute("UPDATE revisions SET status = 'deleted' WHERE document_id = ? "
+                     "AND status = 'current'", [row.id])
+    store.db.execute("UPDATE documents SET status = 'deleted', updated_at = ? WHERE id = ?",
+                     [utc_now(), row.id])
+    report.deleted += 1
+
+
+# -- phase 2: the stream ---------------------------------------------------
+def stream_pending(store: Store, tokenizer, report: IngestReport | None = None, progress=None,
+                   should_stop=None) -> int:
+    """Tokenize pending entries, oldest first, and append them to the stream."""
+    report = report or IngestReport()
+    progress = progress or NullProgress()
+    should_stop = should_stop or (lambda: False)
+    pending = store.db.execute("SELECT count(*) FROM entries WHERE status = 'pending'"
+                               ).fetchone()[0]
+    if not pending:
+        return 0
+    store.ensure_stream(tokenizer)
+    progress.phase("stream", pending, "entries")
+    appended = 0
+    while not should_stop():
+        entries = store.db.execute(
+            "SELECT id, document_id, header FROM entries WHERE status = 'pending' "
+            "ORDER BY date, document_id, ordinal LIMIT ?", [STREAM_BATCH_ENTRIES]).fetchall()
+        if not entries:
+            break
+        chunks_by_entry: dict[int, list[tuple[int, str]]] = {}
+        chars = 0
+        kept = []
+        for entry_id, document_id, header in entries:
+            rows = store.db.execute("SELECT id, text FROM chunks WHERE entry_id = ? "
+                                    "ORDER BY ordinal", [entry_id]).fetchall()
+            chunks_by_entry[entry_id] = rows
+            kept.append((entry_id, document_id, header))
+            chars += sum(len(text) for _, text in rows)
+            if chars >= STREAM_BATCH_CHARS:
+                break
+        texts: list[str] = []
+        for entry_id, _, header in kept:
+            texts.append(header)
+            texts.extend(text for _, text in chunks_by_entry[entry_id])
+        encoded = encode_batch(tokenizer, texts)
+        lengths = np.fromiter((len(ids) for ids in encoded), dtype=np.int64, count=len(encoded))
+        flat = np.fromiter((t for ids in encoded for t in ids), dtype=np.uint32,
+                           count=int(lengths.sum()))
+        with store.write():
+            base, end = store.append_tokens(flat)
+            offsets = base + np.concatenate([[0], np.cumsum(lengths)])
+            position = 0
+            chunk_updates, span_rows = [], []
+            for entry_id, document_id, _ in kept:
+                entry_start = int(offsets[position])
+                position += 1  # the header
+                for chunk_id, _ in chunks_by_entry[entry_id]:
+                    chunk_updates.append((int(offsets[position]), int(offsets[position + 1]),
+                                          chunk_id))
+                    position += 1
+                span_rows.append((entry_start, int(offsets[position]), entry_id, document_id))
+            store.db.conn.executemany("UPDATE chunks SET token_start = ?, token_end = ?, "
+                                      "status = 'live' WHERE id = ?", chunk_updates)
+            store.db.conn.executemany("UPDATE entries SET status = 'live' WHERE id = ?",
+                                      [(e,) for e, _, _ in kept])
+            store.db.conn.executemany("INSERT INTO spans(token_start, token_end, entry_id, "
+                                      "document_id, status) VALUES (?, ?, ?, ?, 'live')",
+                                      span_rows)
+        appended += end - base
+        report.entries_streamed += len(kept)
+        report.tokens_appended += end - base
+        progress.advance(len(kept), tokens=end - base)
+    progress.done()
+    return appended

@@ -1,0 +1,194 @@
+"""Hybrid search over current chunks: FTS5 BM25 fused with embeddings (RRF).
+
+The person's text never reaches FTS5 ``MATCH`` as syntax: it is cut into words,
+each word is quoted as an FTS5 string, and the words are OR-ed (BM25 ranks
+chunks holding more and rarer words first). Quotes, dashes, ``AND``/``OR``/
+``NEAR`` and ``col:`` are plain words here. With an embedder and stored vectors,
+the cosine ranking is fused with BM25 by reciprocal rank fusion; without them
+search is FTS alone.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from datetime import date
+
+import numpy as np
+
+RRF_K = 60
+CANDIDATES = 50
+VECTOR_PAGE = 20000
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+STOPWORDS = frozenset("""
+a about above after again against all am an and any are as at be because been before being
+below between both but by can could did do does doing down during each few for from further had
+has have having he her here hers herself him himself his how i if in into is it its itself just
+me more most my myself no nor not now of off on once only or other our ours ourselves out over
+own same she should so some such than that the their theirs them themselves then there these
+they this those through to too under until up very was we were what when where which while who
+whom why will with would you your yours yourself yourselves did didn't tell show find
+""".split())
+
+
+@dataclass
+class SearchResult:
+    path: str            # relative to its source root
+    root: str            # the source root (absolute)
+    date: str | None     # the entry's date, ISO
+    snippet: str
+    text: str            # the whole chunk
+    score: float
+    document_id: int
+    chunk_id: int
+    entry_id: int
+    title: str | None = None
+    fts_rank: int | None = None
+    vector_rank: int | None = None
+
+    def as_json(self) -> dict:
+        return {"path": self.path, "date": self.date, "snippet": self.snippet,
+                "score": round(self.score, 6), "root": self.root}
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def query_terms(text: str) -> list[str]:
+    words = [w.lower() for w in _WORD.findall(text or "")]
+    content = [w for w in words if w not in STOPWORDS]
+    terms = content or words
+    seen: dict[str, None] = {}
+    for word in terms:
+        seen.setdefault(word, None)
+    return list(seen)[:32]
+
+
+def fts_query(text: str) -> str | None:
+    """A safe FTS5 MATCH expression for free text (None when it has no words)."""
+    terms = query_terms(text)
+    if not terms:
+        return None
+    return " OR ".join('"' + term.replace('"', '""') + '"' for term in terms)
+
+
+def _date_clause(since, until, column: str = "c.date") -> tuple[str, list]:
+    clause, params = "", []
+    if since:
+        clause += f" AND {column} >= ?"
+        params.append(_iso(since))
+    if until:
+        clause += f" AND {column} <= ?"
+        params.append(_iso(until))
+    return clause, params
+
+
+def _iso(value) -> str:
+    if isinstance(value, date):
+        return value.isoformat()
+    return str(value)[:10]
+
+
+def fts_ranking(store, query: str, since=None, until=None, limit: int = CANDIDATES) -> list[int]:
+    expression = fts_query(query)
+    if expression is None:
+        return []
+    clause, params = _date_clause(since, until)
+    rows = store.db.execute(
+        "SELECT c.id FROM chunks_fts JOIN chunks c ON c.id = chunks_fts.rowid "
+        f"WHERE chunks_fts MATCH ? AND c.status IN ('live', 'pending'){clause} "
+        "ORDER BY bm25(chunks_fts) LIMIT ?", [expression, *params, limit]).fetchall()
+    return [row[0] for row in rows]
+
+
+def vector_ranking(store, query_vector: np.ndarray, since=None, until=None,
+                   limit: int = CANDIDATES) -> list[int]:
+    """Chunk ids by cosine similarity, reading vectors page by page (flat memory)."""
+    clause, params = _date_clause(since, until)
+    best_ids = np.zeros(0, dtype=np.int64)
+    best_scores = np.zeros(0, dtype=np.float32)
+    last_id = 0
+    query_vector = np.asarray(query_vector, dtype=np.float32)
+    while True:
+        rows = store.db.execute(
+            "SELECT e.chunk_id, e.vector FROM embeddings e JOIN chunks c ON c.id = e.chunk_id "
+            f"WHERE e.chunk_id > ? AND c.status IN ('live', 'pending'){clause} "
+            "ORDER BY e.chunk_id LIMIT ?",
+            [last_id, *params, VECTOR_PAGE]).fetchall()
+        if not rows:
+            break
+        last_id = rows[-1][0]
+        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), -1)
+        scores = matrix @ query_vector
+        best_ids = np.concatenate([best_ids, ids])
+        best_scores = np.concatenate([best_scores, scores.astype(np.float32)])
+        if len(best_ids) > limit:
+            keep = np.argpartition(-best_scores, limit)[:limit]
+            best_ids, best_scores = best_ids[keep], best_scores[keep]
+    order = np.argsort(-best_scores, kind="stable")
+    return [int(i) for i in best_ids[order][:limit]]
+
+
+def snippet(text: str, terms: list[str], width: int = 220) -> str:
+    flat = " ".join(text.split())
+    if len(flat) <= width:
+        return flat
+    lower = flat.lower()
+    hits = [lower.find(term) for term in terms if term and lower.find(term) >= 0]
+    center = min(hits) if hits else 0
+    start = max(0, center - width // 3)
+    end = min(len(flat), start + width)
+    start = max(0, end - width)
+    if start > 0:
+        space = flat.find(" ", start)
+        start = space + 1 if 0 <= space < center else start
+    piece = flat[start:end].strip()
+    return ("…" if start > 0 else "") + piece + ("…" if end < len(flat) else "")
+
+
+def search(store, query: str, since=None, until=None, limit: int = 10, embedder=None
+           ) -> list:
+    """Ranked passages for ``query`` within [since, until] (ISO dates, inclusive).
+
+    With ``embedder`` (see ``ingest.embeddings.load_embedder``) and stored vectors
+    the result fuses BM25 and cosine rankings; otherwise it is BM25 alone.
+    """
+    limit = max(1, int(limit))
+    candidates = max(CANDIDATES, limit * 3)
+    fts_ids = fts_ranking(store, query, since, until, candidates)
+    vector_ids: list[int] = []
+    if embedder is not None and query and query.strip():
+        has_vectors = store.db.execute("SELECT 1 FROM embeddings LIMIT 1").fetchone()
+        if has_vectors:
+            vector = embedder.embed([query])[0]
+            vector_ids = vector_ranking(store, vector, since, until, candidates)
+    scores: dict[int, float] = {}
+    fts_rank = {chunk_id: rank for rank, chunk_id in enumerate(fts_ids, 1)}
+    vector_rank = {chunk_id: rank for rank, chunk_id in enumerate(vector_ids, 1)}
+    for ranking in (fts_rank, vector_rank):
+        for chunk_id, rank in ranking.items():
+            scores[chunk_id] = scores.get(chunk_id, 0.0) + 1.0 / (RRF_K + rank)
+    ordered = sorted(scores, key=lambda cid: (-scores[cid], fts_rank.get(cid, 10**9)))[:limit]
+    if not ordered:
+        return []
+    marks = ",".join("?" * len(ordered))
+    rows = {row[0]: row for row in store.db.execute(
+        "SELECT c.id, d.path, s.root, c.date, c.text, c.document_id, c.entry_id, e.title "
+        "FROM chunks c JOIN documents d ON d.id = c.document_id "
+        "JOIN sources s ON s.id = d.source_id JOIN entries e ON e.id = c.entry_id "
+        f"WHERE c.id IN ({marks})", ordered)}
+    terms = query_terms(query)
+    results = []
+    for chunk_id in ordered:
+        row = rows.get(chunk_id)
+        if row is None:
+            continue
+        _, path, root, when, text, document_id, entry_id, title = row
+        results.append(SearchResult(
+            path=path, root=root, date=when, snippet=snippet(text, terms), text=text,
+            score=scores[chunk_id], document_id=document_id, chunk_id=chunk_id,
+            entry_id=entry_id, title=title, fts_rank=fts_rank.get(chunk_id),
+            vector_rank=vector_rank.get(chunk_id)))
+    return results
