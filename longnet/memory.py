@@ -119,6 +119,9 @@ class LevelPlan:
     out_mask: torch.Tensor  # [Hq, T] head h selects token t at this level
     positions: torch.Tensor  # [T] each new token's index in its sparsified segment
     unbounded: bool = False  # a fork's local level: one segment that keeps growing
+    # Few-query path only: which block of its slot each head may read for each new token.
+    key_mask: torch.Tensor | None = None  # [Hq, T, total_blocks]
+    head_slots: torch.Tensor | None = None  # [G] slot read by each local head
 
     @property
     def query_rows(self) -> int:
@@ -134,8 +137,8 @@ def _slot_offsets(level_rate: int, group_size: int, kv_heads: int) -> np.ndarray
 
 
 def plan_level(config: LongNetConfig, level: int, tokens: int, count: int,
-               state_start: int | None, device, unbounded_segment: bool = False
-               ) -> LevelPlan | None:
+               state_start: int | None, device, unbounded_segment: bool = False,
+               few_queries: bool = False) -> LevelPlan | None:
     """Plan level ``level`` for ``count`` new tokens after ``tokens``; None if no head
     selects any of them and no row needs keeping (the state only drops finished rows)."""
     w, r = config.segment_lengths[level], config.dilation_rates[level]
@@ -182,6 +185,19 @@ def plan_level(config: LongNetConfig, level: int, tokens: int, count: int,
     out_index = np.where(out_mask, row, 0)
 
     as_tensor = lambda a: torch.as_tensor(a, device=device)  # noqa: E731
+    key_mask = head_slots = None
+    if few_queries:
+        # Key block b of head h's slot: its position, and whether token t may read it
+        # (same segment, not after t, and h keeps t at this level).
+        b = np.arange(total_blocks)
+        b_seg, b_j = b // blocks_per_segment, b % blocks_per_segment
+        head_offset = offsets[head[:, 0] // G, head_slot[:, 0]]  # [Hq]
+        k_inner = b_j[None, :] * r + head_offset[:, None]  # [Hq, blocks]
+        k_pos = start + b_seg[None, :] * w + k_inner
+        key_mask = ((k_inner < w)[:, None, :] & (b_seg[None, None, :] == t_seg[None, :, None])
+                    & (k_pos[:, None, :] <= new_pos[None, :, None]) & out_mask[:, :, None])
+        key_mask = as_tensor(key_mask)
+        head_slots = as_tensor(np.arange(G) % slots)
     return LevelPlan(
         level=level, start=start, segment=w, rate=r, slots=slots,
         blocks_per_segment=blocks_per_segment, total_blocks=total_blocks,
@@ -192,6 +208,7 @@ def plan_level(config: LongNetConfig, level: int, tokens: int, count: int,
         old_mask=as_tensor(old_mask.reshape(Hkv, -1)),
         out_index=as_tensor(out_index), out_mask=as_tensor(out_mask),
         positions=as_tensor(in_segment // r), unbounded=unbounded_segment,
+        key_mask=key_mask, head_slots=head_slots,
     )
 
 
@@ -204,6 +221,11 @@ class Memory:
     ``append(token_ids)`` runs only the new tokens against the state and extends it;
     in any chunking it gives the logits of one full forward pass over the stream.
     """
+
+    # Up to this many new tokens, attention against the state is computed here with
+    # one masked matmul per level (decoding, questions); longer chunks go through
+    # ``level_attention``, whose per-call set-up dominates for a handful of queries.
+    few_queries = 64
 
     def __init__(self, model, dtype: str | torch.dtype | None = None, chunk_size: int = 4096):
         self.model = model
@@ -255,7 +277,8 @@ class Memory:
             unbounded = level == 0 and self._local_turn_start is not None
             state_start = self._state_start(level, unbounded)
             plans.append(plan_level(c, level, self.tokens, ids.numel(), state_start,
-                                    self.device, unbounded_segment=unbounded))
+                                    self.device, unbounded_segment=unbounded,
+                                    few_queries=ids.numel() <= self.few_queries))
         positions = torch.arange(self.tokens, self.tokens + ids.numel(), device=self.device)
         with autocast(self.device, self.dtype):
             hidden = self.model.run_layers(
@@ -316,8 +339,6 @@ class Memory:
     def _attend_level(self, layer: int, plan: LevelPlan, q, k_new, v_new):
         """Write the new rows into the level's state and attend against it."""
         Hkv, D = k_new.shape[0], k_new.shape[-1]
-        Hq, T = q.shape[0], q.shape[1]
-        G = Hq // Hkv
         state = self.states[layer][plan.level]
         if state is not None and state.start != plan.start:
             state = None
@@ -333,6 +354,46 @@ class Memory:
             region.copy_(torch.where(new_mask, gathered,
                                      torch.where(old_mask, region, torch.zeros_like(region))))
 
+        if plan.key_mask is not None:
+            out, lse = self._attend_few(plan, q, k_buf, v_buf)
+        else:
+            out, lse = self._attend_compact(plan, q, k_buf, v_buf)
+
+        # Keep only the rows of the segment the stream is now in.
+        if plan.keep_from_block:
+            keep = slice(plan.keep_from_block, plan.total_blocks)
+            k_buf, v_buf = k_buf[:, keep].clone(), v_buf[:, keep].clone()
+            start = plan.start + (plan.keep_from_block // plan.blocks_per_segment) * plan.segment
+        else:
+            start = plan.start
+        self.states[layer][plan.level] = LevelState(start, k_buf, v_buf)
+        return out, lse
+
+    def _attend_few(self, plan: LevelPlan, q, k_buf, v_buf):
+        """Each head against the blocks of its own slot, masked: ``[Hq, T, D]``, lse."""
+        Hkv, _, slots, D = k_buf.shape
+        Hq, T = q.shape[0], q.shape[1]
+        G = Hq // Hkv
+        keys = k_buf[:, :plan.total_blocks].transpose(1, 2)  # [Hkv, slots, blocks, D]
+        values = v_buf[:, :plan.total_blocks].transpose(1, 2)
+        if slots == 1:
+            keys, values = keys.expand(Hkv, G, -1, D), values.expand(Hkv, G, -1, D)
+        elif slots != G:
+            keys, values = keys[:, plan.head_slots], values[:, plan.head_slots]
+        scores = torch.matmul(q.reshape(Hkv, G, T, D).to(keys.dtype), keys.transpose(-1, -2))
+        scores = scores.reshape(Hq, T, -1).float() * (D ** -0.5)
+        scores = scores.masked_fill(~plan.key_mask, float("-inf"))
+        lse = torch.logsumexp(scores, dim=-1)
+        weights = torch.exp(scores - torch.where(torch.isfinite(lse), lse, 0.0)[..., None])
+        out = torch.matmul(weights.reshape(Hkv, G, T, -1).to(values.dtype), values)
+        return out.reshape(Hq, T, D), lse
+
+    def _attend_compact(self, plan: LevelPlan, q, k_buf, v_buf):
+        """The new tokens' rows through ``level_attention`` on the compact sequence."""
+        Hkv, _, _, D = k_buf.shape
+        Hq, T = q.shape[0], q.shape[1]
+        G = Hq // Hkv
+        rows_to = plan.total_blocks * plan.slots
         # Queries: the query region's rows, each head reading its group's new tokens.
         q_rows = q.reshape(Hkv, G, T, D).gather(
             2, plan.new_source[:, None, :, None].expand(Hkv, G, -1, D))
@@ -346,15 +407,6 @@ class Memory:
         out = torch.where(plan.out_mask[..., None], out, torch.zeros((), dtype=out.dtype,
                                                                       device=out.device))
         lse = torch.where(plan.out_mask, lse.float(), float("-inf"))
-
-        # Keep only the rows of the segment the stream is now in.
-        if plan.keep_from_block:
-            keep = slice(plan.keep_from_block, plan.total_blocks)
-            k_buf, v_buf = k_buf[:, keep].clone(), v_buf[:, keep].clone()
-            start = plan.start + (plan.keep_from_block // plan.blocks_per_segment) * plan.segment
-        else:
-            start = plan.start
-        self.states[layer][plan.level] = LevelState(start, k_buf, v_buf)
         return out, lse
 
     def _workspace(self, state: LevelState | None, plan: LevelPlan, Hkv: int, D: int, dtype):

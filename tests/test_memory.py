@@ -64,6 +64,7 @@ def test_any_chunking_gives_the_full_forward(mode, levels):
     for trial in range(4):
         memory = model.memory()
         memory.chunk_size = rng.choice([5, 16, 4096])  # internal splitting too
+        memory.few_queries = (0, 4096, 10, 10)[trial]  # both attention paths, and mixed
         sizes = [90] if trial == 0 else random_chunks(90, rng)
         logits = append_in_chunks(memory, ids, sizes)
         torch.testing.assert_close(logits, full, atol=2e-5, rtol=1e-5)
