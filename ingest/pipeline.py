@@ -285,7 +285,8 @@ def _sync_files(store: Store, scope, max_file_bytes: int, report: IngestReport, 
                 else:
                     report.unchanged += 1
             elif (row and row.status in ("live", "skipped") and row.size == info.size
-                  and row.mtime_ns == info.mtime_ns):
+                  and row.mtime_ns == info.mtime_ns
+                  and not _cap_raised(row, info, max_file_bytes)):
                 report.unchanged += 1
             else:
                 to_read.append((source, info, row))
@@ -338,6 +339,12 @@ def _sync_files(store: Store, scope, max_file_bytes: int, report: IngestReport, 
         with store.write():
             for row in missing.values():
                 _mark_gone(store, row, report)
+
+
+def _cap_raised(row: _Known, info: FileInfo, max_file_bytes: int) -> bool:
+    """Skipped for its size, and the size cap now lets it in."""
+    return (row.status == "skipped" and (row.error or "").startswith("larger than")
+            and (info.size or 0) <= max_file_bytes)
 
 
 def _excluded(relpath: str, excluded: set[str]) -> bool:
@@ -533,7 +540,10 @@ def _store_revision(store: Store, source: Source, info: FileInfo, row: _Known | 
             "UPDATE documents SET format = ?, size = ?, mtime_ns = ?, sha256 = ?, error = ?, "
             "encoding = ?, title = ?, entry_date = ?, date_rule = ?, status = 'live', "
             "revision = ?, updated_at = ? WHERE id = ?", [*fields, number, now, document_id])
-        report.changed += 1
+        if number == 1:  # known only as skipped until now
+            report.new += 1
+        else:
+            report.changed += 1
     else:
         number = 1
         document_id = store.db.execute(
@@ -627,10 +637,10 @@ def stream_pending(store: Store, tokenizer, report: IngestReport | None = None, 
             chunk_updates, span_rows = [], []
             for entry_id, document_id, _ in kept:
                 entry_start = int(offsets[position])
-                position += 1  # the header
-                for chunk_id, _ in chunks_by_entry[entry_id]:
-                    chunk_updates.append((int(offsets[position]), int(offsets[position + 1]),
-                                          chunk_id))
+                position += 1  # the header: its tokens belong to the first chunk
+                for index, (chunk_id, _) in enumerate(chunks_by_entry[entry_id]):
+                    start = entry_start if index == 0 else int(offsets[position])
+                    chunk_updates.append((start, int(offsets[position + 1]), chunk_id))
                     position += 1
                 span_rows.append((entry_start, int(offsets[position]), entry_id, document_id))
             store.db.conn.executemany("UPDATE chunks SET token_start = ?, token_end = ?, "

@@ -416,6 +416,9 @@ class Store:
     def spans_for(self, token_start: int, token_end: int) -> list[Span]:
         """Chunks whose tokens overlap [token_start, token_end), in stream order.
 
+        Chunks tile each entry's tokens (the entry header's tokens belong to its
+        first chunk), so every committed token maps to one chunk unless forgotten.
+
         Forgotten ranges have no chunks; superseded and deleted ones are returned
         with that status."""
         first = self.db.execute(
