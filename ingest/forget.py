@@ -80,6 +80,8 @@ def forget(store: Store, path: Path | str) -> ForgetReport:
                                  [source.id, rel])
             if report.tokens_zeroed:
                 store.mark_memory_rebuild("text was forgotten")
+            # If we are killed before the scrub ends, the next open scrubs again.
+            store.set_meta("scrub_pending", True)
             store._zero_forgotten_spans()
         report.scrubbed = scrub(store)
     return report
@@ -93,7 +95,12 @@ def scrub(store: Store, attempts: int = 50) -> bool:
         store.db.execute("INSERT INTO chunks_fts(chunks_fts) VALUES ('optimize')")
     checkpoint(store, attempts)
     store.db.execute("VACUUM")
-    return checkpoint(store, attempts)
+    done = checkpoint(store, attempts)
+    if done:
+        with store.write():
+            store.delete_meta("scrub_pending")
+        done = checkpoint(store, attempts)
+    return done
 
 
 def checkpoint(store: Store, attempts: int = 50) -> bool:

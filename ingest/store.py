@@ -343,6 +343,11 @@ class Store:
                 raise StoreError(f"{self.stream_path} is missing but the store committed "
                                  f"{committed} tokens")
             self._zero_forgotten_spans()
+            scrub_pending = bool(self.get_meta("scrub_pending"))
+        if scrub_pending:  # a `forget` was killed before its text left every page
+            from ingest.forget import scrub
+
+            scrub(self)
 
     def _zero_forgotten_spans(self) -> None:
         rows = self.db.execute("SELECT id, token_start, token_end FROM spans "
