@@ -97,7 +97,8 @@ def journal_tree(root: Path) -> Path:
     write(root / "garden.org", "#+TITLE: Garden\n#+DATE: <2024-04-01 Mon>\n\n* Tomatoes\n"
           "Planted six tomato seedlings.\n")
     write(root / "page.html", "<html><head><title>Recipe</title><script>var x=1;</script></head>"
-          "<body><h1>Soup</h1><p>Leek and potato soup for the cold evening.</p></body></html>")
+          "<body><h1>Soup</h1><p>Leek and potato soup for the cold evening.</p></body></html>",
+          mtime=time.mktime((2024, 2, 1, 12, 0, 0, 0, 0, -1)))  # dated by its mtime
     return root
 
 
