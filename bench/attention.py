@@ -1,0 +1,251 @@
+"""Dilated attention vs dense causal SDPA: time, peak memory, useful GFLOP/s.
+
+    python bench/attention.py                      # CPU, float32 and bfloat16, N = 4K..1M
+    python bench/attention.py --quick              # a one-minute smoke run
+    python bench/attention.py --device cuda --dtype bfloat16 --max-n 1048576
+
+Setup (issue 3): batch 1, 8 heads, head dim 64, levels w = 2048 * 2^i, r = 2^i until
+w >= N. Dense SDPA (``F.scaled_dot_product_attention(is_causal=True)``) runs up to
+``--sdpa-max-n`` (128K), dilated alone up to ``--max-n``. For each N the two are timed
+interleaved (SDPA, dilated, SDPA, dilated, ...) so that their ratio is fair on a
+shared machine; times are medians. Useful flops count causal work once:
+dilated ``sum_i 2 N (w_i/r_i) (1/r_i) d H`` (w_i capped at N), SDPA ``2 N^2 d H``.
+
+Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` above the inputs; on CPU the
+process RSS above what it was before the call, sampled every 2 ms by a psutil thread
+(torch's CPU allocator has no peak counter, and tracemalloc does not see it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from longnet.attention import dilated_attention  # noqa: E402
+
+HEADS, HEAD_DIM, BASE_SEGMENT = 8, 64, 2048
+
+
+def levels_for(n: int) -> tuple[list[int], list[int]]:
+    ws, rs, w, r = [], [], BASE_SEGMENT, 1
+    while True:
+        ws.append(w)
+        rs.append(r)
+        if w >= n:
+            return ws, rs
+        w, r = w * 2, r * 2
+
+
+def dilated_flops(n: int) -> float:
+    ws, rs = levels_for(n)
+    return sum(2 * n * (min(w, n) / r) * (1 / r) * HEAD_DIM * HEADS for w, r in zip(ws, rs))
+
+
+def dense_flops(n: int) -> float:
+    return 2.0 * n * n * HEAD_DIM * HEADS
+
+
+class PeakRSS:
+    """Peak resident memory above the starting point, sampled by a thread."""
+
+    def __init__(self, interval: float = 0.002):
+        self.interval, self.proc = interval, psutil.Process()
+
+    def __enter__(self):
+        self.start = self.peak = self.proc.memory_info().rss
+        self.running = True
+        self.thread = threading.Thread(target=self._poll, daemon=True)
+        self.thread.start()
+        return self
+
+    def _poll(self):
+        while self.running:
+            self.peak = max(self.peak, self.proc.memory_info().rss)
+            time.sleep(self.interval)
+
+    def __exit__(self, *exc):
+        self.running = False
+        self.thread.join()
+        self.peak = max(self.peak, self.proc.memory_info().rss)
+        self.extra = self.peak - self.start
+
+
+def measure(fn, device: torch.device) -> tuple[float, int]:
+    """(seconds, extra peak bytes) of one call."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        start = time.perf_counter()
+        fn()
+        torch.cuda.synchronize()
+        return time.perf_counter() - start, torch.cuda.max_memory_allocated() - base
+    with PeakRSS() as mem:
+        start = time.perf_counter()
+        fn()
+        seconds = time.perf_counter() - start
+    return seconds, mem.extra
+
+
+def machine_description(device: torch.device) -> str:
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    parts = [f"CPU {cpu}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}",
+             f"RAM {psutil.virtual_memory().total / 2**30:.0f} GiB",
+             f"torch {torch.__version__}, Python {platform.python_version()}"]
+    if device.type == "cuda":
+        parts.insert(0, f"GPU {torch.cuda.get_device_name(device)}")
+    return "; ".join(parts)
+
+
+def human(n: int) -> str:
+    return f"{n // 1048576}M" if n % 1048576 == 0 else f"{n // 1024}K" if n % 1024 == 0 else str(n)
+
+
+def run(device: torch.device, dtype: torch.dtype, sizes: list[int], sdpa_max: int, repeats: int,
+        long_call: float, progress: Progress) -> list[dict]:
+    rows = []
+    task = progress.add_task(f"{device.type} {str(dtype).replace('torch.', '')}", total=len(sizes))
+    for n in sizes:
+        progress.update(task, description=f"{device.type} {str(dtype).replace('torch.', '')} N={human(n)}")
+        gen = torch.Generator(device=device).manual_seed(n)
+        q, k, v = (torch.randn(1, HEADS, n, HEAD_DIM, generator=gen, device=device, dtype=dtype)
+                   for _ in range(3))
+        ws, rs = levels_for(n)
+        calls = {"dilated": lambda: dilated_attention(q, k, v, ws, rs)}
+        if n <= sdpa_max:
+            calls["sdpa"] = lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        times = {name: [] for name in calls}
+        mems = {name: 0 for name in calls}
+        with torch.inference_mode():
+            for name, fn in calls.items():  # warm-up (small N only: it costs a full call)
+                if n <= 16384:
+                    fn()
+            for rep in range(repeats):
+                for name in sorted(calls, reverse=True):  # sdpa first, then dilated
+                    if rep > 0 and times[name] and times[name][0] > long_call:
+                        continue  # one run is enough for calls this long
+                    seconds, extra = measure(calls[name], device)
+                    times[name].append(seconds)
+                    mems[name] = max(mems[name], extra)
+        row = {"n": n, "levels": len(ws)}
+        for name in calls:
+            row[name] = statistics.median(times[name])
+            row[name + "_runs"] = len(times[name])
+            row[name + "_mem"] = mems[name]
+        rows.append(row)
+        del q, k, v
+        progress.advance(task)
+    return rows
+
+
+def format_table(rows: list[dict], device: torch.device, dtype: torch.dtype) -> str:
+    by_n = {row["n"]: row for row in rows}
+    lines = [f"{'N':>6} {'lv':>2} {'SDPA s':>9} {'dil s':>9} {'speedup':>8} "
+             f"{'SDPA GF/s':>9} {'dil GF/s':>9} {'eff':>5} {'t(N)/t(N/4)':>11} "
+             f"{'SDPA MiB':>9} {'dil MiB':>9} runs"]
+    for row in rows:
+        n, dil = row["n"], row["dilated"]
+        sdpa = row.get("sdpa")
+        dil_gf = dilated_flops(n) / dil / 1e9
+        sdpa_gf = dense_flops(n) / sdpa / 1e9 if sdpa else None
+        quarter = by_n.get(n // 4)
+        linear = f"{dil / quarter['dilated']:.2f}" if quarter else "-"
+        sdpa_mem = f"{row['sdpa_mem'] / 2**20:.0f}" if sdpa else "-"
+        lines.append(
+            f"{human(n):>6} {row['levels']:>2} "
+            f"{(f'{sdpa:.3f}' if sdpa else '-'):>9} {dil:>9.3f} "
+            f"{(f'{sdpa / dil:.1f}x' if sdpa else '-'):>8} "
+            f"{(f'{sdpa_gf:.1f}' if sdpa_gf else '-'):>9} {dil_gf:>9.1f} "
+            f"{(f'{dil_gf / sdpa_gf:.0%}' if sdpa_gf else '-'):>5} {linear:>11} "
+            f"{sdpa_mem:>9} {row['dilated_mem'] / 2**20:>9.0f} "
+            f"{row.get('sdpa_runs', 0)}/{row['dilated_runs']}")
+    faster = [row["n"] for row in rows if row.get("sdpa") and row["sdpa"] > row["dilated"]]
+    slower = [row["n"] for row in rows if row.get("sdpa") and row["sdpa"] <= row["dilated"]]
+    if faster:
+        below = [n for n in slower if n < min(faster)]
+        lines.append(f"crossover: dilated is faster from N = {human(min(faster))}"
+                     + (f" (dense faster at {', '.join(human(n) for n in below)})" if below else
+                        " (and at every N measured)")
+                     + f"; at N <= {BASE_SEGMENT} there is one level (w >= N, r = 1), which runs"
+                       " as one dense causal call: the dense path, exact.")
+    else:
+        lines.append("crossover: dilated was not faster at any N measured")
+    head = f"{device.type} {str(dtype).replace('torch.', '')}: B=1, H={HEADS}, d={HEAD_DIM}, " \
+           f"levels w=2048*2^i, r=2^i until w>=N; median times; eff = dilated GF/s / SDPA GF/s"
+    return "\n".join([head] + lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--dtype", default="all", choices=["all", "float32", "bfloat16", "float16"],
+                        help="'all' = float32 and bfloat16")
+    parser.add_argument("--max-n", type=int, default=1 << 20, help="largest N for dilated")
+    parser.add_argument("--min-n", type=int, default=4096)
+    parser.add_argument("--sdpa-max-n", type=int, default=1 << 17, help="largest N for dense SDPA")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--long-call", type=float, default=20.0,
+                        help="calls slower than this many seconds are run once")
+    parser.add_argument("--quick", action="store_true", help="N = 2K..16K, two runs: a smoke test")
+    parser.add_argument("--out", type=Path, help="also write the table to this file")
+    parser.add_argument("--note", default="", help="a line added under the table (e.g. load)")
+    args = parser.parse_args(argv)
+
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("CUDA is not available on this machine", file=sys.stderr)
+        return 2
+    if args.quick:
+        args.min_n, args.max_n, args.sdpa_max_n, args.repeats = 2048, min(args.max_n, 16384), 16384, 2
+    dtypes = [torch.float32, torch.bfloat16] if args.dtype == "all" else [getattr(torch, args.dtype)]
+    sizes = []
+    n = args.min_n
+    while n <= args.max_n:
+        sizes.append(n)
+        n *= 2
+
+    console = Console(stderr=True)
+    tables = []
+    started = time.time()
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), console=console, transient=False) as progress:
+        for dtype in dtypes:
+            rows = run(device, dtype, sizes, args.sdpa_max_n, args.repeats, args.long_call, progress)
+            tables.append(format_table(rows, device, dtype))
+            console.print(tables[-1], markup=False, highlight=False)
+    load = os.getloadavg()
+    text = "\n\n".join(
+        [f"machine: {machine_description(device)}",
+         f"load average at the end: {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} "
+         f"(the CPU is shared with other jobs, so absolute times are noisy; the two methods "
+         f"were timed interleaved); total {time.time() - started:.0f} s"]
+        + tables + ([args.note] if args.note else []))
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
