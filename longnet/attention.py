@@ -94,17 +94,26 @@ class _Heads:
 
 @dataclass(frozen=True)
 class _Piece:
-    """One fused-kernel call: a block of (segments x heads) problems of equal shape."""
+    """One fused-kernel call: a block of (segments x heads) problems of equal shape.
+
+    Plain pieces read strided views of one head group (heads sharing the offset
+    ``h % rate``). A *gathered* piece covers every query head of a level at once: its
+    rows are copied into one contiguous buffer (row offset ``h % rate`` per head, kv
+    heads repeated per query head), so a level is one call with enough independent
+    work to keep all threads busy."""
 
     level: int
+    rate: int
     q_heads: _Heads
     kv_heads: _Heads
-    q_rows: _Rows  # indices along the query axis (0..M-1)
-    k_rows: _Rows  # indices along the key axis (0..N-1)
+    q_rows: _Rows  # indices along the query axis (0..M-1); gathered: rows of offset 0
+    k_rows: _Rows  # indices along the key axis (0..N-1); gathered: rows of offset 0
     causal: bool  # square block whose query rows are its key rows
     q_pos0: int  # rotary position of the first query row in its sparsified segment
     k_pos0: int
     first_write: bool  # first piece to write its output rows: copy instead of merge
+    gathered: bool = False
+    kv_group: int = 1  # query heads per kv head (gathered pieces)
 
 
 def _ceil_div(a: int, b: int) -> int:
@@ -136,23 +145,40 @@ def _head_plans(n_q_heads: int, n_kv_heads: int, rate: int) -> list[tuple[_Heads
     return plans
 
 
+_GATHER_BELOW = 8
+
+
 def _plan(n_keys: int, n_queries: int, n_q_heads: int, n_kv_heads: int,
-          levels: Sequence[tuple[int, int]], is_causal: bool) -> list[_Piece]:
+          levels: Sequence[tuple[int, int]], is_causal: bool, n_batch: int = 1) -> list[_Piece]:
     first_query = n_keys - n_queries
     pieces: list[_Piece] = []
     for li, (w, r) in enumerate(levels):
         w = min(w, n_keys)
         # Only a first level that keeps every row may write without merging.
         may_copy = li == 0 and r == 1
+        # Bulk: whole segments that lie entirely inside the query range.
+        seg_lo, seg_hi = _ceil_div(first_query, w), n_keys // w
+        n_groups = min(r, n_q_heads)
+        # Gather when the per-group calls would hold few (segment, head) problems: the
+        # kernel splits work by (batch, head, query block), and a handful of causal
+        # problems balances badly across threads.
+        few_problems = (seg_hi - seg_lo) * n_batch * _ceil_div(n_q_heads, n_groups) < _GATHER_BELOW
+        gather = (seg_hi > seg_lo and n_groups > 1 and few_problems
+                  and _ceil_div(w - (n_groups - 1), r) == _ceil_div(w, r))
+        if gather:  # every head keeps as many rows per segment: one call for all heads
+            start = seg_lo * w
+            pieces.append(_Piece(
+                li, r, _Heads(0, 1, n_q_heads), _Heads(0, 1, n_q_heads),
+                _Rows(start - first_query, w, seg_hi - seg_lo, r, _ceil_div(w, r)),
+                _Rows(start, w, seg_hi - seg_lo, r, _ceil_div(w, r)),
+                is_causal, 0, 0, may_copy, True, n_q_heads // n_kv_heads))
         for q_heads, kv_heads in _head_plans(n_q_heads, n_kv_heads, r):
             offset = q_heads.start % r
-            # Bulk: whole segments that lie entirely inside the query range.
-            seg_lo, seg_hi = _ceil_div(first_query, w), n_keys // w
-            if seg_hi > seg_lo and offset < w:
+            if seg_hi > seg_lo and offset < w and not gather:
                 n = _ceil_div(w - offset, r)
                 start = seg_lo * w + offset
                 pieces.append(_Piece(
-                    li, q_heads, kv_heads,
+                    li, r, q_heads, kv_heads,
                     _Rows(start - first_query, w, seg_hi - seg_lo, r, n),
                     _Rows(start, w, seg_hi - seg_lo, r, n),
                     is_causal, 0, 0, may_copy))
@@ -174,14 +200,14 @@ def _plan(n_keys: int, n_queries: int, n_q_heads: int, n_kv_heads: int,
                     continue
                 q_rows = _Rows(a + offset + skip * r - first_query, 0, 1, r, n_q)
                 if not is_causal:
-                    pieces.append(_Piece(li, q_heads, kv_heads, q_rows, _Rows(a + offset, 0, 1, r, n_k),
+                    pieces.append(_Piece(li, r, q_heads, kv_heads, q_rows, _Rows(a + offset, 0, 1, r, n_k),
                                          False, skip, 0, may_copy))
                     continue
                 # Bottom-right causal = keys before the queries (all visible) + a square.
                 if skip:
-                    pieces.append(_Piece(li, q_heads, kv_heads, q_rows, _Rows(a + offset, 0, 1, r, skip),
+                    pieces.append(_Piece(li, r, q_heads, kv_heads, q_rows, _Rows(a + offset, 0, 1, r, skip),
                                          False, skip, 0, may_copy))
-                pieces.append(_Piece(li, q_heads, kv_heads, q_rows,
+                pieces.append(_Piece(li, r, q_heads, kv_heads, q_rows,
                                      _Rows(a + offset + skip * r, 0, 1, r, n_q),
                                      True, skip, skip, may_copy and not skip))
     return pieces
@@ -348,7 +374,8 @@ def _merge_(acc_out, acc_lse, out, lse, copy: bool) -> None:
         acc_lse.copy_(lse)
         return
     new_lse = torch.logaddexp(acc_lse, lse)
-    acc_out.mul_(torch.exp(acc_lse - new_lse)).addcmul_(out, torch.exp(lse - new_lse))
+    # The two weights exp(acc_lse - new) and exp(lse - new) sum to 1: one lerp pass.
+    acc_out.lerp_(out.to(acc_out.dtype), torch.exp(lse - new_lse))
     acc_lse.copy_(new_lse)
 
 
@@ -360,28 +387,121 @@ def _positions(start: int, n: int, device) -> torch.Tensor:
     return torch.arange(start, start + n, device=device)
 
 
+def _shift(rows: _Rows, by: int) -> _Rows:
+    return _Rows(rows.start + by, rows.seg_stride, rows.nseg, rows.step, rows.n)
+
+
+def _head_slots(piece: _Piece, side: str):
+    """For gathered pieces: (slot, source head, row shift) of every query head."""
+    for h in range(piece.q_heads.count):
+        yield h, (h if side == "q" else h // piece.kv_group), h % piece.rate
+
+
+def _load(x: torch.Tensor, piece: _Piece, side: str) -> torch.Tensor:
+    """The piece's operand ``[nseg, B, heads, n, D]`` from ``x [B, H, T, D]``: a strided
+    view, or for gathered pieces a contiguous copy. ``side`` is "q" (query rows: q, dO,
+    O, lse) or "kv" (key rows: k, v)."""
+    rows = piece.q_rows if side == "q" else piece.k_rows
+    if not piece.gathered:
+        return _view5(x, piece.q_heads if side == "q" else piece.kv_heads, rows)
+    out = x.new_empty((rows.nseg, x.shape[0], piece.q_heads.count, rows.n, x.shape[3]))
+    for slot, head, shift in _head_slots(piece, side):
+        out[:, :, slot] = _view5(x, _Heads(head, 1, 1), _shift(rows, shift))[:, :, 0]
+    return out
+
+
+def _add_into(dst: torch.Tensor, piece: _Piece, side: str, val5: torch.Tensor) -> None:
+    """dst[rows of the piece] += val5 (the inverse of ``_load``; GQA heads accumulate)."""
+    rows = piece.q_rows if side == "q" else piece.k_rows
+    if not piece.gathered:
+        _view5(dst, piece.q_heads if side == "q" else piece.kv_heads, rows).add_(val5)
+        return
+    for slot, head, shift in _head_slots(piece, side):
+        _view5(dst, _Heads(head, 1, 1), _shift(rows, shift))[:, :, 0].add_(val5[:, :, slot])
+
+
+def _merge_piece(acc_out, acc_lse, piece: _Piece, out5, lse5) -> None:
+    if not piece.gathered:
+        _merge_(_view5(acc_out, piece.q_heads, piece.q_rows), _view5(acc_lse, piece.q_heads, piece.q_rows),
+                out5, lse5, piece.first_write)
+        return
+    n_heads = piece.q_heads.count
+    for offset in range(min(piece.rate, n_heads)):  # head groups sharing a row offset
+        heads = _Heads(offset, piece.rate, _ceil_div(n_heads - offset, piece.rate))
+        rows = _shift(piece.q_rows, offset)
+        _merge_(_view5(acc_out, heads, rows), _view5(acc_lse, heads, rows),
+                out5[:, :, offset::piece.rate], lse5[:, :, offset::piece.rate], piece.first_write)
+
+
 def _piece_qk(piece: _Piece, q, k, rotary: Optional[Rotary]):
-    q5 = _view5(q, piece.q_heads, piece.q_rows)
-    k5 = _view5(k, piece.kv_heads, piece.k_rows)
+    q5, k5 = _load(q, piece, "q"), _load(k, piece, "kv")
     if rotary is not None:
         q5 = rotary(q5, _positions(piece.q_pos0, piece.q_rows.n, q.device))
         k5 = rotary(k5, _positions(piece.k_pos0, piece.k_rows.n, k.device))
     return q5, k5
 
 
+def _bias_heads(piece: _Piece) -> slice:
+    h = piece.q_heads
+    return slice(h.start, h.start + h.step * (h.count - 1) + 1, h.step)
+
+
 def _bias_for(level_bias, piece: _Piece) -> Optional[torch.Tensor]:
     """The piece's heads' bias at its level, shaped to broadcast over [nseg, B, h, n, 1]."""
     if level_bias is None:
         return None
-    h = piece.q_heads
-    col = level_bias[h.start: h.start + h.step * (h.count - 1) + 1: h.step, piece.level]
-    return col.reshape(1, 1, -1, 1, 1)
+    return level_bias[_bias_heads(piece), piece.level].reshape(1, 1, -1, 1, 1)
+
+
+def _call_fwd(q5, k5, v5, causal: bool, scale: float):
+    """Kernel forward over 5D operands, batching as much as the strides allow."""
+    out5 = lse5 = None
+    for b, (q4, k4, v4) in _batches(q5, k5, v5):
+        o4, l4 = _kernel_fwd(q4, k4, v4, causal, scale)
+        if isinstance(b, slice):
+            return _unfold(o4, b, q5), _unfold(l4.unsqueeze(-1), b, q5)
+        if out5 is None:
+            out5 = o4.new_empty(q5.shape)
+            lse5 = l4.new_empty(q5.shape[:4] + (1,))
+        out5[:, b], lse5[:, b] = o4, l4.unsqueeze(-1)
+    return out5, lse5
+
+
+def _head_major_first_level(q, k, v, piece: _Piece, rotary, scale):
+    """Run a first level that keeps every row of every head, in whole segments
+    (r = 1, M = N, N a multiple of w, no GQA), with heads as the kernel's batch and
+    segments as its heads: the kernel's output is then already laid out as
+    ``[B, H, N, D]`` and becomes the running output without a copy. None if the
+    strides do not allow it."""
+    B, Hq, M, D = q.shape
+    rows = piece.q_rows
+    if (piece.gathered or not piece.first_write or piece.rate != 1 or k.shape[1] != Hq
+            or piece.q_heads != _Heads(0, 1, Hq) or piece.kv_heads != _Heads(0, 1, Hq)
+            or rows != _Rows(0, rows.n, rows.nseg, 1, rows.n) or rows.nseg * rows.n != M
+            or piece.k_rows != rows):
+        return None
+    q5, k5 = _piece_qk(piece, q, k, rotary)
+    v5 = _load(v, piece, "kv")
+    try:
+        q4, k4, v4 = (x.permute(1, 2, 0, 3, 4).view(B * Hq, rows.nseg, rows.n, D) for x in (q5, k5, v5))
+    except RuntimeError:  # not viewable (e.g. q transposed from [B, N, H, D])
+        return None
+    out, lse = _kernel_fwd(q4, k4, v4, piece.causal, scale)
+    acc_dtype = _acc_dtype(q.dtype)
+    return out.view(B, Hq, M, D).to(acc_dtype), lse.reshape(B, Hq, M, 1).to(acc_dtype)
 
 
 def _forward(q, k, v, pieces, scale, level_bias, rotary, copy_ok: bool):
     B, Hq, M, D = q.shape
     acc_dtype = _acc_dtype(q.dtype)
-    if copy_ok:
+    first = _head_major_first_level(q, k, v, pieces[0], rotary, scale) if pieces else None
+    if first is not None:
+        acc_out, acc_lse = first
+        bias = _bias_for(level_bias, pieces[0])
+        if bias is not None:
+            acc_lse += bias[0, 0]
+        pieces = pieces[1:]
+    elif copy_ok:
         acc_out = torch.empty(B, Hq, M, D, dtype=acc_dtype, device=q.device)
         acc_lse = torch.empty(B, Hq, M, 1, dtype=acc_dtype, device=q.device)
     else:
@@ -389,24 +509,16 @@ def _forward(q, k, v, pieces, scale, level_bias, rotary, copy_ok: bool):
         acc_lse = torch.full((B, Hq, M, 1), float("-inf"), dtype=acc_out.dtype, device=q.device)
     for piece in pieces:
         q5, k5 = _piece_qk(piece, q, k, rotary)
-        v5 = _view5(v, piece.kv_heads, piece.k_rows)
-        out5 = _view5(acc_out, piece.q_heads, piece.q_rows)
-        lse5 = _view5(acc_lse, piece.q_heads, piece.q_rows)
+        v5 = _load(v, piece, "kv")
+        out5, lse5 = _call_fwd(q5, k5, v5, piece.causal, scale)
         bias = _bias_for(level_bias, piece)
-        for b, (q4, k4, v4) in _batches(q5, k5, v5):
-            o4, l4 = _kernel_fwd(q4, k4, v4, piece.causal, scale)
-            o5 = _unfold(o4, b, q5)
-            l5 = _unfold(l4.unsqueeze(-1), b, q5)
-            if bias is not None:
-                l5 = l5 + (bias if isinstance(b, slice) else bias[:, 0])
-            _merge_(out5[:, b], lse5[:, b], o5, l5, piece.first_write)
+        if bias is not None:
+            lse5 = lse5 + bias
+        _merge_piece(acc_out, acc_lse, piece, out5, lse5)
     return acc_out, acc_lse.squeeze(-1)
 
 
 # --------------------------------------------------------------------------- backward
-
-
-_AUG = 2  # extra feature columns used to fold lse and bias gradients into the kernel
 
 
 def _augment(q4, k4, v4, do4, o4, g4, scale):
@@ -444,22 +556,22 @@ def _backward(ctx, dout, dlse):
     D = q.shape[-1]
     for piece in pieces:
         if rotary is not None:
-            q_src = _view5(q, piece.q_heads, piece.q_rows).detach().requires_grad_()
-            k_src = _view5(k, piece.kv_heads, piece.k_rows).detach().requires_grad_()
+            q_src = _load(q, piece, "q").detach().requires_grad_()
+            k_src = _load(k, piece, "kv").detach().requires_grad_()
             with torch.enable_grad():
                 q5 = rotary(q_src, _positions(piece.q_pos0, piece.q_rows.n, q.device))
                 k5 = rotary(k_src, _positions(piece.k_pos0, piece.k_rows.n, k.device))
             q5d, k5d = q5.detach(), k5.detach()
         else:
             q5d, k5d = _piece_qk(piece, q, k, None)
-        v5 = _view5(v, piece.kv_heads, piece.k_rows)
-        do5 = _view5(dout, piece.q_heads, piece.q_rows)
-        o5 = _view5(out, piece.q_heads, piece.q_rows)
-        l5 = _view5(lse_col, piece.q_heads, piece.q_rows)
+        v5 = _load(v, piece, "kv")
+        do5 = _load(dout, piece, "q")
+        o5 = _load(out, piece, "q")
+        l5 = _load(lse_col, piece, "q")
         bias = _bias_for(level_bias, piece)
         if bias is not None:
             l5 = l5 - bias  # the kernel's P = exp(s - (L - b)) = this level's share of the joint softmax
-        g5 = _view5(dlse_col, piece.q_heads, piece.q_rows) if fold_lse else None
+        g5 = _load(dlse_col, piece, "q") if fold_lse else None
         dq5 = torch.empty(q5d.shape, dtype=q.dtype, device=q.device)
         dk5 = torch.empty(k5d.shape, dtype=k.dtype, device=q.device)
         dv5 = torch.empty(v5.shape, dtype=v.dtype, device=q.device)
@@ -470,7 +582,8 @@ def _backward(ctx, dout, dlse):
             g4 = views[6] if g5 is not None else None
             if augment:
                 q4, k4, v4, do4, o4 = _augment(q4, k4, v4, do4, o4, g4, scale)
-            gq, gk, gv = _kernel_bwd(do4, q4, k4, v4, o4, l4[..., 0].to(_acc_dtype(q.dtype)).contiguous(), piece.causal, scale)
+            gq, gk, gv = _kernel_bwd(do4, q4, k4, v4, o4, l4[..., 0].to(acc_dtype).contiguous(),
+                                     piece.causal, scale)
             if augment:
                 if bias_grad:
                     row_dsum[:, b] = _unfold(gq[..., D + 1], b, q5d)
@@ -480,12 +593,11 @@ def _backward(ctx, dout, dlse):
             dv5[:, b] = _unfold(gv, b, v5)
         if rotary is not None:
             dq5, dk5 = torch.autograd.grad((q5, k5), (q_src, k_src), (dq5, dk5))
-        _view5(dq, piece.q_heads, piece.q_rows).add_(dq5)
-        _view5(dk, piece.kv_heads, piece.k_rows).add_(dk5)
-        _view5(dv, piece.kv_heads, piece.k_rows).add_(dv5)
+        _add_into(dq, piece, "q", dq5)
+        _add_into(dk, piece, "kv", dk5)
+        _add_into(dv, piece, "kv", dv5)
         if bias_grad:
-            h = piece.q_heads
-            dbias[h.start: h.start + h.step * (h.count - 1) + 1: h.step, piece.level] += row_dsum.sum((0, 1, 3))
+            dbias[_bias_heads(piece), piece.level] += row_dsum.sum((0, 1, 3))
     return (dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype),
             dbias.to(level_bias.dtype) if bias_grad else None)
 
@@ -583,7 +695,7 @@ def dilated_attention(
         out = q.new_zeros(q.shape)
         lse = torch.full((B, Hq, M), float("-inf"), dtype=_acc_dtype(q.dtype), device=q.device)
         return (out, lse) if return_lse else out
-    pieces = _plan(N, M, Hq, k.shape[1], levels, is_causal)
+    pieces = _plan(N, M, Hq, k.shape[1], levels, is_causal, B)
     copy_ok = levels[0][1] == 1
     needs_grad = torch.is_grad_enabled() and (
         q.requires_grad or k.requires_grad or v.requires_grad
