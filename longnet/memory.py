@@ -87,45 +87,70 @@ def token_stream_hash(token_ids) -> str:
 
 @dataclass
 class LevelState:
-    """One layer's keys/values for one level: rows of the segment starting at ``start``."""
+    """One layer's keys and values for one level: ``kv [2, Hkv, slots, blocks, D]``,
+    rows of the segment starting at ``start`` (block j of slot s of kv head g holds
+    position ``start + j·r + (g·G + s) mod r``)."""
 
     start: int
-    k: torch.Tensor  # [Hkv, capacity_blocks, slots, D]
-    v: torch.Tensor
+    kv: torch.Tensor
+
+
+@dataclass
+class HeadGroups:
+    """Query heads arranged by the slot they read: ``[Hkv·slots, per_slot]``.
+
+    Local head hl of kv head g reads slot ``hl mod slots``; the heads reading one slot
+    are batched against it (``per_slot = ceil(G / slots)``, padded with dummy heads
+    when slots does not divide G)."""
+
+    per_slot: int
+    identity: bool  # the grouped order is the plain head order (no padding)
+    head_of_grouped: torch.Tensor  # [Hkv·slots·per_slot] head feeding each grouped row
+    grouped_of_head: torch.Tensor  # [Hq] grouped row of each head
+
+
+def _head_groups(Hq: int, Hkv: int, slots: int, device) -> HeadGroups:
+    G = Hq // Hkv
+    per_slot = math.ceil(G / slots)
+    grouped = np.arange(Hkv * slots * per_slot)
+    g, s, i = grouped // (slots * per_slot), (grouped // per_slot) % slots, grouped % per_slot
+    local = s + i * slots
+    head_of_grouped = np.where(local < G, g * G + local, 0)
+    head = np.arange(Hq)
+    hl = head % G
+    grouped_of_head = (head // G) * slots * per_slot + (hl % slots) * per_slot + hl // slots
+    return HeadGroups(per_slot, slots == 1 or slots == G,
+                      torch.as_tensor(head_of_grouped, device=device),
+                      torch.as_tensor(grouped_of_head, device=device))
 
 
 @dataclass
 class LevelPlan:
     """Index arithmetic for one level and one append; computed once, used by every layer.
 
-    The compact sequence covers segments start, start + w, ... up to the chunk's end;
-    ``blocks_per_segment`` blocks of ``slots`` rows each per segment.
-    """
+    The blocks of the step run over segments ``start, start + w, ...`` up to the
+    chunk's end, ``blocks_per_segment`` blocks per segment."""
 
     level: int
-    start: int  # first position of the compact sequence (a segment start)
-    segment: int  # w (or a length past the end for an unbounded local turn window)
+    start: int  # a segment start: the first block's position
+    segment: int  # w (or a length past the end for a fork's growing local level)
     rate: int
     slots: int
     blocks_per_segment: int
-    total_blocks: int  # blocks of the compact sequence
-    first_block: int  # first block holding a new row: queries start there
-    keep_from_block: int  # blocks before this belong to finished segments
-    old_blocks: int  # valid blocks already in the state
-    new_source: torch.Tensor  # [Hkv, M] index of the new token feeding each query-region row
-    new_mask: torch.Tensor  # [Hkv, M] row is a new token
-    old_mask: torch.Tensor  # [Hkv, M] row is an existing state row
-    out_index: torch.Tensor  # [Hq, T] query-region row holding head h's output for token t
-    out_mask: torch.Tensor  # [Hq, T] head h selects token t at this level
-    positions: torch.Tensor  # [T] each new token's index in its sparsified segment
-    unbounded: bool = False  # a fork's local level: one segment that keeps growing
-    # Few-query path only: which block of its slot each head may read for each new token.
-    key_mask: torch.Tensor | None = None  # [Hq, T, total_blocks]
-    head_slots: torch.Tensor | None = None  # [G] slot read by each local head
-
-    @property
-    def query_rows(self) -> int:
-        return (self.total_blocks - self.first_block) * self.slots
+    total_blocks: int
+    first_block: int  # the first block holding a new row
+    keep_from_block: int  # blocks before this belong to segments that are now finished
+    old_blocks: int  # blocks already in the state
+    groups: HeadGroups
+    write_index: tuple  # (g, s, block) of each new row kept
+    write_source: torch.Tensor  # the new token each kept row comes from
+    query_source: torch.Tensor  # [Hkv·slots·per_slot, first_block..total_blocks] token index
+    out_index: torch.Tensor  # [Hq, T] flat grouped row holding head h's output for token t
+    out_mask: torch.Tensor  # [Hq, T] head h keeps token t at this level
+    cos: torch.Tensor | None  # rotary of each new token at its index in this level's segment
+    sin: torch.Tensor | None
+    unbounded: bool = False
+    key_bias: torch.Tensor | None = None  # few-query path: [Hkv·slots, per_slot·T, blocks]
 
 
 def _slot_offsets(level_rate: int, group_size: int, kv_heads: int) -> np.ndarray:
@@ -137,10 +162,10 @@ def _slot_offsets(level_rate: int, group_size: int, kv_heads: int) -> np.ndarray
 
 
 def plan_level(config: LongNetConfig, level: int, tokens: int, count: int,
-               state_start: int | None, device, unbounded_segment: bool = False,
+               state_start: int | None, device, rotary=None, unbounded_segment: bool = False,
                few_queries: bool = False) -> LevelPlan | None:
-    """Plan level ``level`` for ``count`` new tokens after ``tokens``; None if no head
-    selects any of them and no row needs keeping (the state only drops finished rows)."""
+    """Plan level ``level`` for ``count`` new tokens after ``tokens``; None when no head
+    keeps any of them (then the level has nothing to read or store)."""
     w, r = config.segment_lengths[level], config.dilation_rates[level]
     Hq, Hkv = config.num_heads, config.num_kv_heads
     G = Hq // Hkv
@@ -151,64 +176,67 @@ def plan_level(config: LongNetConfig, level: int, tokens: int, count: int,
     else:
         start = (tokens // w) * w
     slots = min(r, G)
-    blocks_per_segment = math.ceil(w / r)
+    per_segment = math.ceil(w / r)
     offsets = _slot_offsets(r, G, Hkv)  # [Hkv, slots]
 
     new_pos = np.arange(tokens, end)
-    in_segment = (new_pos - start) % w
-    selected = (in_segment % r) < min(Hq, r)  # some head keeps this row
-    if not selected.any():
+    t_seg, t_in = (new_pos - start) // w, (new_pos - start) % w
+    if not ((t_in % r) < min(Hq, r)).any():
         return None
 
     last_segment = (end - 1 - start) // w
-    last_blocks = math.ceil((end - (start + last_segment * w)) / r)
-    total_blocks = last_segment * blocks_per_segment + last_blocks
-    first_block = ((tokens - start) // w) * blocks_per_segment + ((tokens - start) % w) // r
+    total_blocks = last_segment * per_segment + math.ceil((end - start - last_segment * w) / r)
+    first_block = t_seg[0] * per_segment + t_in[0] // r
     old_blocks = math.ceil((tokens - start) / r) if state_start == start else 0
 
-    # Rows of the query region (from first_block to the end), per kv head.
+    # Every (kv head, slot, block) from the first new block on: which token it holds.
     block = np.arange(first_block, total_blocks)
-    seg, j = block // blocks_per_segment, block % blocks_per_segment
-    inner = j[None, :, None] * r + offsets[:, None, :]  # [Hkv, blocks, slots]
-    position = start + seg[None, :, None] * w + inner
-    exists = (inner < w) & (position < end)
-    new_mask = exists & (position >= tokens)
-    old_mask = exists & (position < tokens) & (state_start == start)
-    new_source = np.where(new_mask, position - tokens, 0)
+    inner = (block % per_segment)[None, None, :] * r + offsets[:, :, None]  # [Hkv, S, blocks]
+    position = start + (block // per_segment)[None, None, :] * w + inner
+    is_new = (inner < w) & (position < end) & (position >= tokens)
+    source = np.where(is_new, position - tokens, 0)
+    g_idx, s_idx, b_idx = np.nonzero(is_new)
 
-    # Where head h finds its output for new token t.
-    t_seg, t_in = (new_pos - start) // w, (new_pos - start) % w
+    groups = _head_groups(Hq, Hkv, slots, device)
+    per_slot = groups.per_slot
+    query_source = np.repeat(source.reshape(Hkv * slots, 1, -1), per_slot, axis=1)
+
     head = np.arange(Hq)[:, None]
-    head_slot = (head % G) % slots
     out_mask = (t_in[None, :] % r) == (head % r)
-    row = ((t_seg * blocks_per_segment + t_in // r)[None, :] - first_block) * slots + head_slot
-    out_index = np.where(out_mask, row, 0)
+    row = (t_seg * per_segment + t_in // r)[None, :] - first_block
+    grouped_of_head = groups.grouped_of_head.cpu().numpy()[:, None]
+    out_index = np.where(out_mask, grouped_of_head * (total_blocks - first_block) + row, 0)
 
-    as_tensor = lambda a: torch.as_tensor(a, device=device)  # noqa: E731
-    key_mask = head_slots = None
+    key_bias = None
     if few_queries:
-        # Key block b of head h's slot: its position, and whether token t may read it
-        # (same segment, not after t, and h keeps t at this level).
+        # Block b of the slot head h reads: may token t see it? Same segment, not after t,
+        # and h keeps t at this level.
         b = np.arange(total_blocks)
-        b_seg, b_j = b // blocks_per_segment, b % blocks_per_segment
-        head_offset = offsets[head[:, 0] // G, head_slot[:, 0]]  # [Hq]
-        k_inner = b_j[None, :] * r + head_offset[:, None]  # [Hq, blocks]
-        k_pos = start + b_seg[None, :] * w + k_inner
-        key_mask = ((k_inner < w)[:, None, :] & (b_seg[None, None, :] == t_seg[None, :, None])
-                    & (k_pos[:, None, :] <= new_pos[None, :, None]) & out_mask[:, :, None])
-        key_mask = as_tensor(key_mask)
-        head_slots = as_tensor(np.arange(G) % slots)
+        head_offset = offsets[head[:, 0] // G, (head[:, 0] % G) % slots]  # [Hq]
+        k_inner = (b % per_segment)[None, :] * r + head_offset[:, None]
+        k_pos = start + (b // per_segment)[None, :] * w + k_inner
+        visible = ((k_inner < w)[:, None, :]
+                   & ((b // per_segment)[None, None, :] == t_seg[None, :, None])
+                   & (k_pos[:, None, :] <= new_pos[None, :, None]) & out_mask[:, :, None])
+        bias = np.where(visible, 0.0, -np.inf).astype(np.float32)  # [Hq, T, blocks]
+        grouped_bias = np.zeros((Hkv * slots * per_slot, count, total_blocks), np.float32)
+        grouped_bias[grouped_of_head[:, 0]] = bias
+        key_bias = torch.as_tensor(grouped_bias.reshape(Hkv * slots, per_slot * count, -1),
+                                   device=device)
+
+    cos = sin = None
+    if rotary is not None:
+        cos, sin = rotary.cos_sin(torch.as_tensor(t_in // r, device=device))
+    as_tensor = lambda a: torch.as_tensor(a, device=device)  # noqa: E731
     return LevelPlan(
         level=level, start=start, segment=w, rate=r, slots=slots,
-        blocks_per_segment=blocks_per_segment, total_blocks=total_blocks,
-        first_block=first_block, keep_from_block=last_segment * blocks_per_segment,
-        old_blocks=old_blocks,
-        new_source=as_tensor(new_source.reshape(Hkv, -1)),
-        new_mask=as_tensor(new_mask.reshape(Hkv, -1)),
-        old_mask=as_tensor(old_mask.reshape(Hkv, -1)),
-        out_index=as_tensor(out_index), out_mask=as_tensor(out_mask),
-        positions=as_tensor(in_segment // r), unbounded=unbounded_segment,
-        key_mask=key_mask, head_slots=head_slots,
+        blocks_per_segment=per_segment, total_blocks=total_blocks, first_block=first_block,
+        keep_from_block=last_segment * per_segment, old_blocks=old_blocks, groups=groups,
+        write_index=(as_tensor(g_idx), as_tensor(s_idx), as_tensor(b_idx + first_block)),
+        write_source=as_tensor(source[g_idx, s_idx, b_idx]),
+        query_source=as_tensor(query_source.reshape(Hkv * slots * per_slot, -1)),
+        out_index=as_tensor(out_index), out_mask=as_tensor(out_mask), cos=cos, sin=sin,
+        unbounded=unbounded_segment, key_bias=key_bias,
     )
 
 
@@ -222,8 +250,9 @@ class Memory:
     in any chunking it gives the logits of one full forward pass over the stream.
     """
 
-    # Up to this many new tokens, attention against the state is computed here with
-    # one masked matmul per level (decoding, questions); longer chunks go through
+    # Up to this many new tokens, attention against the state is computed here: one
+    # masked matmul per level and one softmax over every level's keys (eq. 10 is one
+    # softmax over the union of the levels' keys). Longer chunks go through
     # ``level_attention``, whose per-call set-up dominates for a handful of queries.
     few_queries = 64
 
@@ -255,11 +284,11 @@ class Memory:
         if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.config.vocab_size):
             raise ValueError(f"token ids must lie in [0, {self.config.vocab_size})")
         pieces = []
-        for begin in range(0, ids.numel(), self.chunk_size):
-            chunk = ids[begin:begin + self.chunk_size]
-            out = self._step(chunk, logits=return_logits)
-            if return_logits:
-                pieces.append(out.float())
+        with autocast(self.device, self.dtype):  # one context: weight casts are cached
+            for begin in range(0, ids.numel(), self.chunk_size):
+                out = self._step(ids[begin:begin + self.chunk_size], logits=return_logits)
+                if return_logits:
+                    pieces.append(out.float())
         self._hash.update(ids.tolist())
         self.stream_offset = self.stream_offset + ids.numel() if stream_offset is None \
             else int(stream_offset)
@@ -272,17 +301,22 @@ class Memory:
     def _step(self, ids: torch.Tensor, logits: bool = True, last_only: bool = False):
         """Run one chunk through the layers against the state; advance ``tokens``."""
         c = self.config
+        rotary = self.model.rotary if c.position_mode == "dilated" else None
+        few = ids.numel() <= self.few_queries
         plans = []
         for level in range(c.num_levels):
             unbounded = level == 0 and self._local_turn_start is not None
-            state_start = self._state_start(level, unbounded)
-            plans.append(plan_level(c, level, self.tokens, ids.numel(), state_start,
-                                    self.device, unbounded_segment=unbounded,
-                                    few_queries=ids.numel() <= self.few_queries))
+            plans.append(plan_level(c, level, self.tokens, ids.numel(),
+                                    self._state_start(level, unbounded), self.device,
+                                    rotary=rotary, unbounded_segment=unbounded,
+                                    few_queries=few))
         positions = torch.arange(self.tokens, self.tokens + ids.numel(), device=self.device)
+        absolute = None
+        if c.position_mode == "absolute":
+            absolute = self.model.rotary.cos_sin(positions)
         with autocast(self.device, self.dtype):
             hidden = self.model.run_layers(
-                ids[None], lambda layer: self._attention(layer, plans, positions),
+                ids[None], lambda layer: self._attention(layer, plans, absolute, few),
                 logits=False)
             if last_only:
                 hidden = hidden[:, -1:]
@@ -310,130 +344,79 @@ class Memory:
                 if state is not None and state.start != current:
                     layer_states[level] = None
 
-    def _attention(self, layer: int, plans: list[LevelPlan | None], positions: torch.Tensor):
-        c = self.config
-        rotary = self.model.rotary
+    def _attention(self, layer: int, plans: list[LevelPlan | None], absolute, few: bool):
         bias = getattr(self.model.layers[layer].self_attn, "level_bias", None)
+        rotate = self.model.rotary.rotate
 
         def attend(q, k, v):
             q, k, v = q[0], k[0], v[0]  # the memory reads one stream: batch 1
-            if c.position_mode == "absolute":
-                q, k = rotary(q, positions), rotary(k, positions)
-            outs, lses, used = [], [], []
-            for plan in plans:
-                if plan is None:
-                    continue
+            q = q * (q.shape[-1] ** -0.5)
+            if absolute is not None:
+                q, k = rotate(q, *absolute), rotate(k, *absolute)
+            active = [plan for plan in plans if plan is not None]
+            levels = []
+            for plan in active:
                 q_level, k_level = q, k
-                if c.position_mode == "dilated":
-                    q_level, k_level = rotary(q, plan.positions), rotary(k, plan.positions)
-                out, lse = self._attend_level(layer, plan, q_level, k_level, v)
-                outs.append(out[None])
-                lses.append(lse[None])
-                used.append(plan.level)
-            level_bias = None if bias is None else bias[:, used]
-            out, _ = merge_levels(outs, lses, level_bias=level_bias)
-            return out
+                if plan.cos is not None:
+                    q_level, k_level = rotate(q, plan.cos, plan.sin), rotate(k, plan.cos, plan.sin)
+                levels.append((plan, q_level, self._store(layer, plan, k_level, v)))
+            level_bias = None if bias is None else bias[:, [p.level for p in active]]
+            if few:
+                out = _attend_few(levels, level_bias, self.config.dilation_rates[0] == 1)
+            else:
+                outs, lses = zip(*(_attend_compact(plan, q_level, kv)
+                                   for plan, q_level, kv in levels))
+                out, _ = merge_levels([o[None] for o in outs], [x[None] for x in lses],
+                                      level_bias=level_bias)
+                out = out[0]
+            return out[None].to(v.dtype)
 
         return attend
 
-    def _attend_level(self, layer: int, plan: LevelPlan, q, k_new, v_new):
-        """Write the new rows into the level's state and attend against it."""
+    def _store(self, layer: int, plan: LevelPlan, k_new, v_new) -> torch.Tensor:
+        """Write the level's new rows into its state; return the rows of this step's
+        blocks, ``kv [2, Hkv, slots, total_blocks, D]``."""
         Hkv, D = k_new.shape[0], k_new.shape[-1]
         state = self.states[layer][plan.level]
         if state is not None and state.start != plan.start:
             state = None
-        k_buf, v_buf = self._workspace(state, plan, Hkv, D, k_new.dtype)
-        rows_from = plan.first_block * plan.slots
-        rows_to = plan.total_blocks * plan.slots
-        index = plan.new_source[..., None].expand(Hkv, -1, D)
-        new_mask, old_mask = plan.new_mask[..., None], plan.old_mask[..., None]
-        for buf, new in ((k_buf, k_new), (v_buf, v_new)):
-            flat = buf.view(Hkv, -1, D)
-            region = flat[:, rows_from:rows_to]
-            gathered = new.to(buf.dtype).gather(1, index)
-            region.copy_(torch.where(new_mask, gathered,
-                                     torch.where(old_mask, region, torch.zeros_like(region))))
-
-        if plan.key_mask is not None:
-            out, lse = self._attend_few(plan, q, k_buf, v_buf)
-        else:
-            out, lse = self._attend_compact(plan, q, k_buf, v_buf)
-
-        # Keep only the rows of the segment the stream is now in.
+        kv = self._workspace(state, plan, Hkv, D, k_new.dtype)
+        g, s, b = plan.write_index
+        if b.numel():
+            src = plan.write_source
+            kv[0, g, s, b] = k_new[g, src].to(kv.dtype)
+            kv[1, g, s, b] = v_new[g, src].to(kv.dtype)
+        step_rows = kv[:, :, :, :plan.total_blocks]
         if plan.keep_from_block:
-            keep = slice(plan.keep_from_block, plan.total_blocks)
-            k_buf, v_buf = k_buf[:, keep].clone(), v_buf[:, keep].clone()
+            kept = kv[:, :, :, plan.keep_from_block:plan.total_blocks].clone()
             start = plan.start + (plan.keep_from_block // plan.blocks_per_segment) * plan.segment
+            self.states[layer][plan.level] = LevelState(start, kept)
         else:
-            start = plan.start
-        self.states[layer][plan.level] = LevelState(start, k_buf, v_buf)
-        return out, lse
-
-    def _attend_few(self, plan: LevelPlan, q, k_buf, v_buf):
-        """Each head against the blocks of its own slot, masked: ``[Hq, T, D]``, lse."""
-        Hkv, _, slots, D = k_buf.shape
-        Hq, T = q.shape[0], q.shape[1]
-        G = Hq // Hkv
-        keys = k_buf[:, :plan.total_blocks].transpose(1, 2)  # [Hkv, slots, blocks, D]
-        values = v_buf[:, :plan.total_blocks].transpose(1, 2)
-        if slots == 1:
-            keys, values = keys.expand(Hkv, G, -1, D), values.expand(Hkv, G, -1, D)
-        elif slots != G:
-            keys, values = keys[:, plan.head_slots], values[:, plan.head_slots]
-        scores = torch.matmul(q.reshape(Hkv, G, T, D).to(keys.dtype), keys.transpose(-1, -2))
-        scores = scores.reshape(Hq, T, -1).float() * (D ** -0.5)
-        scores = scores.masked_fill(~plan.key_mask, float("-inf"))
-        lse = torch.logsumexp(scores, dim=-1)
-        weights = torch.exp(scores - torch.where(torch.isfinite(lse), lse, 0.0)[..., None])
-        out = torch.matmul(weights.reshape(Hkv, G, T, -1).to(values.dtype), values)
-        return out.reshape(Hq, T, D), lse
-
-    def _attend_compact(self, plan: LevelPlan, q, k_buf, v_buf):
-        """The new tokens' rows through ``level_attention`` on the compact sequence."""
-        Hkv, _, _, D = k_buf.shape
-        Hq, T = q.shape[0], q.shape[1]
-        G = Hq // Hkv
-        rows_to = plan.total_blocks * plan.slots
-        # Queries: the query region's rows, each head reading its group's new tokens.
-        q_rows = q.reshape(Hkv, G, T, D).gather(
-            2, plan.new_source[:, None, :, None].expand(Hkv, G, -1, D))
-        keys = k_buf.view(Hkv, -1, D)[:, :rows_to].unsqueeze(1)
-        values = v_buf.view(Hkv, -1, D)[:, :rows_to].unsqueeze(1)
-        out, lse = level_attention(q_rows.to(keys.dtype), keys, values,
-                                   plan.blocks_per_segment * plan.slots, plan.slots,
-                                   is_causal=True)
-        out = out.reshape(Hq, -1, D).gather(1, plan.out_index[..., None].expand(Hq, T, D))
-        lse = lse.reshape(Hq, -1).gather(1, plan.out_index)
-        out = torch.where(plan.out_mask[..., None], out, torch.zeros((), dtype=out.dtype,
-                                                                      device=out.device))
-        lse = torch.where(plan.out_mask, lse.float(), float("-inf"))
-        return out, lse
+            self.states[layer][plan.level] = LevelState(plan.start, kv)
+        return step_rows
 
     def _workspace(self, state: LevelState | None, plan: LevelPlan, Hkv: int, D: int, dtype):
-        """Buffers holding the old blocks with room for all of this call's blocks."""
+        """A buffer holding the state's blocks with room for all of this step's blocks."""
         need = plan.total_blocks
-        if state is not None and state.k.shape[1] >= need:
-            return state.k, state.v
+        if state is not None and state.kv.shape[3] >= need:
+            return state.kv
         capacity = need
         if plan.keep_from_block == 0 and state is not None:
-            # Grow geometrically (bounded by the segment) so decoding rarely copies.
-            limit = 2 * state.k.shape[1] if plan.unbounded else plan.blocks_per_segment
-            capacity = max(need, min(2 * state.k.shape[1], limit))
-        shape = (Hkv, capacity, plan.slots, D)
-        k = torch.zeros(shape, dtype=dtype, device=self.device)
-        v = torch.zeros(shape, dtype=dtype, device=self.device)
+            # Grow geometrically (up to the segment's size) so decoding rarely copies.
+            limit = 2 * state.kv.shape[3] if plan.unbounded else plan.blocks_per_segment
+            capacity = max(need, min(2 * state.kv.shape[3], limit))
+        kv = torch.zeros((2, Hkv, plan.slots, capacity, D), dtype=dtype, device=self.device)
         if state is not None and plan.old_blocks:
-            k[:, :plan.old_blocks] = state.k[:, :plan.old_blocks]
-            v[:, :plan.old_blocks] = state.v[:, :plan.old_blocks]
-        return k, v
+            kv[:, :, :, :plan.old_blocks] = state.kv[:, :, :, :plan.old_blocks]
+        return kv
 
     # -- what is held
 
     @property
     def nbytes(self) -> int:
         """Bytes held by the state tensors."""
-        return sum(t.numel() * t.element_size()
-                   for layer in self.states for s in layer if s is not None for t in (s.k, s.v))
+        return sum(s.kv.numel() * s.kv.element_size()
+                   for layer in self.states for s in layer if s is not None)
 
     @property
     def stream_hash(self) -> str:
@@ -443,7 +426,8 @@ class Memory:
         return math.ceil((self.tokens - start) / self.config.dilation_rates[level])
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        """The state's valid rows (rows past the stream's end zeroed), by layer and level."""
+        """The state's rows ``[Hkv, slots, blocks, D]`` by layer and level, rows that hold
+        no position of the stream (yet) zeroed."""
         c = self.config
         G = c.num_heads // c.num_kv_heads
         result = {}
@@ -454,16 +438,14 @@ class Memory:
                 r, w = c.dilation_rates[level], c.segment_lengths[level]
                 blocks = self.valid_blocks(level, state.start)
                 offsets = torch.as_tensor(_slot_offsets(r, G, c.num_kv_heads), device=self.device)
-                inner = torch.arange(blocks, device=self.device)[None, :, None] * r \
-                    + offsets[:, None, :]
-                valid = ((state.start + inner) < self.tokens)
+                inner = offsets[:, :, None] + r * torch.arange(blocks, device=self.device)
+                valid = (state.start + inner) < self.tokens
                 if self._local_turn_start is None or level:
                     valid &= inner < w
-                for name, tensor in (("k", state.k), ("v", state.v)):
-                    rows = tensor[:, :blocks]
-                    result[f"layers.{layer}.levels.{level}.{name}"] = torch.where(
-                        valid[..., None], rows, torch.zeros((), dtype=rows.dtype,
-                                                            device=rows.device)).contiguous()
+                rows = torch.where(valid[None, ..., None], state.kv[:, :, :, :blocks],
+                                   torch.zeros((), dtype=state.kv.dtype, device=self.device))
+                result[f"layers.{layer}.levels.{level}.k"] = rows[0].contiguous()
+                result[f"layers.{layer}.levels.{level}.v"] = rows[1].contiguous()
         return result
 
     # -- generation
@@ -477,7 +459,7 @@ class Memory:
         fork = Memory.__new__(Memory)
         fork.__dict__.update(self.__dict__)
         fork._hash = StreamHash(**self._hash.state())
-        fork.states = [[None if s is None else LevelState(s.start, s.k, s.v) for s in layer]
+        fork.states = [[None if s is None else LevelState(s.start, s.kv) for s in layer]
                        for layer in self.states]
         if dense_local and self.config.dilation_rates[0] == 1 and fork._local_turn_start is None:
             w = self.config.segment_lengths[0]
@@ -597,7 +579,7 @@ class Memory:
                 continue
             blocks = memory.valid_blocks(level, start)
             slots = min(c.dilation_rates[level], G)
-            expected = (c.num_kv_heads, blocks, slots, c.head_dim)
+            expected = (c.num_kv_heads, slots, blocks, c.head_dim)
             for layer in range(c.num_layers):
                 try:
                     k = tensors[f"layers.{layer}.levels.{level}.k"]
@@ -608,8 +590,8 @@ class Memory:
                     raise MemoryMismatchError(
                         f"{state_path}: layer {layer} level {level} has shape "
                         f"{tuple(k.shape)}, expected {expected}")
-                memory.states[layer][level] = LevelState(start, k.to(memory.dtype),
-                                                         v.to(memory.dtype))
+                kv = torch.stack((k, v)).to(memory.dtype)
+                memory.states[layer][level] = LevelState(start, kv)
         return memory
 
     def __repr__(self) -> str:
@@ -631,3 +613,72 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+# --------------------------------------------------------------------------- attention
+
+
+def _attend_few(levels, level_bias, first_level_dense: bool) -> torch.Tensor:
+    """A few new tokens against every level at once: ``[Hq, T, D]``.
+
+    Each level's scores are one masked batched matmul of the heads against the slot
+    they read; eq. 10 mixing is one softmax over all levels' scores together."""
+    scores, values = [], []
+    Hq, T, D = levels[0][1].shape
+    for index, (plan, q, kv) in enumerate(levels):
+        groups = plan.groups
+        Hkv, slots, blocks = kv.shape[1], kv.shape[2], kv.shape[3]
+        keys = kv[0].reshape(Hkv * slots, blocks, D)
+        q_grouped = q if groups.identity else q[groups.head_of_grouped]
+        q_grouped = q_grouped.reshape(Hkv * slots, groups.per_slot * T, D).to(keys.dtype)
+        level_scores = torch.baddbmm(plan.key_bias, q_grouped, keys.transpose(1, 2))
+        level_scores = level_scores.reshape(-1, T, blocks)
+        if not groups.identity:
+            level_scores = level_scores[groups.grouped_of_head]
+        if level_bias is not None:
+            level_scores = level_scores + level_bias[:, index, None, None]
+        scores.append(level_scores.float())
+        values.append(kv[1].reshape(Hkv * slots, blocks, D))
+    weights = torch.softmax(torch.cat(scores, dim=-1), dim=-1)
+    if not first_level_dense:  # a row no level keeps reads nothing
+        weights = weights.nan_to_num(0.0)
+    out = None
+    begin = 0
+    for (plan, _, _), value, level_scores in zip(levels, values, scores):
+        groups = plan.groups
+        blocks = level_scores.shape[-1]
+        w = weights[..., begin:begin + blocks]
+        begin += blocks
+        if groups.identity:
+            w = w.reshape(value.shape[0], groups.per_slot * T, blocks)
+        else:
+            padded = w.new_zeros(groups.head_of_grouped.numel(), T, blocks)
+            padded[groups.grouped_of_head] = w
+            w = padded.reshape(value.shape[0], groups.per_slot * T, blocks)
+        level_out = torch.bmm(w.to(value.dtype), value).reshape(-1, T, D)
+        if not groups.identity:
+            level_out = level_out[groups.grouped_of_head]
+        out = level_out.float() if out is None else out + level_out
+    return out
+
+
+def _attend_compact(plan: LevelPlan, q, kv):
+    """The new tokens of one level through ``level_attention``: each slot's blocks are a
+    dense sequence (segment length ceil(w/r)) read by the heads of that slot."""
+    Hq, T, D = q.shape
+    groups = plan.groups
+    Hkv, slots, blocks = kv.shape[1], kv.shape[2], kv.shape[3]
+    q_grouped = q if groups.identity else q[groups.head_of_grouped]
+    rows = plan.query_source.shape[1]
+    q_rows = q_grouped.gather(1, plan.query_source[..., None].expand(-1, -1, D))
+    q_rows = q_rows.reshape(Hkv * slots, groups.per_slot, rows, D).to(kv.dtype)
+    keys = kv[0].reshape(Hkv * slots, 1, blocks, D)
+    values = kv[1].reshape(Hkv * slots, 1, blocks, D)
+    out, lse = level_attention(q_rows, keys, values, plan.blocks_per_segment, 1,
+                               is_causal=True, scale=1.0)  # q arrives scaled
+    out = out.reshape(-1, D)[plan.out_index.reshape(-1)].reshape(Hq, T, D)
+    lse = lse.reshape(-1)[plan.out_index.reshape(-1)].reshape(Hq, T)
+    out = torch.where(plan.out_mask[..., None], out, torch.zeros((), dtype=out.dtype,
+                                                                  device=out.device))
+    lse = torch.where(plan.out_mask, lse.float(), float("-inf"))
+    return out, lse

@@ -57,7 +57,7 @@ def test_a_turn_crossing_a_local_segment_still_sees_itself():
     local = turn.states[0][0]
     assert local.start == 48
     rows = turn.state_dict()["layers.0.levels.0.k"]
-    assert rows.shape[1] == 60 + 30 - 48  # every row from the segment start, none cut
+    assert rows.shape[2] == 60 + 30 - 48  # every row from the segment start, none cut
     assert memory.tokens == 60 and memory.states[0][0].start == 48
 
 

@@ -90,9 +90,9 @@ def test_state_holds_only_the_current_segments_selected_rows():
         assert state.start == start
         bound_rows = min(group, r) * math.ceil(w / r)
         rows = memory.state_dict()[f"layers.0.levels.{level}.k"]
-        assert rows.shape[0] == c.num_kv_heads
+        assert rows.shape[:2] == (c.num_kv_heads, min(group, r))  # [Hkv, slots, blocks, D]
         assert rows.shape[1] * rows.shape[2] <= bound_rows
-        assert rows.shape[1] == math.ceil((77 - start) / r)
+        assert rows.shape[2] == math.ceil((77 - start) / r)
 
 
 def test_state_grows_with_levels_not_with_history():
@@ -206,7 +206,7 @@ def test_bfloat16_state():
     memory = Memory(model, dtype="bfloat16")
     ids = torch.randint(0, 64, (50,))
     logits = memory.append(ids)
-    assert all(s.k.dtype == torch.bfloat16 for layer in memory.states for s in layer if s)
+    assert all(s.kv.dtype == torch.bfloat16 for layer in memory.states for s in layer if s)
     with torch.no_grad():
         full = model(ids[None])[0]
     assert (logits - full).abs().max() < 0.1
