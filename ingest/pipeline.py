@@ -35,8 +35,9 @@ from ingest.stream import encode_batch
 
 READ_BATCH_FILES = 256
 READ_BATCH_BYTES = 16 * 1024 * 1024
-STREAM_BATCH_ENTRIES = 2000
-STREAM_BATCH_CHARS = 8 * 1024 * 1024
+STREAM_BATCH_ENTRIES = 1000
+STREAM_BATCH_CHARS = 2 * 1024 * 1024
+TOKENIZE_SLICE_CHARS = 1024 * 1024
 
 
 @dataclass
@@ -592,6 +593,43 @@ def _mark_gone(store: Store, row: _Known, report: IngestReport) -> None:
 
 
 # -- phase 2: the stream ---------------------------------------------------
+def _append_texts(store: Store, tokenizer, texts: list[str]) -> tuple[int, np.ndarray]:
+    """Tokenize ``texts`` a slice at a time (bounded memory even for a huge entry) and
+    write them after the committed end. Call inside ``store.write()``; returns
+    (first token position, tokens per text)."""
+    base = store.begin_append()
+    position = base
+    lengths = np.zeros(len(texts), dtype=np.int64)
+    index = 0
+    while index < len(texts):
+        size, stop = 0, index
+        while stop < len(texts) and (stop == index or size < TOKENIZE_SLICE_CHARS):
+            size += len(texts[stop])
+            stop += 1
+        encoded = [np.asarray(ids, dtype=np.uint32)
+                   for ids in encode_batch(tokenizer, texts[index:stop])]
+        lengths[index:stop] = [len(ids) for ids in encoded]
+        flat = np.concatenate(encoded) if encoded else np.zeros(0, dtype=np.uint32)
+        store.stream.write_at(position, flat, sync=False)
+        position += len(flat)
+        index = stop
+    store.commit_append(position)
+    return base, lengths
+
+
+def _chunks_of(entry_ids: list[int], store: Store) -> dict[int, list[tuple[int, str]]]:
+    """{entry id: [(chunk id, text)] in order} for many entries at once."""
+    found: dict[int, list[tuple[int, str]]] = {entry_id: [] for entry_id in entry_ids}
+    for start in range(0, len(entry_ids), 500):
+        ids = entry_ids[start:start + 500]
+        marks = ",".join("?" * len(ids))
+        for entry_id, chunk_id, text in store.db.execute(
+                f"SELECT entry_id, id, text FROM chunks WHERE entry_id IN ({marks}) "
+                "ORDER BY entry_id, ordinal", ids):
+            found[entry_id].append((chunk_id, text))
+    return found
+
+
 def stream_pending(store: Store, tokenizer, report: IngestReport | None = None, progress=None,
                    should_stop=None) -> int:
     """Tokenize pending entries, oldest first, and append them to the stream."""
@@ -611,27 +649,21 @@ def stream_pending(store: Store, tokenizer, report: IngestReport | None = None, 
             "ORDER BY date, document_id, ordinal LIMIT ?", [STREAM_BATCH_ENTRIES]).fetchall()
         if not entries:
             break
-        chunks_by_entry: dict[int, list[tuple[int, str]]] = {}
+        chunks_by_entry = _chunks_of([e[0] for e in entries], store)
         chars = 0
         kept = []
         for entry_id, document_id, header in entries:
-            rows = store.db.execute("SELECT id, text FROM chunks WHERE entry_id = ? "
-                                    "ORDER BY ordinal", [entry_id]).fetchall()
-            chunks_by_entry[entry_id] = rows
             kept.append((entry_id, document_id, header))
-            chars += sum(len(text) for _, text in rows)
+            chars += sum(len(text) for _, text in chunks_by_entry[entry_id])
             if chars >= STREAM_BATCH_CHARS:
                 break
         texts: list[str] = []
         for entry_id, _, header in kept:
             texts.append(header)
             texts.extend(text for _, text in chunks_by_entry[entry_id])
-        encoded = encode_batch(tokenizer, texts)
-        lengths = np.fromiter((len(ids) for ids in encoded), dtype=np.int64, count=len(encoded))
-        flat = np.fromiter((t for ids in encoded for t in ids), dtype=np.uint32,
-                           count=int(lengths.sum()))
         with store.write():
-            base, end = store.append_tokens(flat)
+            base, lengths = _append_texts(store, tokenizer, texts)
+            end = base + int(lengths.sum())
             offsets = base + np.concatenate([[0], np.cumsum(lengths)])
             position = 0
             chunk_updates, span_rows = [], []

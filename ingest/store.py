@@ -256,10 +256,10 @@ class Store:
             self.db.execute("PRAGMA foreign_keys = ON")
             self.db.execute("PRAGMA synchronous = FULL")
             self.db.execute("PRAGMA secure_delete = ON")
+            with self.write():
+                migrations.apply(self.db)
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot open {self.db_path}: {exc}") from None
-        with self.write():
-            migrations.apply(self.db)
         self.stream = TokenStream(self.stream_path, self.stream_tokens)
         self.recover()
 
@@ -382,16 +382,18 @@ class Store:
                 f"(hash {tok_hash[:12]}); use the data home's original model")
         return self.stream
 
-    def append_tokens(self, ids) -> tuple[int, int]:
-        """Write ids after the committed end. Call inside ``write()``; the caller
-        records the rows and ``commit_stream_length`` in the same transaction."""
+    def begin_append(self) -> int:
+        """Where the next tokens go (the committed end); call inside ``write()``."""
         start = self.stream_tokens()
         if self.stream.file_tokens() != start:
             self.stream.truncate(start)
-        self.stream.write_at(start, ids)
-        end = start + len(ids)
+        return start
+
+    def commit_append(self, end: int) -> None:
+        """Make the tokens written up to ``end`` durable and record them in this
+        transaction (they count once the transaction commits)."""
+        self.stream.sync()
         self.set_meta("stream_tokens", end)
-        return start, end
 
     # -- memory rebuild flag ----------------------------------------------
     def memory_rebuild_needed(self) -> str | None:

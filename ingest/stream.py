@@ -200,11 +200,19 @@ class TokenStream:
         """Whole tokens physically in the file (committed or not)."""
         return max(0, (self.path.stat().st_size - HEADER_SIZE) // TOKEN_BYTES)
 
-    def write_at(self, start: int, ids: np.ndarray) -> None:
+    def write_at(self, start: int, ids: np.ndarray, sync: bool = True) -> None:
         data = np.ascontiguousarray(ids, dtype=TOKEN_DTYPE).tobytes()
         fd = os.open(self.path, os.O_RDWR)
         try:
             os.pwrite(fd, data, HEADER_SIZE + start * TOKEN_BYTES)
+            if sync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def sync(self) -> None:
+        fd = os.open(self.path, os.O_RDWR)
+        try:
             os.fsync(fd)
         finally:
             os.close(fd)
