@@ -195,6 +195,48 @@ def format_table(rows: list[dict], device: torch.device, dtype: torch.dtype) -> 
     return "\n".join([head] + lines)
 
 
+def correctness_check(device: torch.device, console: Console) -> bool:
+    """Compare the device's results (and gradients) with the brute-force float64
+    reference of tests/attention_reference.py on small problems."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from attention_reference import reference_dilated
+
+    cases = [  # (B, Hq, Hkv, M, N, D, ws, rs, causal)
+        (1, 8, 8, 300, 300, 64, [64, 128, 512], [1, 2, 4], True),
+        (2, 6, 2, 77, 200, 64, [32, 96, 400], [1, 3, 8], True),
+        (1, 4, 4, 130, 130, 32, [40, 130], [2, 5], False),
+        (2, 9, 3, 1, 257, 64, [64, 128, 256, 512], [1, 2, 4, 8], True),
+    ]
+    tolerances = {torch.float32: 2e-3, torch.bfloat16: 4e-2, torch.float16: 6e-3}
+    ok = True
+    for dtype, tol in tolerances.items():
+        for B, Hq, Hkv, M, N, D, ws, rs, causal in cases:
+            gen = torch.Generator().manual_seed(N)
+            cpu = [torch.randn(B, h, n, D, generator=gen, dtype=torch.float64)
+                   for h, n in ((Hq, M), (Hkv, N), (Hkv, N))]
+            q, k, v = (x.to(device, dtype).requires_grad_() for x in cpu)
+            out, lse = dilated_attention(q, k, v, ws, rs, is_causal=causal, return_lse=True)
+            grad_out = torch.randn(out.shape, generator=gen, dtype=torch.float64)
+            grads = torch.autograd.grad((out.double() * grad_out.to(device)).sum()
+                                        + torch.where(torch.isinf(lse), 0, lse).double().sum(), (q, k, v))
+            ref_inputs = [x.clone().requires_grad_() for x in cpu]
+            ref, ref_lse = reference_dilated(*ref_inputs, ws, rs, is_causal=causal)
+            ref_grads = torch.autograd.grad((ref * grad_out).sum()
+                                            + torch.where(torch.isinf(ref_lse), 0, ref_lse).sum(), ref_inputs)
+            err_out = (out.double().cpu() - ref).abs().max().item()
+            finite = torch.isfinite(ref_lse)
+            err_lse = (lse.double().cpu()[finite] - ref_lse[finite]).abs().max().item()
+            scale = max(g.abs().max().item() for g in ref_grads)
+            err_grad = max((g.double().cpu() - r).abs().max().item() for g, r in zip(grads, ref_grads)) / scale
+            passed = err_out < tol and err_lse < 4 * tol and err_grad < 4 * tol
+            ok &= passed
+            console.print(f"check {str(dtype).replace('torch.', ''):8} B={B} Hq={Hq} Hkv={Hkv} M={M} N={N} "
+                          f"D={D} causal={causal}: max|out err| {err_out:.2e}, lse {err_lse:.2e}, "
+                          f"grad (relative to max grad) {err_grad:.2e} -> {'ok' if passed else 'FAIL'}",
+                          markup=False, highlight=False)
+    return ok
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -209,6 +251,9 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="N = 2K..16K, two runs: a smoke test")
     parser.add_argument("--out", type=Path, help="also write the table to this file")
     parser.add_argument("--note", default="", help="a line added under the table (e.g. load)")
+    parser.add_argument("--check", action="store_true",
+                        help="first compare results and gradients with the brute-force reference")
+    parser.add_argument("--check-only", action="store_true", help="run the check, no benchmark")
     args = parser.parse_args(argv)
 
     device = torch.device(args.device)
@@ -224,7 +269,12 @@ def main(argv=None) -> int:
         sizes.append(n)
         n *= 2
 
-    console = Console(stderr=True)
+    console = Console(stderr=True, width=160)
+    if args.check or args.check_only:
+        passed = correctness_check(device, console)
+        console.print(f"correctness check on {device.type}: {'passed' if passed else 'FAILED'}")
+        if args.check_only or not passed:
+            return 0 if passed else 1
     tables = []
     started = time.time()
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),

@@ -56,6 +56,7 @@ folded in through two extra feature columns (see ``_augment``).
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from dataclasses import dataclass
@@ -148,8 +149,9 @@ def _head_plans(n_q_heads: int, n_kv_heads: int, rate: int) -> list[tuple[_Heads
 _GATHER_BELOW = 8
 
 
+@functools.lru_cache(maxsize=512)
 def _plan(n_keys: int, n_queries: int, n_q_heads: int, n_kv_heads: int,
-          levels: Sequence[tuple[int, int]], is_causal: bool, n_batch: int = 1) -> list[_Piece]:
+          levels: tuple[tuple[int, int], ...], is_causal: bool, n_batch: int = 1) -> tuple[_Piece, ...]:
     first_query = n_keys - n_queries
     pieces: list[_Piece] = []
     for li, (w, r) in enumerate(levels):
@@ -210,7 +212,7 @@ def _plan(n_keys: int, n_queries: int, n_q_heads: int, n_kv_heads: int,
                 pieces.append(_Piece(li, r, q_heads, kv_heads, q_rows,
                                      _Rows(a + offset + skip * r, 0, 1, r, n_q),
                                      True, skip, skip, may_copy and not skip))
-    return pieces
+    return tuple(pieces)
 
 
 # --------------------------------------------------------------------------- views
@@ -274,37 +276,52 @@ def _expand_kv(x: torch.Tensor, n_q_heads: int) -> torch.Tensor:
     return x if rep == 1 else x.repeat_interleave(rep, dim=1)
 
 
-def _math_fwd(q, k, v, causal, scale):
-    """Plain-torch attention returning (out, lse); used where no fused kernel applies."""
-    k, v = _expand_kv(k, q.shape[1]), _expand_kv(v, q.shape[1])
-    scores = torch.matmul(q.float(), k.float().transpose(-1, -2)) * scale
+_MATH_CHUNK_ELEMENTS = 1 << 25  # scores held at once by the plain-torch fallback
+
+
+def _math_chunks(q, k):
+    """Batch slices small enough that the fallback's score matrices stay bounded."""
+    per_batch = max(1, q.shape[1] * q.shape[2] * k.shape[2])
+    step = max(1, _MATH_CHUNK_ELEMENTS // per_batch)
+    return [slice(i, i + step) for i in range(0, q.shape[0], step)]
+
+
+def _math_scores(q, k, causal, scale):
+    scores = torch.matmul(q.float(), _expand_kv(k, q.shape[1]).float().transpose(-1, -2)) * scale
     if causal:
         n = scores.shape[-1]
         scores = scores.masked_fill(torch.ones(n, n, dtype=torch.bool, device=q.device).triu(1),
                                     float("-inf"))
-    lse = torch.logsumexp(scores, dim=-1)
-    out = torch.matmul(torch.exp(scores - lse[..., None]), v.float())
-    return out.to(q.dtype), lse
+    return scores
+
+
+def _math_fwd(q, k, v, causal, scale):
+    """Plain-torch attention returning (out, lse); used where no fused kernel applies."""
+    outs, lses = [], []
+    for part in _math_chunks(q, k):
+        scores = _math_scores(q[part], k[part], causal, scale)
+        lse = torch.logsumexp(scores, dim=-1)
+        outs.append(torch.matmul(torch.exp(scores - lse[..., None]), _expand_kv(v[part], q.shape[1]).float()))
+        lses.append(lse)
+    return torch.cat(outs).to(q.dtype), torch.cat(lses)
 
 
 def _math_bwd(dout, q, k, v, out, lse, causal, scale):
-    n_kv = k.shape[1]
-    ke, ve = _expand_kv(k, q.shape[1]).float(), _expand_kv(v, q.shape[1]).float()
-    qf, do = q.float(), dout.float()
-    scores = torch.matmul(qf, ke.transpose(-1, -2)) * scale
-    if causal:
-        n = scores.shape[-1]
-        scores = scores.masked_fill(torch.ones(n, n, dtype=torch.bool, device=q.device).triu(1),
-                                    float("-inf"))
-    probs = torch.exp(scores - lse.float()[..., None])
-    delta = (do * out.float()).sum(-1, keepdim=True)
-    dscores = probs * (torch.matmul(do, ve.transpose(-1, -2)) - delta)
-    dq = torch.matmul(dscores, ke) * scale
-    dk = torch.matmul(dscores.transpose(-1, -2), qf) * scale
-    dv = torch.matmul(probs.transpose(-1, -2), do)
-    if n_kv != q.shape[1]:
-        shape = (dk.shape[0], n_kv, q.shape[1] // n_kv) + dk.shape[2:]
-        dk, dv = dk.reshape(shape).sum(2), dv.reshape(shape).sum(2)
+    n_kv, grads = k.shape[1], []
+    for part in _math_chunks(q, k):
+        qf, do = q[part].float(), dout[part].float()
+        ke, ve = _expand_kv(k[part], q.shape[1]).float(), _expand_kv(v[part], q.shape[1]).float()
+        probs = torch.exp(_math_scores(q[part], k[part], causal, scale) - lse[part].float()[..., None])
+        delta = (do * out[part].float()).sum(-1, keepdim=True)
+        dscores = probs * (torch.matmul(do, ve.transpose(-1, -2)) - delta)
+        dq = torch.matmul(dscores, ke) * scale
+        dk = torch.matmul(dscores.transpose(-1, -2), qf) * scale
+        dv = torch.matmul(probs.transpose(-1, -2), do)
+        if n_kv != q.shape[1]:
+            shape = (dk.shape[0], n_kv, q.shape[1] // n_kv) + dk.shape[2:]
+            dk, dv = dk.reshape(shape).sum(2), dv.reshape(shape).sum(2)
+        grads.append((dq, dk, dv))
+    dq, dk, dv = (torch.cat(g) for g in zip(*grads))
     return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype)
 
 
@@ -325,7 +342,7 @@ def _kernel_fwd(q, k, v, causal: bool, scale: float):
                 return res[0], res[1]
             res = torch.ops.aten._scaled_dot_product_efficient_attention(q, k, v, None, True, 0.0, causal, scale=scale)
             return res[0], res[1][..., : q.shape[2]]
-        except RuntimeError as err:  # unsupported shape/dtype on this GPU
+        except (RuntimeError, TypeError) as err:  # unsupported shape/dtype on this GPU
             _warn_once("cuda-fwd", f"fused CUDA attention unavailable ({err}); using plain torch")
     return _math_fwd(q, k, v, causal, scale)
 
@@ -358,7 +375,7 @@ def _kernel_bwd(dout, q, k, v, out, lse, causal: bool, scale: float):
                 shape = (dk.shape[0], n_kv, q.shape[1] // n_kv) + dk.shape[2:]
                 dk, dv = dk.reshape(shape).sum(2), dv.reshape(shape).sum(2)
             return dq, dk, dv
-        except RuntimeError as err:
+        except (RuntimeError, TypeError) as err:
             _warn_once("cuda-bwd", f"fused CUDA attention backward unavailable ({err}); using plain torch")
     return _math_bwd(dout, q, k, v, out, lse, causal, scale)
 
@@ -488,7 +505,7 @@ def _head_major_first_level(q, k, v, piece: _Piece, rotary, scale):
         return None
     out, lse = _kernel_fwd(q4, k4, v4, piece.causal, scale)
     acc_dtype = _acc_dtype(q.dtype)
-    return out.view(B, Hq, M, D).to(acc_dtype), lse.reshape(B, Hq, M, 1).to(acc_dtype)
+    return out.reshape(B, Hq, M, D).to(acc_dtype), lse.reshape(B, Hq, M, 1).to(acc_dtype)
 
 
 def _forward(q, k, v, pieces, scale, level_bias, rotary, copy_ok: bool):
@@ -522,14 +539,19 @@ def _forward(q, k, v, pieces, scale, level_bias, rotary, copy_ok: bool):
 
 
 def _augment(q4, k4, v4, do4, o4, g4, scale):
-    """Append two feature columns so that the standard flash backward also carries
+    """Append feature columns so that the standard flash backward also carries
     - the lse gradient g: v gets a column of ones and dO a column of g, so
       dP = dO.v + g and dS = P (dP - rowsum(dO*O) + g) as d lse / d s = P;
     - the per-row sum of dS (the bias gradient): k gets 1/scale, q gets 0, so the
       scores are unchanged and that column of dq is scale * sum_t dS * (1/scale).
-    Score and output columns are zero-padded so nothing else changes."""
+    Every other new column is zero, so nothing else changes. On CUDA the width is
+    padded to a multiple of 8, which the fused kernels need."""
+    extra = 8 - q4.shape[-1] % 8 + (8 if q4.shape[-1] % 8 > 6 else 0) if q4.is_cuda else 2
+
     def pad(x, first, second):
         cols = [x, first.expand(*x.shape[:-1], 1).to(x.dtype), second.expand(*x.shape[:-1], 1).to(x.dtype)]
+        if extra > 2:
+            cols.append(x.new_zeros(*x.shape[:-1], extra - 2))
         return torch.cat(cols, dim=-1)
 
     zero = torch.zeros((), dtype=_acc_dtype(q4.dtype), device=q4.device)

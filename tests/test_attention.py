@@ -288,6 +288,8 @@ def test_execution_paths_agree_with_reference(monkeypatch, gather_below, layout)
     folded into one call or one call per row (inputs transposed from [B, N, H, D], as
     transformers passes them); the head-major first level (M = N, N % w == 0)."""
     monkeypatch.setattr(attention_module, "_GATHER_BELOW", gather_below)
+    attention_module._plan.cache_clear()  # plans are cached per shape
+    request_cleanup = attention_module._plan.cache_clear
     cases = [  # (B, Hq, Hkv, M, N, ws, rs)
         (2, 4, 4, 64, 64, [16, 32, 64], [1, 2, 4]),  # head-major first level
         (2, 6, 2, 30, 64, [16, 32, 64], [1, 2, 4]),  # GQA, M < N
@@ -309,6 +311,28 @@ def test_execution_paths_agree_with_reference(monkeypatch, gather_below, layout)
         want = torch.autograd.grad((ref * g).sum(), (q2, k2, v2))
         for a, b in zip(got, want):
             torch.testing.assert_close(a, b, atol=1e-10, rtol=0)
+    request_cleanup()
+
+
+def test_plain_torch_fallback_matches_reference(monkeypatch):
+    """The fallback used where no fused kernel applies (e.g. unsupported GPU shapes),
+    forced here on CPU, in small chunks."""
+    monkeypatch.setattr(attention_module, "_kernel_fwd", attention_module._math_fwd)
+    monkeypatch.setattr(attention_module, "_kernel_bwd", attention_module._math_bwd)
+    monkeypatch.setattr(attention_module, "_MATH_CHUNK_ELEMENTS", 500)
+    ws, rs = [8, 16, 64], [1, 2, 4]
+    q, k, v = _qkv(2, 6, 3, 25, 50, 8, seed=11, requires_grad=True)
+    out, lse = dilated_attention(q, k, v, ws, rs, return_lse=True)
+    ref, ref_lse = reference_dilated(q.detach(), k.detach(), v.detach(), ws, rs)
+    torch.testing.assert_close(out, ref, atol=1e-6, rtol=0)  # the fallback computes in float32
+    _same_lse(lse, ref_lse, 1e-5)
+    g = torch.randn(out.shape, dtype=F64)
+    got = torch.autograd.grad((out * g).sum() + lse.sum(), (q, k, v))
+    q2, k2, v2 = (x.detach().clone().requires_grad_() for x in (q, k, v))
+    ref, ref_lse = reference_dilated(q2, k2, v2, ws, rs)
+    want = torch.autograd.grad((ref * g).sum() + ref_lse.sum(), (q2, k2, v2))
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
 
 
 def test_head_major_first_level_is_taken(monkeypatch):
