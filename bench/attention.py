@@ -179,17 +179,18 @@ def format_table(rows: list[dict], device: torch.device, dtype: torch.dtype) -> 
             f"{(f'{dil_gf / sdpa_gf:.0%}' if sdpa_gf else '-'):>5} {linear:>11} "
             f"{sdpa_mem:>9} {row['dilated_mem'] / 2**20:>9.0f} "
             f"{row.get('sdpa_runs', 0)}/{row['dilated_runs']}")
-    faster = [row["n"] for row in rows if row.get("sdpa") and row["sdpa"] > row["dilated"]]
-    slower = [row["n"] for row in rows if row.get("sdpa") and row["sdpa"] <= row["dilated"]]
-    if faster:
-        below = [n for n in slower if n < min(faster)]
-        lines.append(f"crossover: dilated is faster from N = {human(min(faster))}"
-                     + (f" (dense faster at {', '.join(human(n) for n in below)})" if below else
-                        " (and at every N measured)")
-                     + f"; at N <= {BASE_SEGMENT} there is one level (w >= N, r = 1), which runs"
-                       " as one dense causal call: the dense path, exact.")
+    compared = [row for row in rows if row.get("sdpa")]
+    crossover = None
+    for i, row in enumerate(compared):  # smallest N from which dilated stays faster
+        if all(r["sdpa"] > r["dilated"] for r in compared[i:]):
+            crossover = row["n"]
+            break
+    if crossover is None:
+        lines.append("crossover: dilated was not faster than SDPA at the largest N measured")
     else:
-        lines.append("crossover: dilated was not faster at any N measured")
+        lines.append(f"crossover: dilated is faster than dense SDPA from N = {human(crossover)} on "
+                     f"(at every larger N measured). At N <= {BASE_SEGMENT} there is a single level "
+                     "(w >= N, r = 1), which is one dense causal kernel call: the dense path, exact.")
     head = f"{device.type} {str(dtype).replace('torch.', '')}: B=1, H={HEADS}, d={HEAD_DIM}, " \
            f"levels w=2048*2^i, r=2^i until w>=N; median times; eff = dilated GF/s / SDPA GF/s"
     return "\n".join([head] + lines)
