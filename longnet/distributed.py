@@ -1,0 +1,1162 @@
+"""Sequence parallelism for dilated attention on ``torch.distributed`` (LongNet §3).
+
+Each rank holds one contiguous shard of a long sequence, ranks in order along it
+(NCCL on GPUs, gloo on CPU; launch with ``torchrun``). Per level (w, r):
+
+- A level whose segments all lie inside this rank's shard runs locally, through the
+  single-process ``longnet.attention.dilated_attention`` (no communication).
+- Otherwise the ranks that share a segment gather each other's rows of that segment,
+  only those the heads' offsets select: per kv head at most ``min(r, Hq/Hkv)`` offsets
+  × their rows of the segment. That is about ``w / r`` rows whatever the sequence
+  length N, so the bytes a rank receives per level do not grow with N
+  (``bench/distributed.py`` shows it). Each rank then attends its local queries to the
+  rows of its segments: with ``is_causal`` to the ranks before it AND its own rows (the
+  official implementation's causal slicing drops a rank's own keys; this one does not),
+  otherwise to every rank of the segment.
+
+How the segment all-gather is done. The ranks of one segment are a contiguous run of
+ranks that changes with the level and, with uneven shards, overlaps the next segment's
+run; a process group per run would have to be created by every process of the job in
+one global order (``torch.distributed.new_group``). Instead each rank posts, in one
+``batch_isend_irecv`` per call, its selected rows to the ranks of its segments that
+read them (the later ones when causal, all others otherwise) and receives theirs: an
+all-gather restricted to the segment, causal ranks receiving only what they attend to.
+Its backward sends each received buffer's gradient back to its owner, which sums them:
+the reduce-scatter of the gradients.
+- Levels are mixed by their log-sum-exps exactly as ``longnet.attention.merge_levels``.
+
+The result equals ``longnet.attention.dilated_attention`` on the concatenated sequence
+(same segments ``t // w``, head offsets ``(t % w) % r == h % r``, grouped-query heads,
+"dilated" rotary positions, ``level_bias``), in values and in gradients.
+
+How a non-local level runs. For the heads sharing one offset o, the kept rows of every
+segment form a dense "compact" sequence (row j of a segment = position ``s·w + o + j·r``),
+so the level becomes one ``level_attention`` call with segment length ``ceil((w-o)/r)``
+and rate 1 on [gathered rows of earlier ranks, own rows], own rows bottom-right aligned.
+Rotary positions are applied to the rows before the call (a row's position is its index
+in the compact segment, which is what "dilated" positions are), so non-causal levels can
+put the later ranks' rows in any order.
+
+Gradients. The whole sharded attention of one call is one autograd node: its forward
+keeps the local graph (built on detached inputs and on the received buffers), its
+backward takes that graph's gradients and returns the received buffers' gradients to
+their owners in one exchange. Doing the communication inside one node keeps it in the
+same order on every rank, which autograd's scheduling of separate communication nodes
+would not guarantee, and every rank takes part even where its gradients are zero.
+
+Also here: shard bookkeeping (``ShardLayout``, ``shard_layout`` all-gathers the
+lengths), a sequence-parallel forward / training step for ``LongNetLM``
+(``sharded_forward``, ``train_step``), and a sequence-parallel memory build
+(``memory_append``, ``broadcast_memory``) that leaves every rank with exactly the state
+a single process reading the same stream builds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from dataclasses import dataclass, field
+from datetime import timedelta
+from functools import lru_cache
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from longnet.attention import (
+    _check_inputs,
+    _levels,
+    dilated_attention as _local_dilated_attention,
+    level_attention,
+    merge_levels,
+)
+
+__all__ = [
+    "ShardLayout", "shard_layout", "split_lengths", "dilated_attention", "record_communication",
+    "sharded_forward", "next_token_shard", "sequence_parallel_loss", "all_reduce_gradients",
+    "train_step", "memory_append", "broadcast_memory", "broadcast_tokens", "init_distributed",
+    "loopback_interface",
+]
+
+
+# --------------------------------------------------------------------------- process groups
+
+
+def loopback_interface() -> Optional[str]:
+    """Name of the loopback network interface ("lo" on Linux, "lo0" on macOS), if any.
+
+    Setting ``GLOO_SOCKET_IFNAME`` to it keeps gloo's connections on 127.0.0.1."""
+    import socket
+
+    names = [name for _, name in socket.if_nameindex()]
+    for name in ("lo", "lo0"):
+        if name in names:
+            return name
+    return None
+
+
+def init_distributed(backend: Optional[str] = None, timeout_s: float = 1800.0) -> tuple[int, int]:
+    """Join the process group that ``torchrun`` describes in the environment; return
+    ``(rank, world_size)``. Without torchrun's variables, a group of one process on
+    127.0.0.1 (so the same code runs unlaunched). NCCL when CUDA is present, else gloo."""
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    if backend is None:
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+    timeout = timedelta(seconds=timeout_s)
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        dist.init_process_group(backend, timeout=timeout)
+    else:
+        import socket
+
+        with socket.socket() as probe:  # a free port on loopback only
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        if backend == "gloo" and "GLOO_SOCKET_IFNAME" not in os.environ and loopback_interface():
+            os.environ["GLOO_SOCKET_IFNAME"] = loopback_interface()
+        dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=0,
+                                world_size=1, timeout=timeout)
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _active(group) -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size(group) > 1
+
+
+def _rank_and_size(group) -> tuple[int, int]:
+    if not (dist.is_available() and dist.is_initialized()):
+        return 0, 1
+    return dist.get_rank(group), dist.get_world_size(group)
+
+
+def _comm_device(group, like: Optional[torch.device] = None) -> torch.device:
+    """Where a collective's tensors must live: the current GPU for NCCL, else the CPU."""
+    if dist.get_backend(group) == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return like if like is not None and like.type == "cpu" else torch.device("cpu")
+
+
+_READY_GROUPS: set = set()
+
+
+def _ready(group) -> None:
+    """NCCL wants the first point-to-point call on a group to involve every rank: make
+    a collective the group's first call (every rank runs the sharded attention together)."""
+    key = id(group)
+    if key in _READY_GROUPS:
+        return
+    if dist.get_backend(group) == "nccl":
+        dist.all_reduce(torch.zeros(1, device=_comm_device(group)), group=group)
+    _READY_GROUPS.add(key)
+
+
+# --------------------------------------------------------------------------- shard bookkeeping
+
+
+@dataclass(frozen=True)
+class ShardLayout:
+    """How one sequence is split: ``lengths[p]`` tokens on rank p (of the group), in
+    order; this process is ``rank``. ``offset`` is the absolute position of the first
+    token of rank 0 (non-zero when earlier tokens live in a ``Memory``)."""
+
+    lengths: tuple[int, ...]
+    rank: int
+    offset: int = 0
+
+    def __post_init__(self):
+        if any(n < 0 for n in self.lengths) or not 0 <= self.rank < len(self.lengths):
+            raise ValueError(f"bad shard layout: lengths {self.lengths}, rank {self.rank}")
+
+    @property
+    def world_size(self) -> int:
+        return len(self.lengths)
+
+    def start_of(self, rank: int) -> int:
+        return self.offset + sum(self.lengths[:rank])
+
+    def end_of(self, rank: int) -> int:
+        return self.start_of(rank) + self.lengths[rank]
+
+    @property
+    def start(self) -> int:
+        """Absolute position of this rank's first token."""
+        return self.start_of(self.rank)
+
+    @property
+    def end(self) -> int:
+        return self.end_of(self.rank)
+
+    @property
+    def local_length(self) -> int:
+        return self.lengths[self.rank]
+
+    @property
+    def total(self) -> int:
+        """Tokens over all ranks."""
+        return sum(self.lengths)
+
+
+def shard_layout(local_length: int, group=None, *, offset: int = 0,
+                 device: Optional[torch.device] = None) -> ShardLayout:
+    """All-gather every rank's shard length (a collective: every rank of ``group`` calls
+    it) and return the layout. Outside a process group: a layout of one rank."""
+    rank, world = _rank_and_size(group)
+    if world == 1:
+        return ShardLayout((int(local_length),), 0, offset)
+    device = _comm_device(group, device)
+    mine = torch.tensor([int(local_length)], dtype=torch.int64, device=device)
+    everyone = torch.empty(world, dtype=torch.int64, device=device)
+    dist.all_gather_into_tensor(everyone, mine, group=group)
+    return ShardLayout(tuple(int(n) for n in everyone.tolist()), rank, offset)
+
+
+def split_lengths(total: int, world_size: int, *, offset: int = 0, align: int = 1) -> tuple[int, ...]:
+    """Contiguous, near-equal shard lengths for ``total`` tokens starting at absolute
+    position ``offset``. With ``align`` > 1 the cuts fall on multiples of ``align``
+    (absolute positions) where that keeps shards non-empty, so that a dense local
+    level of segment ``align`` needs no communication."""
+    if world_size < 1 or total < 0:
+        raise ValueError("split_lengths needs world_size >= 1 and total >= 0")
+    cuts = [offset]
+    for p in range(1, world_size):
+        ideal = offset + (total * p) // world_size
+        if align > 1:
+            snapped = int(round(ideal / align)) * align
+            if cuts[-1] < snapped < offset + total:
+                ideal = snapped
+        cuts.append(min(max(ideal, cuts[-1]), offset + total))
+    cuts.append(offset + total)
+    return tuple(b - a for a, b in zip(cuts, cuts[1:]))
+
+
+# --------------------------------------------------------------------------- communication stats
+
+
+_RECORDERS: list[dict] = []
+
+
+@contextlib.contextmanager
+def record_communication():
+    """Count the bytes each all-gather of the sharded attention delivers to this rank
+    (its output buffer), by level: ``with record_communication() as stats: ...`` then
+    ``stats["gathered_bytes"][level]`` and ``stats["calls"][level]``."""
+    stats = {"gathered_bytes": {}, "calls": {}}
+    _RECORDERS.append(stats)
+    try:
+        yield stats
+    finally:
+        _RECORDERS.remove(stats)
+
+
+def _record(level: int, nbytes: int) -> None:
+    for stats in _RECORDERS:
+        stats["gathered_bytes"][level] = stats["gathered_bytes"].get(level, 0) + nbytes
+        stats["calls"][level] = stats["calls"].get(level, 0) + 1
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def _count(lo: int, hi: int, seg_start: int, offset: int, rate: int) -> int:
+    """How many positions t in [lo, hi) have (t - seg_start) % rate == offset."""
+    if hi <= lo:
+        return 0
+    first = lo + (offset - (lo - seg_start)) % rate
+    return max(0, -(-(hi - first) // rate))
+
+
+def _first(lo: int, seg_start: int, offset: int, rate: int) -> int:
+    return lo + (offset - (lo - seg_start)) % rate
+
+
+@dataclass(frozen=True)
+class _Exchange:
+    """This rank's part of the all-gather among the ranks of one segment."""
+
+    segment: int
+    send_to: tuple[int, ...]  # layout ranks that read my rows of the segment
+    recv_from: tuple[int, ...]  # layout ranks whose rows I read, in order
+    recv_rows: tuple[int, ...]  # rows per (kv head, slot) in each of their buffers
+    n_rows: int  # rows per (kv head, slot) in my buffer
+    slots: int  # offsets kept per kv head: min(r, Hq / Hkv)
+    send_heads: np.ndarray  # [Hkv * slots * n_rows] kv head of each sent row
+    send_rows: np.ndarray  # [Hkv * slots * n_rows] my local row of each (0 = padding)
+
+
+@dataclass(frozen=True)
+class _OffsetPlan:
+    """The query heads sharing offset o at one level, and the compact rows they use."""
+
+    offset: int
+    heads: np.ndarray  # query heads
+    kv: np.ndarray  # key/value head of each key head (distinct kv heads when GQA fits)
+    slot: np.ndarray  # slot of each key head in the exchanged buffers / memory state
+    rows: np.ndarray  # local rows kept at this offset, in order
+    positions: np.ndarray  # their index in their compact segment
+    segment_rows: int  # compact segment length ceil((w - o) / r)
+    n_prefix: int  # rows taken from a Memory state (compact positions 0..n_prefix-1)
+    before: Optional[np.ndarray]  # [len(kv), n] flat rows of the "before" exchange
+    after: Optional[np.ndarray]  # [len(kv), n] flat rows of the "after" exchange
+    after_position: int  # compact position of the first "after" row
+    split: int  # local rows in segments before the last one (non-causal split)
+    one_segment: bool  # all local rows lie in one segment
+
+
+@dataclass(frozen=True)
+class _LevelPlan:
+    level: int
+    w: int
+    r: int
+    local: bool  # every segment touching this shard lies inside it
+    exchanges: tuple[_Exchange, ...] = ()
+    before: Optional[int] = None  # index of the exchange with the earlier ranks' rows
+    after: Optional[int] = None  # index of the exchange with the later ranks' rows
+    offsets: tuple[_OffsetPlan, ...] = ()
+    prefix_start: Optional[int] = None
+
+
+def _members(layout: ShardLayout, seg_lo: int, seg_hi: int) -> tuple[int, ...]:
+    return tuple(p for p in range(layout.world_size)
+                 if layout.lengths[p] and layout.start_of(p) < seg_hi and layout.end_of(p) > seg_lo)
+
+
+def _head_groups(n_q: int, n_kv: int, rate: int, offset: int):
+    """Query heads at ``offset``, and their kv heads and slots (one entry per distinct kv
+    head when each repeats equally in order, so grouped-query kernels apply)."""
+    group = n_q // n_kv
+    slots = min(rate, group)
+    heads = np.arange(offset, n_q, rate)
+    kv = heads // group
+    slot = (heads % group) % slots
+    distinct, first = np.unique(kv, return_index=True)
+    rep = len(heads) // len(distinct)
+    if rep * len(distinct) == len(heads) and np.array_equal(kv, np.repeat(distinct, rep)):
+        return heads, distinct, slot[first]
+    return heads, kv, slot
+
+
+def _rows_in(layout: ShardLayout, rank: int, seg_start: int, seg_end: int) -> tuple[int, int]:
+    return max(layout.start_of(rank), seg_start), min(layout.end_of(rank), seg_end)
+
+
+@lru_cache(maxsize=256)
+def _plan_level(layout: ShardLayout, level: int, w: int, r: int, n_q: int, n_kv: int,
+                is_causal: bool, prefix_start: Optional[int]) -> _LevelPlan:
+    """Everything rank ``layout.rank`` does at level (w, r); identical arithmetic on
+    every rank, so all agree on who sends what to whom."""
+    a, b = layout.start, layout.end
+    end = layout.offset + layout.total
+    if a == b:
+        return _LevelPlan(level, w, r, local=True)
+    s_lo, s_hi = a // w, (b - 1) // w
+    if a % w == 0 and (b % w == 0 or b == end):
+        return _LevelPlan(level, w, r, local=True)
+
+    group_size = n_q // n_kv
+    slots = min(r, group_size)
+    me = layout.rank
+    exchanges, before_index, after_index = [], None, None
+    for s in sorted({s_lo, s_hi}):
+        seg_lo, seg_hi = s * w, min(s * w + w, end)
+        members = _members(layout, seg_lo, seg_hi)
+        if len(members) < 2:
+            continue
+        earlier = tuple(m for m in members if m < me)
+        later = tuple(m for m in members if m > me)
+        send_to = later if is_causal else earlier + later
+        recv_from = earlier if is_causal else earlier + later
+
+        def rows_of(m):
+            lo, hi = _rows_in(layout, m, seg_lo, seg_hi)
+            return -(-(hi - lo) // r)
+
+        n_rows = rows_of(me)
+        lo, hi = _rows_in(layout, me, seg_lo, seg_hi)
+        heads = np.repeat(np.arange(n_kv), slots * n_rows)
+        rows = np.zeros(n_kv * slots * n_rows, dtype=np.int64)
+        for g in range(n_kv):
+            for c in range(slots):
+                off = (g * group_size + c) % r
+                count = _count(lo, hi, seg_lo, off, r)
+                base = (g * slots + c) * n_rows
+                rows[base: base + count] = _first(lo, seg_lo, off, r) - a + r * np.arange(count)
+        exchanges.append(_Exchange(s, send_to, recv_from, tuple(rows_of(m) for m in recv_from),
+                                   n_rows, slots, heads, rows))
+        if s == s_lo and earlier:
+            before_index = len(exchanges) - 1
+        if s == s_hi and later and not is_causal:
+            after_index = len(exchanges) - 1
+
+    positions_all = np.arange(a, b)
+    in_segment = positions_all % w
+    offsets = []
+    use_prefix = prefix_start is not None and prefix_start == s_lo * w and layout.offset > s_lo * w
+    for o in range(min(r, n_q)):
+        if o >= w:
+            break
+        heads, kv, slot = _head_groups(n_q, n_kv, r, o)
+        keep = (in_segment % r) == o
+        rows = np.nonzero(keep)[0]
+        positions = (in_segment[keep] - o) // r
+        seg_lo = s_lo * w
+        n_prefix = _count(seg_lo, layout.offset, seg_lo, o, r) if use_prefix else 0
+
+        def flat_rows(exchange: _Exchange, ranks) -> np.ndarray:
+            """Indices, into the concatenation of the buffers received in ``exchange``,
+            of the rows at offset o of ``ranks`` (in order), per key head."""
+            seg_start = exchange.segment * w
+            seg_end = min(seg_start + w, end)
+            bases = np.cumsum((0,) + tuple(n_kv * slots * n for n in exchange.recv_rows))
+            per_member = []
+            for m in ranks:
+                index = exchange.recv_from.index(m)
+                n_m = exchange.recv_rows[index]
+                count = _count(*_rows_in(layout, m, seg_start, seg_end), seg_start, o, r)
+                per_member.append([bases[index] + (g * slots + s_) * n_m + np.arange(count)
+                                   for g, s_ in zip(kv, slot)])
+            if not per_member:
+                return np.zeros((len(kv), 0), dtype=np.int64)
+            return np.stack([np.concatenate([pm[j] for pm in per_member]) for j in range(len(kv))])
+
+        before = after = None
+        if before_index is not None:
+            ex = exchanges[before_index]
+            before = flat_rows(ex, [m for m in ex.recv_from if m < me])
+        after_position = 0
+        if after_index is not None:
+            ex = exchanges[after_index]
+            after = flat_rows(ex, [m for m in ex.recv_from if m > me])
+            after_position = _count(s_hi * w, b, s_hi * w, o, r)
+        split = int(np.searchsorted(a + rows, s_hi * w)) if len(rows) else 0
+        offsets.append(_OffsetPlan(
+            offset=o, heads=heads, kv=kv, slot=slot, rows=rows, positions=positions,
+            segment_rows=-(-(w - o) // r), n_prefix=n_prefix, before=before, after=after,
+            after_position=after_position, split=split, one_segment=s_lo == s_hi))
+    return _LevelPlan(level, w, r, local=False, exchanges=tuple(exchanges), before=before_index,
+                      after=after_index, offsets=tuple(offsets),
+                      prefix_start=s_lo * w if use_prefix else None)
+
+
+# --------------------------------------------------------------------------- tensors
+
+
+def _as_index(values: np.ndarray, device) -> slice | torch.Tensor:
+    """A slice when ``values`` is an arithmetic progression (a view, no copy), else a
+    LongTensor."""
+    n = len(values)
+    if n == 0:
+        return slice(0, 0)
+    step = int(values[1] - values[0]) if n > 1 else 1
+    if step > 0 and np.array_equal(values, values[0] + step * np.arange(n)):
+        return slice(int(values[0]), int(values[-1]) + 1, step)
+    return torch.as_tensor(values, dtype=torch.long, device=device)
+
+
+def _take(x: torch.Tensor, heads: np.ndarray, rows: np.ndarray) -> torch.Tensor:
+    """``x[:, heads][:, :, rows]`` for ``x [B, H, T, D]``, as a view when it can be."""
+    h, t = _as_index(heads, x.device), _as_index(rows, x.device)
+    if isinstance(h, slice) and isinstance(t, slice):
+        return x[:, h, t]
+    if isinstance(h, slice):
+        return x[:, h].index_select(2, t)
+    if isinstance(t, slice):
+        return x.index_select(1, h)[:, :, t]
+    return x[:, h[:, None], t[None, :]]
+
+
+def _positions(values, device) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(values), dtype=torch.long, device=device)
+
+
+@dataclass
+class _Gathered:
+    """One segment's exchange in a forward pass: what this rank sent and received."""
+
+    exchange: _Exchange
+    level: int
+    sent: torch.Tensor  # [2, B, L, D] (k and v), built from this rank's k and v
+    received: list  # [2, B, L_m, D] per rank of exchange.recv_from
+    flat: Optional[torch.Tensor] = None  # [2, B, sum L_m, D]
+
+
+def _peer(group, rank: int) -> int:
+    return dist.get_global_rank(group, rank) if group is not None else rank
+
+
+def _exchange_rows(k, v, plans: Sequence[_LevelPlan], group, track: bool) -> list[list[_Gathered]]:
+    """Send and receive the rows of every non-local level of one call, in one batch
+    (tag = level: two ranks share at most one segment per level)."""
+    batch, dim = k.shape[0], k.shape[-1]
+    ops, result = [], []
+    for plan in plans:
+        level = []
+        for ex in plan.exchanges:
+            heads = torch.as_tensor(ex.send_heads, device=k.device)
+            rows = torch.as_tensor(ex.send_rows, device=k.device)
+            sent = torch.stack((k[:, heads, rows], v[:, heads, rows]))  # [2, B, L, D]
+            payload = sent.detach().contiguous()
+            received = []
+            for m in ex.send_to:
+                ops.append(dist.P2POp(dist.isend, payload, _peer(group, m), group, plan.level))
+            for m, n_m in zip(ex.recv_from, ex.recv_rows):
+                buffer = k.new_empty((2, batch, k.shape[1] * ex.slots * n_m, dim))
+                ops.append(dist.P2POp(dist.irecv, buffer, _peer(group, m), group, plan.level))
+                received.append(buffer)
+            level.append(_Gathered(ex, plan.level, sent, received))
+        result.append(level)
+    if ops:
+        for work in dist.batch_isend_irecv(ops):
+            work.wait()
+    for plan, level in zip(plans, result):
+        for gathered in level:
+            _record(plan.level, sum(x.numel() * x.element_size() for x in gathered.received))
+            if track:
+                for x in gathered.received:
+                    x.requires_grad_()
+    return result
+
+
+def _flat(gathered: _Gathered) -> torch.Tensor:
+    if gathered.flat is None:
+        gathered.flat = torch.cat(gathered.received, 2) if len(gathered.received) > 1 \
+            else gathered.received[0]
+    return gathered.flat
+
+
+def _rows_from(gathered: _Gathered, index: np.ndarray):
+    """k, v ``[B, n_kv, n, D]`` for flat row indices ``[n_kv, n]`` of an exchange."""
+    flat = _flat(gathered)
+    picked = flat[:, :, torch.as_tensor(index.reshape(-1), dtype=torch.long, device=flat.device)]
+    two, batch, _, dim = picked.shape
+    picked = picked.view(two, batch, index.shape[0], index.shape[1], dim)
+    return picked[0], picked[1]
+
+
+def _prefix_rows(state, plan: _OffsetPlan, dtype):
+    """k, v ``[1, n_kv, n_prefix, D]`` of a Memory level state (``kv [2, Hkv, slots,
+    blocks, D]``, keys already rotated)."""
+    device = state.kv.device
+    kv = torch.as_tensor(plan.kv, dtype=torch.long, device=device)[:, None]
+    slot = torch.as_tensor(plan.slot, dtype=torch.long, device=device)[:, None]
+    blocks = torch.arange(plan.n_prefix, device=device)[None, :]
+    rows = state.kv[:, kv, slot, blocks].to(dtype)  # [2, n_kv, n_prefix, D]
+    return rows[0][None], rows[1][None]
+
+
+def _attend_offset(q, k, v, level: _LevelPlan, plan: _OffsetPlan, gathered, prefix_state,
+                   rotary, scale, is_causal):
+    """(out, lse) ``[B, heads, rows, D]`` for the heads at one offset of one level."""
+    device = q.device
+    q_rows = _take(q, plan.heads, plan.rows)
+    k_rows, v_rows = _take(k, plan.kv, plan.rows), _take(v, plan.kv, plan.rows)
+    if rotary is not None:
+        where = _positions(plan.positions, device)
+        q_rows, k_rows = rotary(q_rows, where), rotary(k_rows, where)
+
+    before_k, before_v = [], []
+    if plan.n_prefix:
+        pk, pv = _prefix_rows(prefix_state, plan, k.dtype)
+        before_k.append(pk.expand(k.shape[0], -1, -1, -1))
+        before_v.append(pv.expand(k.shape[0], -1, -1, -1))
+    if plan.before is not None and plan.before.shape[1]:
+        gk, gv = _rows_from(gathered[level.before], plan.before)
+        if rotary is not None:
+            gk = rotary(gk, torch.arange(plan.n_prefix, plan.n_prefix + gk.shape[2], device=device))
+        before_k.append(gk)
+        before_v.append(gv)
+    after_k = after_v = None
+    if plan.after is not None and plan.after.shape[1]:
+        after_k, after_v = _rows_from(gathered[level.after], plan.after)
+        if rotary is not None:
+            after_k = rotary(after_k, torch.arange(plan.after_position,
+                                                   plan.after_position + after_k.shape[2],
+                                                   device=device))
+
+    def call(queries, keys, values, segment, causal):
+        keys = torch.cat(keys, 2) if len(keys) > 1 else keys[0]
+        values = torch.cat(values, 2) if len(values) > 1 else values[0]
+        return level_attention(queries, keys, values, segment, 1, is_causal=causal, scale=scale)
+
+    if after_k is None:
+        return call(q_rows, before_k + [k_rows], before_v + [v_rows], plan.segment_rows, is_causal)
+    # Non-causal with later ranks' rows in the last segment: the segments before it as
+    # usual; the last one alone, its rows in any order (rotary is already applied).
+    outs, lses = [], []
+    split = plan.split
+    if split:
+        out, lse = call(q_rows[:, :, :split], before_k + [k_rows[:, :, :split]],
+                        before_v + [v_rows[:, :, :split]], plan.segment_rows, False)
+        outs.append(out)
+        lses.append(lse)
+    last_k = [after_k] + (before_k if plan.one_segment else []) + [k_rows[:, :, split:]]
+    last_v = [after_v] + (before_v if plan.one_segment else []) + [v_rows[:, :, split:]]
+    n_keys = sum(x.shape[2] for x in last_k)
+    out, lse = call(q_rows[:, :, split:], last_k, last_v, n_keys, False)
+    outs.append(out)
+    lses.append(lse)
+    if len(outs) == 1:
+        return outs[0], lses[0]
+    return torch.cat(outs, 2), torch.cat(lses, 2)
+
+
+def _lse_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _attend_level(q, k, v, level: _LevelPlan, gathered, prefix_state, rotary, scale, is_causal):
+    B, n_q, n, D = q.shape
+    out = lse = None
+    for plan in level.offsets:
+        if not len(plan.rows):
+            continue
+        part_out, part_lse = _attend_offset(q, k, v, level, plan, gathered, prefix_state,
+                                            rotary, scale, is_causal)
+        if len(plan.heads) == n_q and len(plan.rows) == n:  # this offset covers everything
+            return part_out, part_lse
+        if out is None:
+            out = q.new_zeros(B, n_q, n, D)
+            lse = torch.full((B, n_q, n), float("-inf"), dtype=part_lse.dtype, device=q.device)
+        heads = torch.as_tensor(plan.heads, dtype=torch.long, device=q.device)[:, None]
+        rows = torch.as_tensor(plan.rows, dtype=torch.long, device=q.device)[None, :]
+        out[:, heads, rows] = part_out.to(out.dtype)
+        lse[:, heads, rows] = part_lse
+    if out is None:  # no head keeps any local row at this level
+        out = q.new_zeros(B, n_q, n, D)
+        lse = torch.full((B, n_q, n), float("-inf"), dtype=_lse_dtype(q.dtype), device=q.device)
+    return out, lse
+
+
+@dataclass
+class _Spec:
+    levels: tuple[tuple[int, int], ...]
+    layout: ShardLayout
+    group: object
+    is_causal: bool
+    scale: float
+    rotary: Optional[Callable]
+    prefix: Optional[Sequence]  # per level: a Memory LevelState or None
+
+
+def _run(spec: _Spec, q, k, v, level_bias, track: bool):
+    """The sharded attention: (out, lse, gathered buffers in order)."""
+    n_q, n_kv = q.shape[1], k.shape[1]
+    prefix = spec.prefix or [None] * len(spec.levels)
+    plans = []
+    for i, (w, r) in enumerate(spec.levels):
+        state = prefix[i]
+        start = None if state is None else int(state.start)
+        plans.append(_plan_level(spec.layout, i, w, r, n_q, n_kv, spec.is_causal, start))
+    local = [p.level for p in plans if p.local]
+    outs, lses, bias_columns = [], [], []
+    if local and q.shape[2]:
+        bias = None if level_bias is None else level_bias[:, local]
+        out, lse = _local_dilated_attention(
+            q, k, v, [spec.levels[i][0] for i in local], [spec.levels[i][1] for i in local],
+            is_causal=spec.is_causal, scale=spec.scale, return_lse=True, level_bias=bias,
+            rotary=spec.rotary)
+        outs.append(out)
+        lses.append(lse)
+        bias_columns.append(None)
+    remote = [p for p in plans if not p.local]
+    exchanged = _exchange_rows(k, v, remote, spec.group, track) if remote else []
+    gathered_all = [g for level in exchanged for g in level]
+    for plan, gathered in zip(remote, exchanged):
+        out, lse = _attend_level(q, k, v, plan, gathered, prefix[plan.level], spec.rotary,
+                                 spec.scale, spec.is_causal)
+        outs.append(out)
+        lses.append(lse)
+        bias_columns.append(plan.level)
+    if not outs:  # an empty shard
+        return (q.new_zeros(q.shape),
+                torch.full(q.shape[:3], float("-inf"), dtype=_lse_dtype(q.dtype), device=q.device),
+                gathered_all)
+    if len(outs) == 1 and (level_bias is None or bias_columns[0] is None):
+        return outs[0], lses[0], gathered_all
+    bias = None
+    if level_bias is not None:
+        zero = level_bias.new_zeros(level_bias.shape[0])
+        bias = torch.stack([zero if c is None else level_bias[:, c] for c in bias_columns], 1)
+    out, lse = merge_levels(outs, lses, level_bias=bias)
+    return out, lse, gathered_all
+
+
+class _ShardedAttention(torch.autograd.Function):
+    """One autograd node per call; see the module docstring (Gradients)."""
+
+    @staticmethod
+    def forward(ctx, spec, q, k, v, level_bias):
+        q_, k_, v_ = (x.detach().requires_grad_(x.requires_grad) for x in (q, k, v))
+        bias_ = None if level_bias is None else \
+            level_bias.detach().requires_grad_(level_bias.requires_grad)
+        with torch.enable_grad():
+            out, lse, gathered = _run(spec, q_, k_, v_, bias_, track=True)
+        ctx.graph = (out, lse, q_, k_, v_, bias_, gathered)
+        ctx.group = spec.group
+        ctx.set_materialize_grads(False)
+        return out.detach(), lse.detach()
+
+    @staticmethod
+    def backward(ctx, dout, dlse):
+        out, lse, q_, k_, v_, bias_, gathered = ctx.graph
+        ctx.graph = None
+        received = [x for g in gathered for x in g.received]
+        inputs = [q_, k_, v_] + ([bias_] if bias_ is not None else []) + received
+        wanted = [x for x in inputs if x.requires_grad]
+        outputs, cotangents = [], []
+        for tensor, grad in ((out, dout), (lse, dlse)):
+            if grad is not None and tensor.requires_grad:
+                outputs.append(tensor)
+                cotangents.append(grad)
+        found = {}
+        if outputs and wanted:
+            grads = torch.autograd.grad(outputs, wanted, cotangents, allow_unused=True)
+            found = {id(x): g for x, g in zip(wanted, grads)}
+        # Each received buffer's gradient goes back to its owner, which sums what its
+        # readers return (the reduce-scatter). Every rank posts the mirror image of its
+        # forward exchange, so all take part even where the gradients are zero.
+        ops, sends, returns = [], [], []
+        group = ctx.group
+        for g in gathered:
+            for m, x in zip(g.exchange.recv_from, g.received):
+                grad = found.get(id(x))
+                grad = torch.zeros_like(x) if grad is None else grad.contiguous()
+                ops.append(dist.P2POp(dist.isend, grad, _peer(group, m), group, g.level))
+            returned = [torch.empty_like(g.sent) for _ in g.exchange.send_to]
+            for m, x in zip(g.exchange.send_to, returned):
+                ops.append(dist.P2POp(dist.irecv, x, _peer(group, m), group, g.level))
+            if returned and g.sent.requires_grad:
+                sends.append(g.sent)
+                returns.append(returned)
+        if ops:
+            for work in dist.batch_isend_irecv(ops):
+                work.wait()
+        send_grads = [torch.stack(r).sum(0) if len(r) > 1 else r[0] for r in returns]
+        dq, dk, dv = (found.get(id(x)) for x in (q_, k_, v_))
+        if sends:
+            extra_k, extra_v = torch.autograd.grad(sends, [k_, v_], send_grads, allow_unused=True)
+            dk = extra_k if dk is None else (dk if extra_k is None else dk + extra_k)
+            dv = extra_v if dv is None else (dv if extra_v is None else dv + extra_v)
+        dbias = found.get(id(bias_)) if bias_ is not None else None
+        return None, dq, dk, dv, dbias
+
+
+def dilated_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    segment_lengths: Sequence[int],
+    dilation_rates: Sequence[int],
+    *,
+    is_causal: bool = True,
+    group=None,
+    scale: Optional[float] = None,
+    return_lse: bool = False,
+    level_bias: Optional[torch.Tensor] = None,
+    rotary: Optional[Callable] = None,
+    layout: Optional[ShardLayout] = None,
+    prefix: Optional[Sequence] = None,
+):
+    """Dilated attention over a sequence split across the ranks of ``group``.
+
+    ``q [B, Hq, n, D]``, ``k, v [B, Hkv, n, D]`` are this rank's contiguous shard (n may
+    differ between ranks, and may be 0); ranks are in order along the sequence. The
+    result (``[B, Hq, n, D]``, and the lse ``[B, Hq, n]`` when ``return_lse``) is this
+    rank's part of ``longnet.dilated_attention`` on the concatenated sequence, with the
+    same ``scale``, ``level_bias`` and ``rotary`` meaning. Differentiable in q, k, v and
+    ``level_bias``; every rank of ``group`` must call it (it communicates).
+
+    ``layout``: the shard lengths (``shard_layout``); all-gathered when None — pass it
+    to save that collective in every layer. ``prefix`` (used by ``memory_append``): per
+    level, a ``longnet.memory.LevelState`` holding the selected rows of positions before
+    ``layout.offset`` (causal, batch 1, keys already rotated).
+    """
+    levels = _levels(segment_lengths, dilation_rates)
+    _check_inputs(q, k, v, levels, level_bias)
+    if q.shape[2] != k.shape[2]:
+        raise ValueError(f"sharded attention is self-attention over the shard: q has "
+                         f"{q.shape[2]} rows, k {k.shape[2]} (decode with a Memory instead)")
+    if prefix is not None and (not is_causal or q.shape[0] != 1):
+        raise ValueError("a memory prefix needs causal attention and batch size 1")
+    if layout is None:
+        layout = shard_layout(q.shape[2], group, device=q.device)
+    elif layout.local_length != q.shape[2]:
+        raise ValueError(f"layout gives this rank {layout.local_length} tokens, q has {q.shape[2]}")
+    if layout.world_size != _rank_and_size(group)[1]:
+        raise ValueError(f"layout has {layout.world_size} ranks, the group {_rank_and_size(group)[1]}")
+    if _active(group):
+        _ready(group)
+    q, k, v = (x if x.stride(-1) == 1 else x.contiguous() for x in (q, k, v))
+    spec = _Spec(levels, layout, group, is_causal,
+                 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale), rotary, prefix)
+    needs_grad = torch.is_grad_enabled() and any(
+        x is not None and x.requires_grad for x in (q, k, v, level_bias))
+    if needs_grad:
+        out, lse = _ShardedAttention.apply(spec, q, k, v, level_bias)
+    else:
+        with torch.no_grad():
+            out, lse, _ = _run(spec, q, k, v, level_bias, track=False)
+    out = out.to(q.dtype)
+    return (out, lse) if return_lse else out
+
+
+# --------------------------------------------------------------------------- the model
+
+
+def _layer_bias(model, index: int):
+    return getattr(model.layers[index].self_attn, "level_bias", None)
+
+
+def sharded_forward(model, input_ids: torch.Tensor, *, layout: Optional[ShardLayout] = None,
+                    group=None, logits: bool = True) -> torch.Tensor:
+    """``LongNetLM`` over a sequence split across ranks: this rank's ``input_ids [B, n]``
+    (absolute positions ``layout.start ..``) → its logits ``[B, n, V]`` (or the final
+    hidden states), equal to the rows of ``model(whole_sequence)``."""
+    if layout is None:
+        layout = shard_layout(input_ids.shape[1], group, device=input_ids.device)
+    c = model.config
+    positions = torch.arange(layout.start, layout.end, device=input_ids.device)
+
+    def attend_for_layer(index):
+        bias = _layer_bias(model, index)
+
+        def attend(q, k, v):
+            rotary = model.rotary
+            if c.position_mode == "absolute":
+                q, k, rotary = model.rotary(q, positions), model.rotary(k, positions), None
+            return dilated_attention(q, k, v, c.segment_lengths, c.dilation_rates, is_causal=True,
+                                     group=group, rotary=rotary, level_bias=bias, layout=layout)
+
+        return attend
+
+    return model.run_layers(input_ids, attend_for_layer, logits=logits)
+
+
+def next_token_shard(read: Callable[[int, int], torch.Tensor], total: int, group=None, *,
+                     align: int = 1) -> tuple[torch.Tensor, torch.Tensor, ShardLayout]:
+    """This rank's part of next-token training on a sequence of ``total + 1`` tokens:
+    ``read(start, end)`` returns tokens [start, end) (each rank reads only its slice plus
+    one). Returns ``(inputs [n], targets [n], layout)``: inputs are tokens [a, b), targets
+    tokens [a+1, b+1), shards split by ``split_lengths(total, world, align=align)``."""
+    rank, world = _rank_and_size(group)
+    layout = ShardLayout(split_lengths(total, world, align=align), rank)
+    tokens = torch.as_tensor(read(layout.start, layout.end + 1), dtype=torch.long)
+    return tokens[:-1], tokens[1:], layout
+
+
+def sequence_parallel_loss(model, inputs: torch.Tensor, targets: torch.Tensor, *,
+                           layout: Optional[ShardLayout] = None, group=None,
+                           ignore_index: int = -100) -> tuple[torch.Tensor, torch.Tensor]:
+    """Next-token cross-entropy of a sequence split across ranks. ``inputs, targets``:
+    this rank's ``[B, n]``. Returns ``(local_loss, mean_loss)``: backpropagate
+    ``local_loss`` (this rank's summed loss over the global target count, so the sum
+    over ranks is the mean); ``mean_loss`` is that global mean (detached, same on every
+    rank)."""
+    if inputs.dim() == 1:
+        inputs, targets = inputs[None], targets[None]
+    logits = sharded_forward(model, inputs, layout=layout, group=group)
+    summed = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                             ignore_index=ignore_index, reduction="sum")
+    counts = torch.stack([(targets != ignore_index).sum().to(torch.float64),
+                          summed.detach().to(torch.float64)])
+    if _active(group):
+        device = _comm_device(group, counts.device)
+        moved = counts.to(device)
+        dist.all_reduce(moved, group=group)
+        counts = moved.to(counts.device)
+    total = counts[0].clamp_min(1)
+    return summed / total.to(summed.dtype), (counts[1] / total).to(torch.float32)
+
+
+def all_reduce_gradients(parameters, group=None, bucket_elements: int = 1 << 24) -> None:
+    """Sum the gradients of replicated parameters over the ranks (in buckets). A
+    parameter without a gradient on this rank counts as zeros, so every rank makes the
+    same calls."""
+    if not _active(group):
+        return
+    params = [p for p in parameters if p.requires_grad]
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    bucket, size = [], 0
+
+    def flush():
+        if not bucket:
+            return
+        flat = torch.cat([p.grad.reshape(-1) for p in bucket])
+        device = _comm_device(group, flat.device)
+        moved = flat.to(device)
+        dist.all_reduce(moved, group=group)
+        flat = moved.to(flat.device)
+        at = 0
+        for p in bucket:
+            p.grad.copy_(flat[at: at + p.numel()].view_as(p.grad))
+            at += p.numel()
+        bucket.clear()
+
+    seen = set()
+    for p in params:
+        if id(p) in seen:  # tied weights appear once
+            continue
+        seen.add(id(p))
+        if bucket and (size + p.numel() > bucket_elements or bucket[0].grad.dtype != p.grad.dtype):
+            flush()
+            size = 0
+        bucket.append(p)
+        size += p.numel()
+    flush()
+
+
+def train_step(model, optimizer, inputs: torch.Tensor, targets: torch.Tensor, *,
+               layout: Optional[ShardLayout] = None, group=None, max_grad_norm: Optional[float] = None,
+               ignore_index: int = -100, autocast_dtype: Optional[torch.dtype] = None) -> dict:
+    """One optimizer step of next-token training on a sequence split across ranks.
+
+    Parameters are replicated: every rank runs its shard forward and backward (the
+    sharded attention exchanges rows and gradients), then the gradients are summed over
+    the ranks, so every rank takes the same step as one process on the whole sequence.
+    Returns ``{"loss": global mean loss, "tokens": targets counted, "grad_norm": ...}``."""
+    from longnet.model import autocast
+
+    model.train()
+    optimizer.zero_grad(set_to_none=True)
+    dtype = autocast_dtype or torch.float32
+    with autocast(model.device, dtype):
+        local_loss, mean_loss = sequence_parallel_loss(model, inputs, targets, layout=layout,
+                                                       group=group, ignore_index=ignore_index)
+    local_loss.backward()
+    all_reduce_gradients(model.parameters(), group)
+    grad_norm = None
+    if max_grad_norm is not None:
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm))
+    optimizer.step()
+    return {"loss": float(mean_loss), "grad_norm": grad_norm}
+
+
+# --------------------------------------------------------------------------- the memory
+
+
+def broadcast_tokens(token_ids, group=None, src: int = 0, device=None) -> torch.Tensor:
+    """Every rank gets rank ``src``'s 1-D token ids (others pass None)."""
+    rank, world = _rank_and_size(group)
+    if world == 1:
+        return torch.as_tensor(np.asarray(token_ids, dtype=np.int64))
+    device = _comm_device(group, device)
+    count = torch.zeros(1, dtype=torch.int64, device=device)
+    if rank == src:
+        ids = torch.as_tensor(np.asarray(token_ids, dtype=np.int64), device=device)
+        count.fill_(ids.numel())
+    source = dist.get_global_rank(group, src) if group is not None else src
+    dist.broadcast(count, source, group=group)
+    if rank != src:
+        ids = torch.empty(int(count), dtype=torch.int64, device=device)
+    dist.broadcast(ids, source, group=group)
+    return ids.cpu()
+
+
+def broadcast_memory(memory, group=None, src: int = 0) -> None:
+    """Make every rank's ``memory`` (built on the same model) a copy of rank ``src``'s:
+    counters, stream hash and level states (e.g. after rank 0 loaded it from disk)."""
+    from longnet.memory import LevelState, StreamHash
+
+    rank, world = _rank_and_size(group)
+    if world == 1:
+        return
+    c = memory.config
+    source = dist.get_global_rank(group, src) if group is not None else src
+    meta = [None]
+    if rank == src:
+        meta = [{"tokens": memory.tokens, "stream_offset": memory.stream_offset,
+                 "hash": memory._hash.state(), "starts": memory._level_starts(),
+                 "dtype": str(memory.dtype)}]
+    dist.broadcast_object_list(meta, source, group=group)
+    meta = meta[0]
+    dtype = getattr(torch, meta["dtype"].removeprefix("torch."))
+    if rank != src:
+        memory.dtype = dtype
+    tensors = memory.state_dict() if rank == src else {}
+    device = _comm_device(group, memory.device)
+    G = c.num_heads // c.num_kv_heads
+    for layer in range(c.num_layers):
+        for level, start in enumerate(meta["starts"]):
+            if start is None:
+                if rank != src:
+                    memory.states[layer][level] = None
+                continue
+            r = c.dilation_rates[level]
+            blocks = math.ceil((meta["tokens"] - start) / r)
+            shape = (2, c.num_kv_heads, min(r, G), blocks, c.head_dim)
+            if rank == src:
+                both = torch.stack([tensors[f"layers.{layer}.levels.{level}.k"],
+                                    tensors[f"layers.{layer}.levels.{level}.v"]]).to(device)
+            else:
+                both = torch.empty(shape, dtype=dtype, device=device)
+            dist.broadcast(both, source, group=group)
+            if rank != src:
+                memory.states[layer][level] = LevelState(int(start), both.to(memory.device))
+    if rank != src:
+        memory.tokens = int(meta["tokens"])
+        memory.stream_offset = int(meta["stream_offset"])
+        memory._hash = StreamHash(**meta["hash"])
+
+
+@dataclass
+class _StateRows:
+    """Where this rank's rows go in the new state of one level (one round)."""
+
+    start: int  # the level's current segment start after the round
+    first_block: int  # first block that may hold a row of this round
+    blocks: int  # blocks of the state after the round
+    heads: torch.Tensor  # kv head, block (from first_block), slot of each of my rows
+    block: torch.Tensor
+    slot: torch.Tensor
+    rows: torch.Tensor  # my local row of each
+    positions: torch.Tensor  # "dilated" rotary position of each: (t % w) // r
+
+
+def _state_rows(layout: ShardLayout, w: int, r: int, n_q: int, n_kv: int, device) -> Optional[_StateRows]:
+    end = layout.offset + layout.total
+    if end % w == 0:
+        return None  # the segment just ended: the level holds nothing
+    start = (end // w) * w
+    first_block = (max(start, layout.offset) - start) // r
+    blocks = -(-(end - start) // r)
+    group = n_q // n_kv
+    slots = min(r, group)
+    lo, hi = max(layout.start, start), layout.end
+    heads, block, slot, rows = [], [], [], []
+    for g in range(n_kv):
+        for c in range(slots):
+            off = (g * group + c) % r
+            count = _count(lo, hi, start, off, r)
+            if not count:
+                continue
+            t = _first(lo, start, off, r) + r * np.arange(count)
+            heads.append(np.full(count, g))
+            slot.append(np.full(count, c))
+            block.append((t - start - off) // r - first_block)
+            rows.append(t - layout.start)
+    cat = (lambda parts: torch.as_tensor(np.concatenate(parts) if parts else np.zeros(0, np.int64),
+                                         dtype=torch.long, device=device))
+    rows_t = cat(rows)
+    return _StateRows(start, first_block, blocks, cat(heads), cat(block), cat(slot), rows_t,
+                      ((rows_t + layout.start) % w) // r)
+
+
+@torch.inference_mode()
+def memory_append(memory, token_ids, *, group=None, stream_offset: Optional[int] = None,
+                  align: Optional[int] = None) -> None:
+    """``memory.append(token_ids)`` with the tokens split across the ranks of ``group``.
+
+    Every rank calls it with the same ``token_ids`` and the same memory (same model,
+    same state: see ``broadcast_memory``); afterwards every rank holds the state one
+    process appending the same tokens would hold. Each rank runs its shard through the
+    layers against the state (``prefix``) and the other ranks' rows, then the rows of
+    each level's current segment are summed into place over the ranks (one all-reduce
+    per call, about (tokens / r) rows per level)."""
+    from longnet.memory import LevelState
+    from longnet.model import autocast
+
+    if memory._local_turn_start is not None:
+        raise RuntimeError("memory_append reads into the long-term memory, not a fork")
+    ids = torch.as_tensor(token_ids, dtype=torch.long).reshape(-1)
+    c = memory.config
+    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= c.vocab_size):
+        raise ValueError(f"token ids must lie in [0, {c.vocab_size})")
+    rank, world = _rank_and_size(group)
+    before = memory.tokens
+    if align is None:
+        align = c.segment_lengths[0] if c.dilation_rates[0] == 1 else 1
+    layout = ShardLayout(split_lengths(ids.numel(), world, offset=before, align=align), rank, before)
+    local = ids[layout.start - before: layout.end - before].to(memory.device)
+    positions = torch.arange(layout.start, layout.end, device=memory.device)
+    plans = [_state_rows(layout, w, r, c.num_heads, c.num_kv_heads, memory.device)
+             for w, r in zip(c.segment_lengths, c.dilation_rates)]
+    contributions: list[list[Optional[torch.Tensor]]] = []
+
+    def attend_for_layer(index):
+        bias = _layer_bias(memory.model, index)
+        prefix = [s if s is not None and s.start < before else None for s in memory.states[index]]
+
+        def attend(q, k, v):
+            rotary = memory.model.rotary
+            if c.position_mode == "absolute":
+                q, k, rotary = rotary(q, positions), rotary(k, positions), None
+            out = dilated_attention(q, k, v, c.segment_lengths, c.dilation_rates, is_causal=True,
+                                    group=group, rotary=rotary, level_bias=bias, layout=layout,
+                                    prefix=prefix)
+            contributions.append([_contribution(plan, k[0], v[0], level, memory)
+                                  for level, plan in enumerate(plans)])
+            return out
+
+        return attend
+
+    with autocast(memory.device, memory.dtype):
+        memory.model.run_layers(local[None], attend_for_layer, logits=False)
+
+    dtype = next((t.dtype for layer in contributions for t in layer if t is not None), memory.dtype)
+    flat = [t.to(dtype).reshape(-1) for layer in contributions for t in layer if t is not None]
+    if flat and _active(group):
+        buffer = torch.cat(flat)
+        moved = buffer.to(_comm_device(group, buffer.device))
+        dist.all_reduce(moved, group=group)
+        buffer = moved.to(buffer.device)
+        at, summed = 0, []
+        for part in flat:
+            summed.append(buffer[at: at + part.numel()])
+            at += part.numel()
+        summed = iter(summed)
+        contributions = [[None if t is None else next(summed).view(t.shape) for t in layer]
+                         for layer in contributions]
+
+    end = before + ids.numel()
+    G = c.num_heads // c.num_kv_heads
+    for layer, parts in enumerate(contributions):
+        for level, (plan, part) in enumerate(zip(plans, parts)):
+            if plan is None:
+                memory.states[layer][level] = None
+                continue
+            r, w = c.dilation_rates[level], c.segment_lengths[level]
+            slots = min(r, G)
+            kv = torch.zeros((2, c.num_kv_heads, slots, plan.blocks, c.head_dim),
+                             dtype=part.dtype, device=memory.device)
+            old = memory.states[layer][level]
+            if old is not None and old.start == plan.start and before > plan.start:
+                # Rows read before this call: positions < before, as the state holds them.
+                kept = min(-(-(before - plan.start) // r), old.kv.shape[3], plan.blocks)
+                offsets = torch.as_tensor((np.arange(c.num_kv_heads)[:, None] * G
+                                           + np.arange(slots)[None, :]) % r, device=memory.device)
+                inner = offsets[:, :, None] + r * torch.arange(kept, device=memory.device)
+                valid = ((plan.start + inner) < before) & (inner < w)
+                kv[:, :, :, :kept] = torch.where(valid[None, ..., None],
+                                                 old.kv[:, :, :, :kept].to(kv.dtype),
+                                                 torch.zeros((), dtype=kv.dtype, device=kv.device))
+            kv[:, :, :, plan.first_block:] += part
+            memory.states[layer][level] = LevelState(plan.start, kv)
+    memory.tokens = end
+    memory._hash.update(ids.tolist())
+    memory.stream_offset = memory.stream_offset + ids.numel() if stream_offset is None \
+        else int(stream_offset)
+
+
+def _contribution(plan: Optional[_StateRows], k, v, level: int, memory) -> Optional[torch.Tensor]:
+    """This rank's rows of one level's new state, in the state's layout (zeros elsewhere):
+    ``[2, Hkv, slots, blocks - first_block, D]``. Keys as the memory stores them: rotated
+    at their "dilated" position (or already at their absolute one)."""
+    if plan is None:
+        return None
+    c = memory.config
+    slots = min(c.dilation_rates[level], c.num_heads // c.num_kv_heads)
+    buffer = torch.zeros((2, c.num_kv_heads, slots, plan.blocks - plan.first_block, c.head_dim),
+                         dtype=k.dtype, device=k.device)
+    if plan.rows.numel():
+        keys = k[plan.heads, plan.rows]
+        if c.position_mode == "dilated":
+            keys = memory.model.rotary(keys, plan.positions)
+        buffer[0, plan.heads, plan.slot, plan.block] = keys.to(buffer.dtype)
+        buffer[1, plan.heads, plan.slot, plan.block] = v[plan.heads, plan.rows].to(buffer.dtype)
+    return buffer
