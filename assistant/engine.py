@@ -241,8 +241,18 @@ class Engine:
         """Why the memory must be rebuilt from scratch (forget, compact), or None."""
         return self.store.memory_rebuild_needed()
 
-    def status(self) -> dict:
-        """Entries, stream tokens, memory lag, model and device, for status bars."""
+    def status(self, wait: bool = True) -> dict | None:
+        """Entries, stream tokens, memory lag, model and device, for status bars.
+
+        With ``wait=False`` returns None at once while an answer holds the engine."""
+        if not self.lock.acquire(blocking=wait):
+            return None
+        try:
+            return self._status()
+        finally:
+            self.lock.release()
+
+    def _status(self) -> dict:
         out = {"model": self.config.model, "device": self.device, "entries": None,
                "stream_tokens": None, "memory_tokens": None, "memory_lag": None}
         try:
@@ -585,6 +595,52 @@ class Engine:
             # Ctrl-C or a stop request keeps everything read so far.
             self.save_memory(memory)
         return memory.stream_offset - before
+
+    def refresh(self, progress: Callable[[str], None] | None = None,
+                should_stop: Callable[[], bool] | None = None, chunk: int = 1024) -> None:
+        """Background upkeep for the TUI: ingest changed files, then feed new stream tokens
+        into the memory a chunk at a time, letting answers go first between chunks."""
+        say = progress or (lambda text: None)
+        stop = should_stop or (lambda: False)
+        self._ingest_changes(say, stop)
+        with self.lock:
+            reason = self.memory_needs_rebuild()
+            if reason:
+                say(f"memory needs a rebuild ({reason}): run `memex memory rebuild`")
+                return
+            memory = self.load_memory()
+        last_save = time.monotonic()
+        try:
+            while not stop():
+                with self.lock:
+                    total = self.stream_tokens()
+                    start = memory.stream_offset
+                    if start >= total:
+                        break
+                    end = min(total, start + chunk)
+                    memory.append(self.store.stream.read(start, end), return_logits=False,
+                                  stream_offset=end)
+                say(f"memory {end:,}/{total:,} tokens")
+                if time.monotonic() - last_save > SAVE_EVERY_S:
+                    with self.lock:
+                        self.save_memory(memory)
+                    last_save = time.monotonic()
+        finally:
+            with self.lock:
+                self.save_memory(memory)
+
+    def _ingest_changes(self, say, stop) -> None:
+        """Rescan the registered folders with ingest (its own lock keeps runs apart)."""
+        try:
+            from ingest import pipeline
+        except ImportError:
+            return
+        rescan = getattr(pipeline, "ingest_all", None)
+        if rescan is None:
+            return
+        with self.lock:
+            say("scanning folders…")
+            rescan(self.store, progress=None)
 
     def save_memory(self, memory=None):
         memory = memory or self._memory

@@ -1,0 +1,290 @@
+"""The Textual app, driven by Pilot with a fast fake engine (the UI is under test here,
+not the model): chat, sources, stop, history, reflect; snapshots of each screen at 80×24."""
+
+from __future__ import annotations
+
+import threading
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from assistant.config import Config
+from assistant.conversations import ConversationStore, SourceRecord
+from assistant.engine import Answer, Reflection, Stopped, weekly_counts
+
+pytestmark = pytest.mark.anyio
+
+TODAY = date(2024, 12, 31)
+ANSWER = "Biscuit came home on **11 March 2023**, from Hollins Lane Rescue."
+SOURCE = SourceRecord(
+    path="notes/biscuit-comes-home.md", date="2023-03-11", root="/journal",
+    snippet="Picked Biscuit up from Hollins Lane Rescue this morning.",
+    text="We did it. Picked Biscuit up from Hollins Lane Rescue this morning.")
+
+
+class FakeEngine:
+    """The engine's interface as the TUI uses it, answering instantly and predictably."""
+
+    def __init__(self, home: Path, gate: threading.Event | None = None):
+        self.home = home
+        self.config = Config()
+        self.today = TODAY
+        self.device = "cpu"
+        self.lock = threading.RLock()
+        self.asked: list[tuple[str, str, list]] = []
+        self.reflected: list[tuple] = []
+        self.gate = gate  # when set, answers wait for it between tokens (to test Stop)
+
+    def status(self, wait: bool = True):
+        return {"model": "smollm2-135m-instruct", "device": "cpu", "entries": 420,
+                "stream_tokens": 456789, "memory_tokens": 456000, "memory_lag": 789}
+
+    def refresh(self, progress=None, should_stop=None):
+        pass
+
+    def answer(self, question, mode=None, history=(), on_token=None):
+        self.asked.append((question, mode, list(history)))
+        answer = Answer(question=question, mode=mode or "hybrid")
+        text = ""
+        for piece in ANSWER.split(" "):
+            piece = piece + " "
+            if self.gate is not None:
+                self.gate.wait(5)
+            try:
+                if on_token:
+                    on_token(piece)
+            except Stopped:
+                answer.status = "partial"
+                break
+            text += piece
+        answer.text = text.strip()
+        answer.sources = [SOURCE]
+        answer.timings = {"ttft_s": 0.1, "total_s": 0.5, "tokens_per_s": 20.0}
+        return answer
+
+    def reflect(self, start, end, label, on_token=None, month_day=None):
+        self.reflected.append((start, end, label, month_day))
+        dates = ["2024-12-02", "2024-12-03", "2024-12-10", "2024-12-24", "2024-12-25"]
+        text = "A quiet month: runs by the river, Christmas at Alder Street with Maya."
+        if on_token:
+            on_token(text)
+        return Reflection(label=label, start=start, end=end, text=text, entries=5, dates=dates,
+                          people=[("Maya", 4), ("Biscuit", 2)], themes=[("running", 3)],
+                          moods=[("tired", 2), ("happy", 1)],
+                          weekly=weekly_counts(dates, date(2024, 12, 1), TODAY),
+                          sources=[SOURCE])
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+@pytest.fixture
+def fake(tmp_path):
+    return FakeEngine(tmp_path / "home")
+
+
+def make_app(engine, **kwargs):
+    from assistant.tui.app import MemexApp
+
+    return MemexApp(engine, watch=False, **kwargs)
+
+
+async def _ask(pilot, text: str):
+    from assistant.tui.prompt_input import PromptInput
+
+    prompt = pilot.app.screen.query_one(PromptInput)
+    prompt.focus()
+    prompt.load_text(text)
+    await pilot.press("enter")
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+async def test_chat_streams_answer_and_persists_it(fake):
+    from assistant.tui.message_view import MessageView
+    from assistant.tui.sources_panel import SourcesPanel
+
+    app = make_app(fake)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _ask(pilot, "When did Biscuit come home?")
+        views = list(app.screen.query(MessageView))
+        assert [v.role for v in views] == ["user", "assistant"]
+        assert views[1].text == ANSWER
+        assert views[1].status == "complete"
+        panel = app.screen.query_one(SourcesPanel)
+        assert [s.path for s in panel.sources] == ["notes/biscuit-comes-home.md"]
+        # A follow-up question carries the earlier turn as history.
+        await _ask(pilot, "Where from?")
+        assert fake.asked[1][2] == [("When did Biscuit come home?", ANSWER)]
+    chats = ConversationStore(fake.home)
+    conv = chats.latest_conversation()
+    messages = chats.messages(conv)
+    assert [m.role for m in messages] == ["user", "assistant", "user", "assistant"]
+    assert messages[1].content == ANSWER and messages[1].status == "complete"
+    assert messages[1].sources[0].path == "notes/biscuit-comes-home.md"
+
+
+async def test_chat_continues_where_it_stopped(fake):
+    from assistant.tui.message_view import MessageView
+
+    async with make_app(fake).run_test(size=(80, 24)) as pilot:
+        await _ask(pilot, "When did Biscuit come home?")
+    async with make_app(fake).run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        texts = [v.text for v in pilot.app.screen.query(MessageView)]
+        assert texts == ["When did Biscuit come home?", ANSWER]
+    async with make_app(fake, new_conversation=True).run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        assert not list(pilot.app.screen.query(MessageView))
+
+
+async def test_sources_open_in_viewer(fake):
+    from textual.widgets import OptionList
+
+    from assistant.tui.source_viewer import SourceViewer
+
+    app = make_app(fake)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _ask(pilot, "When did Biscuit come home?")
+        options = app.screen.query_one("#source-list", OptionList)
+        options.focus()
+        options.highlighted = 0
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, SourceViewer)
+        assert "Hollins Lane Rescue" in app.screen.text
+        await pilot.press("escape")
+        await pilot.pause()
+        assert not isinstance(app.screen, SourceViewer)
+
+
+async def test_stop_keeps_partial_answer(tmp_path):
+    from assistant.tui.message_view import MessageView
+    from assistant.tui.prompt_input import PromptInput
+
+    gate = threading.Event()
+    engine = FakeEngine(tmp_path / "home", gate=gate)
+    app = make_app(engine)
+    async with app.run_test(size=(80, 24)) as pilot:
+        prompt = app.screen.query_one(PromptInput)
+        prompt.load_text("When did Biscuit come home?")
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.screen.busy
+        # Typing still works while the answer is being generated.
+        await pilot.press("h", "i")
+        assert prompt.text == "hi"
+        await pilot.press("escape")
+        gate.set()
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        answer = [v for v in app.screen.query(MessageView) if v.role == "assistant"][0]
+        assert answer.status == "partial"
+        assert not app.screen.busy
+    chats = ConversationStore(engine.home)
+    stored = chats.messages(chats.latest_conversation())[1]
+    assert stored.status == "partial"
+    assert len(stored.content) < len(ANSWER)
+
+
+async def test_input_history_and_multiline(fake):
+    from assistant.tui.prompt_input import PromptInput
+
+    app = make_app(fake)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _ask(pilot, "first question")
+        await _ask(pilot, "second question")
+        prompt = app.screen.query_one(PromptInput)
+        prompt.focus()
+        await pilot.press("up")
+        assert prompt.text == "second question"
+        await pilot.press("up")
+        assert prompt.text == "first question"
+        await pilot.press("down", "down")
+        assert prompt.text == ""
+        await pilot.press("a", "ctrl+j", "b")
+        assert prompt.text == "a\nb"
+
+
+async def test_reflect_screen_periods(fake):
+    from textual.widgets import Markdown, Sparkline
+
+    app = make_app(fake)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("f3")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert fake.reflected[-1][0] == date(2024, 12, 25)  # a week back from "today"
+        # Weeks from Monday 2024-11-25 (the week of 1 December) to the week of "today".
+        assert list(app.screen.query_one(Sparkline).data) == [0, 2, 1, 0, 2, 0]
+        facts = app.screen.query_one("#facts", Markdown).source
+        assert "Maya (4)" in facts and "2024-12-24" in facts
+        await pilot.press("m")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        start, end, label, _ = fake.reflected[-1]
+        assert (start, end) == (date(2024, 12, 2), TODAY)
+        await pilot.press("d")
+        await app.workers.wait_for_complete()
+        assert fake.reflected[-1][3] == (12, 31)
+        await pilot.press("escape")
+        await pilot.pause()
+        assert app.current_mode == "chat"
+
+
+async def test_command_palette_switches_answer_mode(fake):
+    app = make_app(fake)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("ctrl+p")
+        await pilot.pause()
+        await pilot.press(*"Answer mode: retrieval")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.answer_mode == "retrieval"
+        await _ask(pilot, "When did Biscuit come home?")
+        assert fake.asked[-1][1] == "retrieval"
+
+
+async def test_ctrl_q_quits(fake):
+    app = make_app(fake)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("ctrl+q")
+        await pilot.pause()
+    assert app.return_code == 0
+
+
+# -- snapshots (deterministic: fake engine, fixed "today") ------------------------------
+
+
+def test_snapshot_chat(snap_compare, tmp_path):
+    async def run_before(pilot):
+        await _ask(pilot, "When did Biscuit come home?")
+        pilot.app.screen.query_one("#prompt").focus()
+        await pilot.pause()
+
+    assert snap_compare(make_app(FakeEngine(tmp_path / "home")), terminal_size=(80, 24),
+                        run_before=run_before)
+
+
+def test_snapshot_source_viewer(snap_compare, tmp_path):
+    async def run_before(pilot):
+        await _ask(pilot, "When did Biscuit come home?")
+        pilot.app.screen.open_source(SOURCE)
+        await pilot.pause()
+
+    assert snap_compare(make_app(FakeEngine(tmp_path / "home")), terminal_size=(80, 24),
+                        run_before=run_before)
+
+
+def test_snapshot_reflect(snap_compare, tmp_path):
+    async def run_before(pilot):
+        await pilot.press("f3")
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
+
+    assert snap_compare(make_app(FakeEngine(tmp_path / "home")), terminal_size=(80, 24),
+                        run_before=run_before)
