@@ -262,6 +262,7 @@ async def test_ctrl_q_quits(fake):
 
 def test_snapshot_chat(snap_compare, tmp_path):
     async def run_before(pilot):
+        pilot.app.screen.query_one("#prompt").cursor_blink = False  # a blinking cursor is random
         await _ask(pilot, "When did Biscuit come home?")
         pilot.app.screen.query_one("#prompt").focus()
         await pilot.pause()
@@ -272,6 +273,7 @@ def test_snapshot_chat(snap_compare, tmp_path):
 
 def test_snapshot_source_viewer(snap_compare, tmp_path):
     async def run_before(pilot):
+        pilot.app.screen.query_one("#prompt").cursor_blink = False
         await _ask(pilot, "When did Biscuit come home?")
         pilot.app.screen.open_source(SOURCE)
         await pilot.pause()
