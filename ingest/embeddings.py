@@ -124,6 +124,9 @@ def embed_missing(store, embedder: Embedder, report=None, progress=None, should_
     total = missing_count(store)
     if not total:
         return 0
+    if total > 2000:  # ~200 tokens a chunk at roughly 1-2k tokens/s on a laptop CPU
+        progress.note(f"embedding {total:,} chunks takes a while on a CPU; stopping keeps "
+                      f"what is done, and --no-embed leaves it for later")
     progress.phase("embed", total, "chunks")
     done, last_id = 0, 0
     while not should_stop():

@@ -90,6 +90,14 @@ def test_status_reads_memory_tokens_and_works_on_an_empty_home(home):
     assert result.exit_code == 1 and "memex add" in result.stderr
 
 
+def test_a_damaged_database_gives_a_clear_error(home):
+    home.mkdir(mode=0o700)
+    (home / "memex.db").write_bytes(b"this is not sqlite " * 200)
+    result = memex("status")
+    assert result.exit_code == 1 and "cannot open" in result.stderr
+    assert "Traceback" not in result.output
+
+
 def test_forget_asks_first_then_removes_and_compact_rewrites(home, tmp_path):
     tree = journal_tree(tmp_path / "journal")
     memex("add", tree, "--no-embed")

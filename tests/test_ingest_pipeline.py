@@ -252,6 +252,12 @@ def test_single_file_sources(store, tmp_path):
     assert what == "added" and source.only_file == "idea.md"
     ingest.run(store)
     assert list(live_documents(store)) == ["idea.md"]
+    # Adding the folder later takes the file over instead of reading it twice.
+    folder, what = ingest.add_source(store, tmp_path / "loose")
+    assert what == "added" and [s.id for s in store.sources()] == [folder.id]
+    report = ingest.run(store)
+    assert (report.new, report.unchanged) == (1, 1)
+    assert sorted(live_documents(store)) == ["idea.md", "other.md"]
 
 
 def test_the_api_the_assistant_reads(store, tree, tokenizer):
