@@ -19,6 +19,7 @@ process RSS above what it was before the call, sampled every 2 ms by a psutil th
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import statistics
@@ -26,6 +27,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Optional
 
 import psutil
 import torch
@@ -121,12 +123,32 @@ def human(n: int) -> str:
     return f"{n // 1048576}M" if n % 1048576 == 0 else f"{n // 1024}K" if n % 1024 == 0 else str(n)
 
 
+def load_partial(path: Optional[Path]) -> dict:
+    """Rows measured by an earlier, interrupted run: {(device, dtype, n): row}."""
+    done = {}
+    if path is not None and path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short by the interruption
+            done[(row["device"], row["dtype"], row["n"])] = row
+    return done
+
+
 def run(device: torch.device, dtype: torch.dtype, sizes: list[int], sdpa_max: int, repeats: int,
-        long_call: float, progress: Progress) -> list[dict]:
+        long_call: float, progress: Progress, partial: Optional[Path], done: dict,
+        console: Console) -> list[dict]:
     rows = []
-    task = progress.add_task(f"{device.type} {str(dtype).replace('torch.', '')}", total=len(sizes))
+    dtype_name = str(dtype).replace("torch.", "")
+    task = progress.add_task(f"{device.type} {dtype_name}", total=len(sizes))
     for n in sizes:
-        progress.update(task, description=f"{device.type} {str(dtype).replace('torch.', '')} N={human(n)}")
+        key = (device.type, dtype_name, n)
+        if key in done:  # resumed: measured by an earlier run
+            rows.append(done[key])
+            progress.advance(task)
+            continue
+        progress.update(task, description=f"{device.type} {dtype_name} N={human(n)}")
         gen = torch.Generator(device=device).manual_seed(n)
         q, k, v = (torch.randn(1, HEADS, n, HEAD_DIM, generator=gen, device=device, dtype=dtype)
                    for _ in range(3))
@@ -152,7 +174,13 @@ def run(device: torch.device, dtype: torch.dtype, sizes: list[int], sdpa_max: in
             row[name] = statistics.median(times[name])
             row[name + "_runs"] = len(times[name])
             row[name + "_mem"] = mems[name]
+        row.update(device=device.type, dtype=dtype_name)
         rows.append(row)
+        if partial is not None:
+            with partial.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+        console.print(f"{device.type} {dtype_name} N={human(n)}: dilated {row['dilated']:.3f} s"
+                      + (f", SDPA {row['sdpa']:.3f} s" if "sdpa" in row else ""), markup=False, highlight=False)
         del q, k, v
         progress.advance(task)
     return rows
@@ -250,7 +278,9 @@ def main(argv=None) -> int:
     parser.add_argument("--long-call", type=float, default=20.0,
                         help="calls slower than this many seconds are run once")
     parser.add_argument("--quick", action="store_true", help="N = 2K..16K, two runs: a smoke test")
-    parser.add_argument("--out", type=Path, help="also write the table to this file")
+    parser.add_argument("--out", type=Path, help="also write the table to this file (and keep "
+                        "finished rows in <out>.tmp, so that an interrupted run resumes)")
+    parser.add_argument("--restart", action="store_true", help="ignore rows kept by an interrupted run")
     parser.add_argument("--note", default="", help="a line added under the table (e.g. load)")
     parser.add_argument("--check", action="store_true",
                         help="first compare results and gradients with the brute-force reference")
@@ -276,12 +306,23 @@ def main(argv=None) -> int:
         console.print(f"correctness check on {device.type}: {'passed' if passed else 'FAILED'}")
         if args.check_only or not passed:
             return 0 if passed else 1
+    # Finished rows are appended to <out>.tmp, so an interrupted run picks up where it
+    # stopped when started again with the same --out (unless --restart).
+    partial = args.out.with_name(args.out.name + ".tmp") if args.out else None
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+    if partial is not None and args.restart and partial.exists():
+        partial.unlink()
+    done = load_partial(partial)
+    if done:
+        console.print(f"resuming: {len(done)} rows already measured in {partial}")
     tables = []
     started = time.time()
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), console=console, transient=False) as progress:
         for dtype in dtypes:
-            rows = run(device, dtype, sizes, args.sdpa_max_n, args.repeats, args.long_call, progress)
+            rows = run(device, dtype, sizes, args.sdpa_max_n, args.repeats, args.long_call, progress,
+                       partial, done, console)
             tables.append(format_table(rows, device, dtype))
             console.print(tables[-1], markup=False, highlight=False)
     load = os.getloadavg()
@@ -295,6 +336,8 @@ def main(argv=None) -> int:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text + "\n")
+        if partial is not None and partial.exists():
+            partial.unlink()
     return 0
 
 

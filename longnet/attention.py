@@ -43,15 +43,27 @@ Semantics (shared by everything here)
 
 How it runs
 -----------
-A level with r > 1 is a strided view of q, k and v (rows ``o, o+r, ...`` of every
-segment, head offset o), so nothing is gathered: for each group of heads that share an
-offset, all segments of the level go to one fused attention call that returns the
-output and its lse (``_scaled_dot_product_flash_attention_for_cpu`` on CPU, the flash
-or memory-efficient kernel on CUDA). Each call's result is merged in place into one
-float32 output buffer by an online log-sum-exp. The backward pass reuses the same
-kernels with the FINAL output and lse, which gives every level's softmax probabilities
-as parts of one joint softmax; the gradient of the lse (and of ``level_bias``) is
-folded in through two extra feature columns (see ``_augment``).
+No N x N anything. A level is a strided view of q, k and v (rows ``o, o+r, ...`` of
+every segment, head offset o). For each group of heads sharing an offset, all whole
+segments of the level go to ONE fused attention call that returns the output and its
+lse (``_scaled_dot_product_flash_attention_for_cpu`` on CPU; the flash kernel for
+half types, else the memory-efficient one, on CUDA; plain torch elsewhere). Levels
+whose groups hold few (segment, head) problems (the long, sparse top levels) copy
+their rows into one contiguous buffer instead, so that one call covers every head and
+keeps all threads busy. A first level with r = 1 runs with heads as the kernel's batch,
+so its output already is the ``[B, H, N, D]`` result buffer. Each further call is
+merged into that float32 buffer in place by an online log-sum-exp (one ``lerp_``
+pass). Partial segments at the ends (queries starting mid-segment, a short last
+segment) are a non-causal rectangle plus a causal square, merged the same way.
+
+The backward pass reuses the same kernels with the FINAL output and lse, which makes
+every level's probabilities parts of one joint softmax; the gradient of the lse (and of
+``level_bias``) is folded in through extra feature columns (see ``_augment``).
+
+On CPU the fused kernel computes causal blocks in 512-key tiles, so within a causal
+2048-row segment about a fifth of the computed scores are masked-out work; dense SDPA
+at 32K+ tokens wastes almost none. That sets the ceiling on how close the dilated
+path's useful GFLOP/s get to SDPA's (see bench/attention.py).
 """
 
 from __future__ import annotations
