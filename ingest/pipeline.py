@@ -89,19 +89,18 @@ def add_source(store: Store, path: Path | str) -> tuple[Source, str]:
         root, only = target.parent, target.name
     else:
         raise StoreError(f"{path}: not a regular file or folder")
-    home = _resolve(store.home)
-    if target == home or _is_within(home, target):
-        pass  # the data home inside a source is skipped while walking
-    if _is_within(target, home):
+    home = _resolve(store.home)  # (a data home inside a source is skipped while walking)
+    if target == home or _is_within(target, home):
         raise StoreError(f"{path} is inside the data home")
     with store.write():
         for source in store.sources():
             covering = source.root if not source.only_file else None
             if covering and (_is_within(target, covering) or target == covering):
-                rel = "" if target == covering else str(target.relative_to(covering))
+                rel = "" if target == covering else target.relative_to(covering).as_posix()
                 removed = store.db.execute(
-                    "DELETE FROM exclusions WHERE source_id = ? AND (path = ? OR path LIKE ?)",
-                    [source.id, rel, rel + "/%"]).rowcount
+                    "DELETE FROM exclusions WHERE source_id = ? AND (? = '' OR path = ? OR "
+                    "substr(path, 1, ?) = ?)",
+                    [source.id, rel, rel, len(rel) + 1, rel + "/"]).rowcount
                 note = " (and no longer excluded)" if removed else ""
                 return source, f"already covered by {source.root}{note}"
             if source.only_file and source.root / source.only_file == target:
@@ -181,8 +180,8 @@ def run(store: Store, tokenizer=None, *, scope: list[Path | str] | None = None,
     """Ingest every source (or only the paths in ``scope``) and return what changed.
 
     ``tokenizer`` (default: the store's) is required to append to the stream
-    (without one, entries stay pending). ``embed=True`` computes missing embeddings with ``embedder`` (the
-    bundled MiniLM when None).
+    (without one, entries stay pending). ``embed=True`` computes missing
+    embeddings with ``embedder`` (the bundled MiniLM when None).
     """
     progress = progress or NullProgress()
     should_stop = should_stop or (lambda: False)
@@ -249,10 +248,8 @@ def _sync_files(store: Store, scope, max_file_bytes: int, report: IngestReport, 
     to_read: list[tuple[Source, FileInfo, _Known | None]] = []
     skips: list[tuple[Source, FileInfo, _Known | None]] = []
     missing: dict[int, _Known] = {}
-    roots: dict[int, Source] = {}
     progress.phase("scan", None, "files")
     for source, rels in _scope_by_source(store, scope).values():
-        roots[source.id] = source
         if not source.root.is_dir():
             report.missing_sources.append(str(source.root))
             progress.note(f"source folder missing, left as it was: {source.root}")
@@ -434,13 +431,13 @@ def _apply_batch(store: Store, batch: list, missing: dict[int, _Known],
             elif kind == "move":
                 _move(store, source, info, extra, report)
             elif isinstance(extra, SkipFile):
-                _record_skip(store, source, info, row, str(extra), report, sha=payload)
+                _record_skip(store, source, info, row, str(extra), report)
             else:
                 _store_revision(store, source, info, row, payload, extra, report)
 
 
 def _record_skip(store: Store, source: Source, info: FileInfo, row: _Known | None, reason: str,
-                 report: IngestReport, sha: str | None = None) -> None:
+                 report: IngestReport) -> None:
     now = utc_now()
     if row is None:
         store.db.execute(

@@ -243,6 +243,7 @@ class Store:
         self.db_path = self.home / DB_NAME
         self.stream_path = self.home / STREAM_NAME
         self.tokenizer = tokenizer
+        self._holding_ingest_lock = False
         _private_file(self.db_path)
         for suffix in ("-wal", "-shm"):
             side = self.db_path.with_name(DB_NAME + suffix)
@@ -261,13 +262,18 @@ class Store:
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot open {self.db_path}: {exc}") from None
         self.stream = TokenStream(self.stream_path, self.stream_tokens)
-        self.recover()
+        with contextlib.ExitStack() as stack:
+            try:  # with the lock, recovery also removes a killed compaction's file
+                stack.enter_context(self.ingest_lock(wait=False))
+            except StoreError:
+                pass  # another process is ingesting: leave its files alone
+            self.recover()
 
     # -- basics -----------------------------------------------------------
     def close(self) -> None:
         self.db.close()
 
-    def __enter__(self) -> "Store":
+    def __enter__(self) -> Store:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -307,6 +313,9 @@ class Store:
         """One ingest, forget or compact at a time per data home (across processes)."""
         import fcntl
 
+        if self._holding_ingest_lock:
+            yield
+            return
         path = self.home / LOCK_NAME
         fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
         try:
@@ -314,7 +323,11 @@ class Store:
                 fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
             except BlockingIOError:
                 raise StoreError("another memex ingest is running on this data home") from None
-            yield
+            self._holding_ingest_lock = True
+            try:
+                yield
+            finally:
+                self._holding_ingest_lock = False
         finally:
             os.close(fd)  # closing releases the lock
 
@@ -327,7 +340,8 @@ class Store:
             pending = self.get_meta("compact_pending")
             if pending:
                 finish_pending_compaction(self, pending)
-            remove_abandoned_compaction(self)
+            elif self._holding_ingest_lock:  # else a compaction may be writing it right now
+                remove_abandoned_compaction(self)
             committed = self.stream_tokens()
             if self.stream.exists:
                 self.stream.reload_header()
@@ -561,5 +575,14 @@ def open_store(home: Path | str, tokenizer=None) -> Store:
     return Store(home, tokenizer=tokenizer)
 
 
-__all__ = ["Store", "StoreError", "StreamError", "Source", "Span", "EntryRecord", "open_store",
-           "read_header", "DEFAULT_MAX_FILE_BYTES"]
+__all__ = [
+    "DEFAULT_MAX_FILE_BYTES",
+    "EntryRecord",
+    "Source",
+    "Span",
+    "Store",
+    "StoreError",
+    "StreamError",
+    "open_store",
+    "read_header",
+]

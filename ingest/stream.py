@@ -21,9 +21,9 @@ import json
 import os
 import struct
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
@@ -29,7 +29,7 @@ _IGNORED_EVENTS = {"opened", "closed_no_write"}
 
 
 class _Collector(FileSystemEventHandler):
-    def __init__(self, watcher: "Watcher", root: str):
+    def __init__(self, watcher: Watcher, root: str):
         self.watcher = watcher
         self.root = root
 

@@ -13,10 +13,10 @@ import time
 from pathlib import Path
 
 import pytest
+from test_ingest_helpers import journal_tree, wait_until, write
 from typer.testing import CliRunner
 
 from assistant.cli import app
-from test_ingest_helpers import journal_tree, wait_until, write
 
 REPO = Path(__file__).resolve().parent.parent
 runner = CliRunner()

@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 
 import pytest
+from test_ingest_helpers import check_consistency, disk_documents, live_documents, write
 
 import ingest
-from test_ingest_helpers import check_consistency, disk_documents, live_documents, write
 
 CHILD = r"""
 import sys

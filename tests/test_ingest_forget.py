@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from test_ingest_helpers import check_consistency, journal_tree, write
 
 import ingest
 from ingest import embeddings
 from ingest.progress import NullProgress
 from ingest.search import search
-from test_ingest_helpers import check_consistency, journal_tree, write
 
 # One word, so FTS5 keeps it as one term; it sorts after every other term, so the
 # index's prefix compression cannot hide it from a byte search.
@@ -80,7 +80,7 @@ def test_forget_leaves_no_byte_of_the_text_anywhere(tmp_path, tokenizer, embedde
     assert ingest.run(store).new == 0
     assert store.db.execute("SELECT count(*) FROM documents WHERE path LIKE 'private/%'"
                             ).fetchone()[0] == 0
-    source, what = ingest.add_source(store, secret)
+    _, what = ingest.add_source(store, secret)
     assert "no longer excluded" in what
     assert ingest.run(store).new == 1
     # Compaction then drops the zeroed ranges from the stream altogether.

@@ -12,12 +12,20 @@ import time
 
 import numpy as np
 import pytest
+from test_ingest_helpers import (
+    check_consistency,
+    disk_documents,
+    journal_tree,
+    live_documents,
+    make_docx,
+    make_encrypted_pdf,
+    make_pdf,
+    wait_until,
+    write,
+)
 
 import ingest
 from ingest.search import search
-from test_ingest_helpers import (check_consistency, disk_documents, journal_tree, live_documents,
-                                 make_docx, make_encrypted_pdf, make_pdf, wait_until,
-                                 write)
 
 
 @pytest.fixture
@@ -234,14 +242,14 @@ def test_sources_nest_and_the_data_home_is_never_read(tmp_path, tokenizer):
     with ingest.open_store(root / "memex-home", tokenizer) as store:  # home inside a source
         ingest.add_source(store, root / "notes")
         ingest.run(store)
-        source, what = ingest.add_source(store, root)  # the parent takes over
+        _, what = ingest.add_source(store, root)  # the parent takes over
         assert what == "added" and len(store.sources()) == 1
         assert store.db.execute("SELECT path FROM documents").fetchall() == [("notes/work.md",)]
         report = ingest.run(store)
         assert report.new == 6 and report.moved == 0
         assert not any("memex-home" in p for p in live_documents(store))
         assert ingest.add_source(store, root / "notes")[1].startswith("already covered")
-        single, what = ingest.add_source(store, tmp_path / "all" / "2024-03-05.md")
+        _, what = ingest.add_source(store, tmp_path / "all" / "2024-03-05.md")
         assert what.startswith("already covered")
 
 

@@ -8,12 +8,12 @@ import time
 from datetime import date
 
 import pytest
+from test_ingest_helpers import make_docx, make_encrypted_pdf, make_pdf
 
 from ingest.chunking import chunk_spans
 from ingest.dates import assign_entries, date_from_heading, date_from_path, date_headings
 from ingest.readers import reader_for
 from ingest.readers.base import SkipFile, decode_text
-from test_ingest_helpers import make_docx, make_encrypted_pdf, make_pdf
 
 MTIME = time.mktime((2021, 6, 1, 12, 0, 0, 0, 0, -1)) * 1e9
 
@@ -135,8 +135,8 @@ def test_org_html_pdf_docx_dayone():
 
 # -- bad input ---------------------------------------------------------------
 @pytest.mark.parametrize("data, encoding, text", [
-    ("héllo wörld".encode("utf-8"), "utf-8", "héllo wörld"),
-    (codecs.BOM_UTF8 + "héllo".encode("utf-8"), "utf-8-sig", "héllo"),
+    ("héllo wörld".encode(), "utf-8", "héllo wörld"),
+    (codecs.BOM_UTF8 + "héllo".encode(), "utf-8-sig", "héllo"),
     (codecs.BOM_UTF16_LE + "héllo".encode("utf-16-le"), "utf-16", "héllo"),
     (codecs.BOM_UTF16_BE + "héllo".encode("utf-16-be"), "utf-16", "héllo"),
     ("café – naïve".encode("cp1252"), "cp1252", "café – naïve"),

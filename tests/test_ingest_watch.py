@@ -8,11 +8,17 @@ import shutil
 import time
 
 import pytest
+from test_ingest_helpers import (
+    check_consistency,
+    disk_documents,
+    journal_tree,
+    live_documents,
+    wait_until,
+    write,
+)
 
 import ingest
 from ingest import watcher as watcher_mod
-from test_ingest_helpers import (check_consistency, disk_documents, journal_tree, live_documents,
-                                 wait_until, write)
 
 TIMEOUT = 20.0
 
@@ -51,7 +57,7 @@ def settle(store, tree) -> None:
 
 
 def test_watcher_follows_saves_moves_deletes_and_vanishing_folders(watched, tmp_path, tokenizer):
-    tree, store, watcher, passes = watched
+    tree, store, _, passes = watched
     settle(store, tree)
     stream_after_first_build = len(store.stream)
 

@@ -24,4 +24,4 @@ def reader_for(name: str) -> ModuleType | None:
     return BY_EXTENSION.get(name[dot:].lower()) if dot > 0 else None
 
 
-__all__ = ["READERS", "BY_EXTENSION", "reader_for", "ReadResult", "SkipFile", "decode_text"]
+__all__ = ["BY_EXTENSION", "READERS", "ReadResult", "SkipFile", "decode_text", "reader_for"]

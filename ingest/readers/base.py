@@ -79,8 +79,7 @@ def decode_text(data: bytes) -> tuple[str, str]:
             except UnicodeDecodeError:
                 # the five bytes cp1252 leaves undefined: keep everything else
                 text, encoding = data.decode("cp1252", errors="replace"), "cp1252+replace"
-    if text.startswith("\ufeff"):
-        text = text[1:]
+    text = text.removeprefix("\ufeff")
     if _looks_binary(text):
         raise SkipFile("binary content (not text)")
     if "\r" in text:

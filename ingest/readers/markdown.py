@@ -34,7 +34,7 @@ def replace_wikilinks(text: str) -> str:
 
 
 def split_front_matter(text: str, result: ReadResult) -> tuple[dict, str]:
-    if not (text.startswith("---") or text.startswith("+++")):
+    if not text.startswith(("---", "+++")):
         return {}, text
     try:
         post = frontmatter.loads(text)
