@@ -1,0 +1,433 @@
+"""Benchmark the LongNet memory: prefill throughput, state size, time to first token and
+decode speed against the length of the history, side by side with the dense model
+restricted to its trained window (8K for SmolLM2).
+
+    .venv/bin/python bench/memory.py                       # the default model, up to 1M
+    .venv/bin/python bench/memory.py --max-tokens 131072   # a shorter run
+    .venv/bin/python bench/memory.py --random-weights      # same shapes, no weights needed
+
+One pass reads a synthetic stream (uniform random token ids) into one memory; at each
+checkpoint it records the prefill rate over the second half of the history so far,
+the state size, and (at 10K, 100K and 1M tokens) the time to first token of a 50-token
+question and the decode rate of a 32-token answer, each in a fork that leaves the
+memory unchanged. Medians of repeats. Timings are not a test: they print a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from longnet.generate import pick_token  # noqa: E402
+from longnet.memory import Memory  # noqa: E402
+from longnet.model import (LongNetConfig, LongNetLM, autocast, choose_device,  # noqa: E402
+                           choose_dtype)
+
+TTFT_HISTORIES = (10_000, 100_000, 1_000_000)
+QUESTION_TOKENS = 50
+
+
+def machine_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {torch.get_num_threads()} threads"
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def load_model(args, device):
+    if args.random_weights:
+        from longnet.weights import resolve_model_dir
+
+        overrides = {"position_mode": args.position_mode} if args.position_mode else {}
+        try:
+            import json
+
+            folder = resolve_model_dir(args.model)
+            config = LongNetConfig.from_hf(json.loads((folder / "config.json").read_text()),
+                                           **overrides)
+        except Exception:  # no weights here: SmolLM2-135M's shapes
+            config = LongNetConfig(rope_theta=100000.0, eos_token_id=2, **overrides)
+        torch.manual_seed(0)
+        model = LongNetLM(config).to(device).eval()
+        model.model_id = "random-init (SmolLM2-135M shapes)"
+        return model
+    overrides = {"position_mode": args.position_mode} if args.position_mode else {}
+    return LongNetLM.from_pretrained(args.model, device=device, **overrides)
+
+
+def time_turn(memory: Memory, question: torch.Tensor, decode_tokens: int, repeats: int):
+    """(median TTFT s, median decode tokens/s) of answering ``question`` from ``memory``."""
+    device = memory.device
+    ttfts, rates = [], []
+    for _ in range(repeats):
+        turn = memory.fork()
+        with torch.inference_mode(), autocast(device, memory.dtype):
+            sync(device)
+            began = time.perf_counter()
+            logits = turn._step(question, last_only=True)
+            token = pick_token(logits[-1])
+            sync(device)
+            ttfts.append(time.perf_counter() - began)
+            began = time.perf_counter()
+            for _ in range(decode_tokens):
+                logits = turn._step(torch.tensor([token], device=device), last_only=True)
+                token = pick_token(logits[-1])
+            sync(device)
+            rates.append(decode_tokens / (time.perf_counter() - began))
+    return statistics.median(ttfts), statistics.median(rates)
+
+
+def synthetic_memory(model, dtype, tokens: int) -> Memory:
+    """A memory shaped exactly as after reading ``tokens`` tokens, random contents.
+
+    Attention cost depends only on the state's shapes, so this times a question after
+    a 1M-token history without reading 1M tokens first (where that takes hours)."""
+    from longnet.memory import LevelState
+
+    c = model.config
+    group = c.num_heads // c.num_kv_heads
+    memory = Memory(model, dtype=dtype)
+    memory.tokens = memory.stream_offset = tokens
+    generator = torch.Generator().manual_seed(tokens)
+    for level, (w, r) in enumerate(zip(c.segment_lengths, c.dilation_rates)):
+        start = (tokens // w) * w
+        if start == tokens:
+            continue
+        blocks = -(-(tokens - start) // r)
+        shape = (2, c.num_kv_heads, min(group, r), blocks, c.head_dim)
+        for layer in range(c.num_layers):
+            kv = torch.randn(shape, generator=generator).to(memory.device, memory.dtype)
+            memory.states[layer][level] = LevelState(start, kv)
+    return memory
+
+
+def bench_memory(args, model, device, dtype, progress):
+    checkpoints = sorted({n for n in TTFT_HISTORIES if n <= args.max_tokens}
+                         | {16_384 * 2 ** i for i in range(20) if 16_384 * 2 ** i <= args.max_tokens}
+                         | {args.max_tokens})
+    generator = torch.Generator().manual_seed(0)
+    vocab = model.config.vocab_size
+    question = torch.randint(0, vocab, (QUESTION_TOKENS,), generator=generator).to(device)
+    memory = Memory(model, dtype=dtype, chunk_size=args.chunk)
+    task = progress.add_task("prefill", total=checkpoints[-1])
+    rows, read_at = [], {}
+    elapsed_total = 0.0
+    for stop in checkpoints:
+        while memory.tokens < stop:
+            n = min(args.chunk, stop - memory.tokens)
+            ids = torch.randint(0, vocab, (n,), generator=generator)
+            sync(device)
+            began = time.perf_counter()
+            memory.append(ids.to(device), return_logits=False)
+            sync(device)
+            elapsed_total += time.perf_counter() - began
+            read_at[memory.tokens] = elapsed_total
+            progress.update(task, completed=memory.tokens)
+        row = {"tokens": stop, "state_bf16_mb": state_bytes_bf16(memory) / 2 ** 20}
+        half = max((t for t in read_at if t <= stop // 2), default=0)
+        spent = elapsed_total - read_at.get(half, 0.0)
+        row["prefill_tok_s"] = (stop - half) / spent if spent > 0 else float("nan")
+        if stop in TTFT_HISTORIES:
+            row["ttft_s"], row["decode_tok_s"] = time_turn(memory, question, args.decode_tokens,
+                                                           args.repeats)
+        rows.append(row)
+    # The synthetic state must have exactly the shapes that reading produced.
+    shaped = synthetic_memory(model, dtype, memory.tokens)
+    assert state_bytes_bf16(shaped) == state_bytes_bf16(memory), "synthetic state shape differs"
+    del shaped
+    for history in TTFT_HISTORIES:
+        if history <= args.max_tokens:
+            continue
+        progress.update(task, description=f"question after {history:,} (synthetic state)")
+        shaped = synthetic_memory(model, dtype, history)
+        ttft, decode = time_turn(shaped, question, args.decode_tokens, args.repeats)
+        rows.append({"tokens": history, "synthetic": True, "prefill_tok_s": float("nan"),
+                     "state_bf16_mb": state_bytes_bf16(shaped) / 2 ** 20, "ttft_s": ttft,
+                     "decode_tok_s": decode})
+        del shaped
+    return rows
+
+
+def state_bytes_bf16(memory: Memory) -> int:
+    """Bytes of the state's rows stored in bfloat16 (2 bytes per element), as saved;
+    buffers still growing inside a segment may hold up to twice that in memory."""
+    total = 0
+    for layer in memory.states:
+        for level, state in enumerate(layer):
+            if state is not None:
+                _, kv_heads, slots, _, dim = state.kv.shape
+                total += 2 * kv_heads * slots * memory.valid_blocks(level, state.start) * dim * 2
+    return total
+
+
+def bench_dense(args, device, dtype):
+    """The dense model with its trained window: KV cache of the last 8K tokens."""
+    import transformers
+
+    from longnet.weights import resolve_model_dir
+
+    if args.random_weights:
+        try:
+            import json
+
+            hf_config = transformers.LlamaConfig(
+                **json.loads((resolve_model_dir(args.model) / "config.json").read_text()))
+        except Exception:
+            hf_config = transformers.LlamaConfig(
+                vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+                num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=8192,
+                rope_theta=100000.0, tie_word_embeddings=True)
+        torch.manual_seed(0)
+        hf = transformers.LlamaForCausalLM(hf_config).to(device).eval()
+    else:
+        from longnet.weights import load_hf_model
+
+        hf = load_hf_model(args.model, attn_implementation="sdpa").to(device)
+    window = min(hf.config.max_position_embeddings, 8192)
+    vocab = hf.config.vocab_size
+    generator = torch.Generator().manual_seed(1)
+    history = torch.randint(0, vocab, (1, window - QUESTION_TOKENS), generator=generator).to(device)
+    question = torch.randint(0, vocab, (1, QUESTION_TOKENS), generator=generator).to(device)
+    prefill, ttfts, rates = [], [], []
+    with torch.inference_mode(), autocast(device, dtype):
+        for _ in range(args.repeats):
+            sync(device)
+            began = time.perf_counter()
+            cache = hf(history, use_cache=True).past_key_values
+            sync(device)
+            prefill.append(history.shape[1] / (time.perf_counter() - began))
+            began = time.perf_counter()
+            out = hf(question, past_key_values=cache, use_cache=True)
+            token = pick_token(out.logits[0, -1])
+            sync(device)
+            ttfts.append(time.perf_counter() - began)
+            cache = out.past_key_values
+            began = time.perf_counter()
+            for _ in range(args.decode_tokens):
+                out = hf(torch.tensor([[token]], device=device), past_key_values=cache,
+                         use_cache=True)
+                cache = out.past_key_values
+                token = pick_token(out.logits[0, -1])
+            sync(device)
+            rates.append(args.decode_tokens / (time.perf_counter() - began))
+    kv_bytes = 2 * hf.config.num_hidden_layers * hf.config.num_key_value_heads * window \
+        * (hf.config.hidden_size // hf.config.num_attention_heads) * 2
+    return {"window": window, "prefill_tok_s": statistics.median(prefill),
+            "ttft_s": statistics.median(ttfts), "decode_tok_s": statistics.median(rates),
+            "state_bf16_mb": kv_bytes / 2 ** 20}
+
+
+def format_report(args, device, dtype, model, rows, dense) -> str:
+    lines = [
+        f"# bench/memory.py — {machine_name(device)} ({device.type}), compute {str(dtype)[6:]}, "
+        f"model {model.model_id}, position_mode {model.config.position_mode}",
+        f"# levels w=2048·2^i r=2^i ({model.config.num_levels} levels), chunk {args.chunk}, "
+        f"question {QUESTION_TOKENS} tokens, decode {args.decode_tokens} tokens, "
+        f"median of {args.repeats}",
+        "",
+        "| history (tokens) | prefill tok/s (2nd half) | state MB (bf16) | TTFT s (50-token question)"
+        " | decode tok/s |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        ttft = f"{row['ttft_s']:.3f}" if "ttft_s" in row else ""
+        decode = f"{row['decode_tok_s']:.1f}" if "decode_tok_s" in row else ""
+        prefill = "(not read)" if row.get("synthetic") else f"{row['prefill_tok_s']:,.0f}"
+        tokens = f"{row['tokens']:,}" + (" (synthetic state)" if row.get("synthetic") else "")
+        lines.append(f"| {tokens} | {prefill} | "
+                     f"{row['state_bf16_mb']:,.1f} | {ttft} | {decode} |")
+    if dense:
+        lines.append(f"| dense, {dense['window']:,} window (KV cache) | "
+                     f"{dense['prefill_tok_s']:,.0f} | {dense['state_bf16_mb']:,.1f} | "
+                     f"{dense['ttft_s']:.3f} | {dense['decode_tok_s']:.1f} |")
+    lines.append("")
+    prefill = {r["tokens"]: r["prefill_tok_s"] for r in rows if not r.get("synthetic")}
+    ttft = {r["tokens"]: r["ttft_s"] for r in rows if "ttft_s" in r}
+    if 16_384 in prefill and len(prefill) > 1:
+        last = max(prefill)
+        lines.append(f"prefill tok/s at {last:,} / at 16,384: "
+                     f"{prefill[last] / prefill[16_384]:.2f} (target >= 0.70)")
+    if 10_000 in ttft and len(ttft) > 1:
+        last = max(ttft)
+        lines.append(f"TTFT at {last:,} / at 10,000: {ttft[last] / ttft[10_000]:.2f} "
+                     f"(target <= 1.5)")
+    if args.max_tokens < 1_000_000:
+        lines.append(f"scaled down: streams read up to {args.max_tokens:,} tokens (--max-tokens); "
+                     "longer histories use a synthetic state of exactly the shapes reading "
+                     "produces (checked against the real state at the longest read)")
+    return "\n".join(lines) + "\n"
+
+
+def journal_tokens(tokenizer, folder: Path) -> list[int]:
+    """The example journal as one stream: files in path order, each followed by a blank line."""
+    ids: list[int] = []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        text = path.read_text(errors="replace")
+        ids.extend(tokenizer(f"{path.relative_to(folder)}\n{text}\n\n")["input_ids"])
+    return ids
+
+
+def bench_positions(args, device, dtype) -> str:
+    """Held-out perplexity of the journal's tail under each position mode.
+
+    The window is the first ``--ppl-window`` tokens of the journal stream; the last
+    ``--ppl-scored`` are scored, everything before them in view. Beside the two LongNet
+    position modes: the dense model on only the last 8,192 tokens (its trained window)
+    and LongNet with its dense local level alone."""
+    from longnet.weights import load_hf_model, load_tokenizer
+
+    tokenizer = load_tokenizer(args.model)
+    stream = journal_tokens(tokenizer, Path(args.journal))
+    window, scored = args.ppl_window, args.ppl_scored
+    if len(stream) < window:
+        raise SystemExit(f"the journal has {len(stream):,} tokens, fewer than --ppl-window")
+    ids = torch.tensor(stream[:window], device=device)
+    targets = ids[window - scored:]
+
+    def perplexity(logits):  # logits predicting tokens window-scored .. window-1
+        nll = torch.nn.functional.cross_entropy(logits.float(), targets)
+        return float(torch.exp(nll))
+
+    results = []
+    for mode in ("absolute", "dilated"):
+        model = LongNetLM.from_pretrained(args.model, device=device, position_mode=mode)
+        memory = Memory(model, dtype=dtype, chunk_size=args.chunk)
+        memory.append(ids[:window - scored - 1], return_logits=False)
+        logits = memory.append(ids[window - scored - 1:window - 1])
+        results.append((f"LongNet levels w=2048·2^i r=2^i, position_mode={mode}",
+                        perplexity(logits)))
+        del model, memory
+    local = LongNetLM.from_pretrained(args.model, device=device, segment_lengths=(2048,),
+                                      dilation_rates=(1,))
+    memory = Memory(local, dtype=dtype, chunk_size=args.chunk)
+    memory.append(ids[:window - scored - 1], return_logits=False)
+    results.append(("one level w=2048 r=1 (absolute segments, local only)",
+                    perplexity(memory.append(ids[window - scored - 1:window - 1]))))
+    del local, memory
+    hf = load_hf_model(args.model, attn_implementation="sdpa").to(device)
+    dense_window = min(8192, window)
+    with torch.inference_mode(), autocast(device, dtype):
+        logits = hf(ids[None, window - dense_window:window - 1]).logits[0, -scored:]
+    results.append((f"dense, only the last {dense_window:,} tokens (trained window)",
+                    perplexity(logits)))
+    lines = [f"# held-out perplexity, example journal: last {scored:,} of the first "
+             f"{window:,} tokens; {machine_name(device)}, {str(dtype)[6:]}", "",
+             "| attention | ppl |", "|---|---:|"]
+    lines += [f"| {name} | {ppl:.3f} |" for name, ppl in results]
+    return "\n".join(lines) + "\n"
+
+
+def self_check(device) -> str:
+    """On ``device``: chunked appends equal one full forward pass (float32), bfloat16
+    autocast stays close, and greedy generation matches the full forward's choices."""
+    lines, failures = [], 0
+    for mode in ("absolute", "dilated"):
+        torch.manual_seed(0)
+        config = LongNetConfig(vocab_size=97, hidden_size=64, num_layers=2, num_heads=6,
+                               num_kv_heads=2, head_dim=16, intermediate_size=96,
+                               segment_lengths=(16, 32, 64, 128), dilation_rates=(1, 2, 4, 8),
+                               position_mode=mode)
+        model = LongNetLM(config).to(device).eval()
+        ids = torch.randint(0, 97, (300,), generator=torch.Generator().manual_seed(1)).to(device)
+        with torch.inference_mode():
+            full = model(ids[None])[0].float()
+        memory = Memory(model, dtype=torch.float32)
+        pieces, begin = [], 0
+        for size in (37, 1, 50, 112, 3, 97):
+            pieces.append(memory.append(ids[begin:begin + size]))
+            begin += size
+        chunked = (torch.cat(pieces) - full).abs().max().item()
+        low = Memory(model, dtype=torch.bfloat16)
+        bf16 = (low.append(ids) - full).abs().max().item()
+        greedy, context = [], ids[:283].tolist()  # the turn stays in one local segment
+        for _ in range(5):
+            with torch.inference_mode():
+                logits = model(torch.tensor([context + greedy], device=device))[0, -1]
+            greedy.append(int(logits.argmax()))
+        history = Memory(model, dtype=torch.float32)
+        history.append(ids[:280])
+        generated = history.generate(ids[280:283], max_new_tokens=5)
+        ok = chunked < 1e-4 and bf16 < 0.25 and generated == greedy
+        failures += not ok
+        lines.append(f"{device} {mode}: chunked-vs-full max|d| {chunked:.2e}, bf16-vs-fp32 "
+                     f"{bf16:.3f}, greedy generation {'matches' if generated == greedy else 'DIFFERS'}"
+                     f" -> {'ok' if ok else 'FAIL'}")
+    if failures:
+        lines.append(f"{failures} check(s) failed")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default=None, help="model name or path (default SmolLM2)")
+    parser.add_argument("--random-weights", action="store_true",
+                        help="random weights of the model's shapes (timings only)")
+    parser.add_argument("--max-tokens", type=int, default=1_048_576)
+    parser.add_argument("--chunk", type=int, default=8192, help="tokens per append")
+    parser.add_argument("--decode-tokens", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--dtype", default=None)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--position-mode", default=None, choices=("absolute", "dilated"))
+    parser.add_argument("--no-dense", action="store_true", help="skip the dense baseline")
+    parser.add_argument("--out", type=Path, default=None, help="also write the table here")
+    parser.add_argument("--positions", action="store_true",
+                        help="instead: held-out journal perplexity of the position modes")
+    parser.add_argument("--journal", default=str(Path(__file__).resolve().parent.parent
+                                                 / "examples" / "journal"))
+    parser.add_argument("--ppl-window", type=int, default=16_384)
+    parser.add_argument("--ppl-scored", type=int, default=4096)
+    parser.add_argument("--check", action="store_true",
+                        help="instead: check correctness on --device (chunked = full, bf16)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from rich.console import Console
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+
+    device = choose_device(args.device)
+    dtype = choose_dtype(args.dtype, device)
+    if args.check or args.positions:
+        report = self_check(device) if args.check else bench_positions(args, device, dtype)
+        print(report)
+        if args.out:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(report)
+        return
+    model = load_model(args, device)
+    console = Console(stderr=True)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=console) as progress:
+        rows = bench_memory(args, model, device, dtype, progress)
+    dense = None if args.no_dense else bench_dense(args, device, dtype)
+    report = format_report(args, device, dtype, model, rows, dense)
+    print(report)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(report)
+
+
+if __name__ == "__main__":
+    main()
