@@ -54,12 +54,13 @@ a single process reading the same stream builds.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import os
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from functools import lru_cache
-from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -69,23 +70,36 @@ import torch.nn.functional as F
 from longnet.attention import (
     _check_inputs,
     _levels,
-    dilated_attention as _local_dilated_attention,
     level_attention,
     merge_levels,
 )
+from longnet.attention import (
+    dilated_attention as _local_dilated_attention,
+)
 
 __all__ = [
-    "ShardLayout", "shard_layout", "split_lengths", "dilated_attention", "record_communication",
-    "sharded_forward", "next_token_shard", "sequence_parallel_loss", "all_reduce_gradients",
-    "train_step", "memory_append", "broadcast_memory", "broadcast_tokens", "init_distributed",
+    "ShardLayout",
+    "all_reduce_gradients",
+    "broadcast_memory",
+    "broadcast_tokens",
+    "dilated_attention",
+    "init_distributed",
     "loopback_interface",
+    "memory_append",
+    "next_token_shard",
+    "record_communication",
+    "sequence_parallel_loss",
+    "shard_layout",
+    "sharded_forward",
+    "split_lengths",
+    "train_step",
 ]
 
 
 # --------------------------------------------------------------------------- process groups
 
 
-def loopback_interface() -> Optional[str]:
+def loopback_interface() -> str | None:
     """Name of the loopback network interface ("lo" on Linux, "lo0" on macOS), if any.
 
     Setting ``GLOO_SOCKET_IFNAME`` to it keeps gloo's connections on 127.0.0.1."""
@@ -98,7 +112,7 @@ def loopback_interface() -> Optional[str]:
     return None
 
 
-def init_distributed(backend: Optional[str] = None, timeout_s: float = 1800.0) -> tuple[int, int]:
+def init_distributed(backend: str | None = None, timeout_s: float = 1800.0) -> tuple[int, int]:
     """Join the process group that ``torchrun`` describes in the environment; return
     ``(rank, world_size)``. Without torchrun's variables, a group of one process on
     127.0.0.1 (so the same code runs unlaunched). NCCL when CUDA is present, else gloo."""
@@ -134,7 +148,7 @@ def _rank_and_size(group) -> tuple[int, int]:
     return dist.get_rank(group), dist.get_world_size(group)
 
 
-def _comm_device(group, like: Optional[torch.device] = None) -> torch.device:
+def _comm_device(group, like: torch.device | None = None) -> torch.device:
     """Where a collective's tensors must live: the current GPU for NCCL, else the CPU."""
     if dist.get_backend(group) == "nccl":
         return torch.device("cuda", torch.cuda.current_device())
@@ -202,7 +216,7 @@ class ShardLayout:
 
 
 def shard_layout(local_length: int, group=None, *, offset: int = 0,
-                 device: Optional[torch.device] = None) -> ShardLayout:
+                 device: torch.device | None = None) -> ShardLayout:
     """All-gather every rank's shard length (a collective: every rank of ``group`` calls
     it) and return the layout. Outside a process group: a layout of one rank."""
     rank, world = _rank_and_size(group)
@@ -226,12 +240,12 @@ def split_lengths(total: int, world_size: int, *, offset: int = 0, align: int = 
     for p in range(1, world_size):
         ideal = offset + (total * p) // world_size
         if align > 1:
-            snapped = int(round(ideal / align)) * align
+            snapped = round(ideal / align) * align
             if cuts[-1] < snapped < offset + total:
                 ideal = snapped
         cuts.append(min(max(ideal, cuts[-1]), offset + total))
     cuts.append(offset + total)
-    return tuple(b - a for a, b in zip(cuts, cuts[1:]))
+    return tuple(b - a for a, b in itertools.pairwise(cuts))
 
 
 # --------------------------------------------------------------------------- communication stats
@@ -276,16 +290,15 @@ def _first(lo: int, seg_start: int, offset: int, rate: int) -> int:
 
 @dataclass(frozen=True)
 class _Exchange:
-    """This rank's part of the all-gather among the ranks of one segment."""
+    """This rank's part of the all-gather among the ranks of one segment. A rank's
+    buffer holds its selected rows of the segment packed by (kv head, slot), no padding."""
 
     segment: int
     send_to: tuple[int, ...]  # layout ranks that read my rows of the segment
     recv_from: tuple[int, ...]  # layout ranks whose rows I read, in order
-    recv_rows: tuple[int, ...]  # rows per (kv head, slot) in each of their buffers
-    n_rows: int  # rows per (kv head, slot) in my buffer
-    slots: int  # offsets kept per kv head: min(r, Hq / Hkv)
-    send_heads: np.ndarray  # [Hkv * slots * n_rows] kv head of each sent row
-    send_rows: np.ndarray  # [Hkv * slots * n_rows] my local row of each (0 = padding)
+    recv_sizes: tuple[int, ...]  # rows in each of their buffers
+    send_heads: np.ndarray  # [rows] kv head of each row I send
+    send_rows: np.ndarray  # [rows] my local row of each
 
 
 @dataclass(frozen=True)
@@ -300,8 +313,8 @@ class _OffsetPlan:
     positions: np.ndarray  # their index in their compact segment
     segment_rows: int  # compact segment length ceil((w - o) / r)
     n_prefix: int  # rows taken from a Memory state (compact positions 0..n_prefix-1)
-    before: Optional[np.ndarray]  # [len(kv), n] flat rows of the "before" exchange
-    after: Optional[np.ndarray]  # [len(kv), n] flat rows of the "after" exchange
+    before: np.ndarray | None  # [len(kv), n] flat rows of the "before" exchange
+    after: np.ndarray | None  # [len(kv), n] flat rows of the "after" exchange
     after_position: int  # compact position of the first "after" row
     split: int  # local rows in segments before the last one (non-causal split)
     one_segment: bool  # all local rows lie in one segment
@@ -314,10 +327,10 @@ class _LevelPlan:
     r: int
     local: bool  # every segment touching this shard lies inside it
     exchanges: tuple[_Exchange, ...] = ()
-    before: Optional[int] = None  # index of the exchange with the earlier ranks' rows
-    after: Optional[int] = None  # index of the exchange with the later ranks' rows
+    before: int | None = None  # index of the exchange with the earlier ranks' rows
+    after: int | None = None  # index of the exchange with the later ranks' rows
     offsets: tuple[_OffsetPlan, ...] = ()
-    prefix_start: Optional[int] = None
+    prefix_start: int | None = None
 
 
 def _members(layout: ShardLayout, seg_lo: int, seg_hi: int) -> tuple[int, ...]:
@@ -344,9 +357,37 @@ def _rows_in(layout: ShardLayout, rank: int, seg_start: int, seg_end: int) -> tu
     return max(layout.start_of(rank), seg_start), min(layout.end_of(rank), seg_end)
 
 
+def _counts(layout: ShardLayout, rank: int, seg_start: int, seg_end: int, r: int,
+            n_kv: int, group_size: int) -> np.ndarray:
+    """``[n_kv, slots]``: how many rows of the segment ``rank`` holds at each (kv head,
+    slot) offset; its buffer packs them in this order."""
+    lo, hi = _rows_in(layout, rank, seg_start, seg_end)
+    slots = min(r, group_size)
+    return np.array([[_count(lo, hi, seg_start, (g * group_size + c) % r, r) for c in range(slots)]
+                     for g in range(n_kv)], dtype=np.int64).reshape(n_kv, slots)
+
+
+def _flat_rows(layout: ShardLayout, exchange: _Exchange, ranks, w: int, r: int, o: int,
+               kv: np.ndarray, slot: np.ndarray, end: int, n_kv: int, group_size: int) -> np.ndarray:
+    """Indices, into the concatenation of the buffers received in ``exchange``, of the
+    rows at offset o that ``ranks`` (in order) hold, per key head: ``[len(kv), n]``."""
+    seg_start = exchange.segment * w
+    seg_end = min(seg_start + w, end)
+    per_member = []
+    for m in ranks:
+        index = exchange.recv_from.index(m)
+        base = sum(exchange.recv_sizes[:index])
+        counts = _counts(layout, m, seg_start, seg_end, r, n_kv, group_size)
+        starts = base + np.concatenate(([0], np.cumsum(counts.reshape(-1))[:-1])).reshape(counts.shape)
+        per_member.append([starts[g, s] + np.arange(counts[g, s]) for g, s in zip(kv, slot)])
+    if not per_member:
+        return np.zeros((len(kv), 0), dtype=np.int64)
+    return np.stack([np.concatenate([pm[j] for pm in per_member]) for j in range(len(kv))])
+
+
 @lru_cache(maxsize=256)
 def _plan_level(layout: ShardLayout, level: int, w: int, r: int, n_q: int, n_kv: int,
-                is_causal: bool, prefix_start: Optional[int]) -> _LevelPlan:
+                is_causal: bool, prefix_start: int | None) -> _LevelPlan:
     """Everything rank ``layout.rank`` does at level (w, r); identical arithmetic on
     every rank, so all agree on who sends what to whom."""
     a, b = layout.start, layout.end
@@ -371,22 +412,18 @@ def _plan_level(layout: ShardLayout, level: int, w: int, r: int, n_q: int, n_kv:
         send_to = later if is_causal else earlier + later
         recv_from = earlier if is_causal else earlier + later
 
-        def rows_of(m):
-            lo, hi = _rows_in(layout, m, seg_lo, seg_hi)
-            return -(-(hi - lo) // r)
-
-        n_rows = rows_of(me)
-        lo, hi = _rows_in(layout, me, seg_lo, seg_hi)
-        heads = np.repeat(np.arange(n_kv), slots * n_rows)
-        rows = np.zeros(n_kv * slots * n_rows, dtype=np.int64)
+        lo, _ = _rows_in(layout, me, seg_lo, seg_hi)
+        counts = _counts(layout, me, seg_lo, seg_hi, r, n_kv, group_size)
+        heads, rows = [], []
         for g in range(n_kv):
             for c in range(slots):
                 off = (g * group_size + c) % r
-                count = _count(lo, hi, seg_lo, off, r)
-                base = (g * slots + c) * n_rows
-                rows[base: base + count] = _first(lo, seg_lo, off, r) - a + r * np.arange(count)
-        exchanges.append(_Exchange(s, send_to, recv_from, tuple(rows_of(m) for m in recv_from),
-                                   n_rows, slots, heads, rows))
+                heads.append(np.full(counts[g, c], g))
+                rows.append(_first(lo, seg_lo, off, r) - a + r * np.arange(counts[g, c]))
+        sizes = tuple(int(_counts(layout, m, seg_lo, seg_hi, r, n_kv, group_size).sum())
+                      for m in recv_from)
+        exchanges.append(_Exchange(s, send_to, recv_from, sizes,
+                                   np.concatenate(heads), np.concatenate(rows)))
         if s == s_lo and earlier:
             before_index = len(exchanges) - 1
         if s == s_hi and later and not is_causal:
@@ -406,31 +443,16 @@ def _plan_level(layout: ShardLayout, level: int, w: int, r: int, n_q: int, n_kv:
         seg_lo = s_lo * w
         n_prefix = _count(seg_lo, layout.offset, seg_lo, o, r) if use_prefix else 0
 
-        def flat_rows(exchange: _Exchange, ranks) -> np.ndarray:
-            """Indices, into the concatenation of the buffers received in ``exchange``,
-            of the rows at offset o of ``ranks`` (in order), per key head."""
-            seg_start = exchange.segment * w
-            seg_end = min(seg_start + w, end)
-            bases = np.cumsum((0,) + tuple(n_kv * slots * n for n in exchange.recv_rows))
-            per_member = []
-            for m in ranks:
-                index = exchange.recv_from.index(m)
-                n_m = exchange.recv_rows[index]
-                count = _count(*_rows_in(layout, m, seg_start, seg_end), seg_start, o, r)
-                per_member.append([bases[index] + (g * slots + s_) * n_m + np.arange(count)
-                                   for g, s_ in zip(kv, slot)])
-            if not per_member:
-                return np.zeros((len(kv), 0), dtype=np.int64)
-            return np.stack([np.concatenate([pm[j] for pm in per_member]) for j in range(len(kv))])
-
         before = after = None
         if before_index is not None:
             ex = exchanges[before_index]
-            before = flat_rows(ex, [m for m in ex.recv_from if m < me])
+            before = _flat_rows(layout, ex, [m for m in ex.recv_from if m < me], w, r, o, kv, slot, end,
+                                n_kv, group_size)
         after_position = 0
         if after_index is not None:
             ex = exchanges[after_index]
-            after = flat_rows(ex, [m for m in ex.recv_from if m > me])
+            after = _flat_rows(layout, ex, [m for m in ex.recv_from if m > me], w, r, o, kv, slot, end,
+                               n_kv, group_size)
             after_position = _count(s_hi * w, b, s_hi * w, o, r)
         split = int(np.searchsorted(a + rows, s_hi * w)) if len(rows) else 0
         offsets.append(_OffsetPlan(
@@ -481,7 +503,7 @@ class _Gathered:
     level: int
     sent: torch.Tensor  # [2, B, L, D] (k and v), built from this rank's k and v
     received: list  # [2, B, L_m, D] per rank of exchange.recv_from
-    flat: Optional[torch.Tensor] = None  # [2, B, sum L_m, D]
+    flat: torch.Tensor | None = None  # [2, B, sum L_m, D]
 
 
 def _peer(group, rank: int) -> int:
@@ -501,11 +523,13 @@ def _exchange_rows(k, v, plans: Sequence[_LevelPlan], group, track: bool) -> lis
             sent = torch.stack((k[:, heads, rows], v[:, heads, rows]))  # [2, B, L, D]
             payload = sent.detach().contiguous()
             received = []
-            for m in ex.send_to:
-                ops.append(dist.P2POp(dist.isend, payload, _peer(group, m), group, plan.level))
-            for m, n_m in zip(ex.recv_from, ex.recv_rows):
-                buffer = k.new_empty((2, batch, k.shape[1] * ex.slots * n_m, dim))
-                ops.append(dist.P2POp(dist.irecv, buffer, _peer(group, m), group, plan.level))
+            for m in ex.send_to:  # both sides know the sizes: empty buffers are not sent
+                if payload.numel():
+                    ops.append(dist.P2POp(dist.isend, payload, _peer(group, m), group, plan.level))
+            for m, size in zip(ex.recv_from, ex.recv_sizes):
+                buffer = k.new_empty((2, batch, size, dim))
+                if size:
+                    ops.append(dist.P2POp(dist.irecv, buffer, _peer(group, m), group, plan.level))
                 received.append(buffer)
             level.append(_Gathered(ex, plan.level, sent, received))
         result.append(level)
@@ -638,8 +662,8 @@ class _Spec:
     group: object
     is_causal: bool
     scale: float
-    rotary: Optional[Callable]
-    prefix: Optional[Sequence]  # per level: a Memory LevelState or None
+    rotary: Callable | None
+    prefix: Sequence | None  # per level: a Memory LevelState or None
 
 
 def _run(spec: _Spec, q, k, v, level_bias, track: bool):
@@ -725,10 +749,12 @@ class _ShardedAttention(torch.autograd.Function):
             for m, x in zip(g.exchange.recv_from, g.received):
                 grad = found.get(id(x))
                 grad = torch.zeros_like(x) if grad is None else grad.contiguous()
-                ops.append(dist.P2POp(dist.isend, grad, _peer(group, m), group, g.level))
-            returned = [torch.empty_like(g.sent) for _ in g.exchange.send_to]
+                if grad.numel():
+                    ops.append(dist.P2POp(dist.isend, grad, _peer(group, m), group, g.level))
+            returned = [torch.zeros_like(g.sent) for _ in g.exchange.send_to]
             for m, x in zip(g.exchange.send_to, returned):
-                ops.append(dist.P2POp(dist.irecv, x, _peer(group, m), group, g.level))
+                if x.numel():
+                    ops.append(dist.P2POp(dist.irecv, x, _peer(group, m), group, g.level))
             if returned and g.sent.requires_grad:
                 sends.append(g.sent)
                 returns.append(returned)
@@ -754,12 +780,12 @@ def dilated_attention(
     *,
     is_causal: bool = True,
     group=None,
-    scale: Optional[float] = None,
+    scale: float | None = None,
     return_lse: bool = False,
-    level_bias: Optional[torch.Tensor] = None,
-    rotary: Optional[Callable] = None,
-    layout: Optional[ShardLayout] = None,
-    prefix: Optional[Sequence] = None,
+    level_bias: torch.Tensor | None = None,
+    rotary: Callable | None = None,
+    layout: ShardLayout | None = None,
+    prefix: Sequence | None = None,
 ):
     """Dilated attention over a sequence split across the ranks of ``group``.
 
@@ -811,7 +837,7 @@ def _layer_bias(model, index: int):
     return getattr(model.layers[index].self_attn, "level_bias", None)
 
 
-def sharded_forward(model, input_ids: torch.Tensor, *, layout: Optional[ShardLayout] = None,
+def sharded_forward(model, input_ids: torch.Tensor, *, layout: ShardLayout | None = None,
                     group=None, logits: bool = True) -> torch.Tensor:
     """``LongNetLM`` over a sequence split across ranks: this rank's ``input_ids [B, n]``
     (absolute positions ``layout.start ..``) → its logits ``[B, n, V]`` (or the final
@@ -838,18 +864,21 @@ def sharded_forward(model, input_ids: torch.Tensor, *, layout: Optional[ShardLay
 
 def next_token_shard(read: Callable[[int, int], torch.Tensor], total: int, group=None, *,
                      align: int = 1) -> tuple[torch.Tensor, torch.Tensor, ShardLayout]:
-    """This rank's part of next-token training on a sequence of ``total + 1`` tokens:
-    ``read(start, end)`` returns tokens [start, end) (each rank reads only its slice plus
-    one). Returns ``(inputs [n], targets [n], layout)``: inputs are tokens [a, b), targets
-    tokens [a+1, b+1), shards split by ``split_lengths(total, world, align=align)``."""
+    """This rank's part of next-token training on sequences of ``total + 1`` tokens:
+    ``read(start, end)`` returns tokens [start, end) (``[T]`` or ``[B, T]``; each rank
+    reads only its slice plus one token). Returns ``(inputs, targets, layout)``: inputs
+    are tokens [a, b), targets tokens [a+1, b+1), the shards cut by
+    ``split_lengths(total, world, align=align)``. No communication."""
     rank, world = _rank_and_size(group)
     layout = ShardLayout(split_lengths(total, world, align=align), rank)
     tokens = torch.as_tensor(read(layout.start, layout.end + 1), dtype=torch.long)
-    return tokens[:-1], tokens[1:], layout
+    if tokens.shape[-1] != layout.local_length + 1:
+        raise ValueError(f"read({layout.start}, {layout.end + 1}) gave {tokens.shape[-1]} tokens")
+    return tokens[..., :-1], tokens[..., 1:], layout
 
 
 def sequence_parallel_loss(model, inputs: torch.Tensor, targets: torch.Tensor, *,
-                           layout: Optional[ShardLayout] = None, group=None,
+                           layout: ShardLayout | None = None, group=None,
                            ignore_index: int = -100) -> tuple[torch.Tensor, torch.Tensor]:
     """Next-token cross-entropy of a sequence split across ranks. ``inputs, targets``:
     this rank's ``[B, n]``. Returns ``(local_loss, mean_loss)``: backpropagate
@@ -859,7 +888,8 @@ def sequence_parallel_loss(model, inputs: torch.Tensor, targets: torch.Tensor, *
     if inputs.dim() == 1:
         inputs, targets = inputs[None], targets[None]
     logits = sharded_forward(model, inputs, layout=layout, group=group)
-    summed = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
+    logits = logits if logits.dtype == torch.float64 else logits.float()
+    summed = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
                              ignore_index=ignore_index, reduction="sum")
     counts = torch.stack([(targets != ignore_index).sum().to(torch.float64),
                           summed.detach().to(torch.float64)])
@@ -869,7 +899,7 @@ def sequence_parallel_loss(model, inputs: torch.Tensor, targets: torch.Tensor, *
         dist.all_reduce(moved, group=group)
         counts = moved.to(counts.device)
     total = counts[0].clamp_min(1)
-    return summed / total.to(summed.dtype), (counts[1] / total).to(torch.float32)
+    return summed / total.to(summed.dtype), counts[1] / total
 
 
 def all_reduce_gradients(parameters, group=None, bucket_elements: int = 1 << 24) -> None:
@@ -912,8 +942,8 @@ def all_reduce_gradients(parameters, group=None, bucket_elements: int = 1 << 24)
 
 
 def train_step(model, optimizer, inputs: torch.Tensor, targets: torch.Tensor, *,
-               layout: Optional[ShardLayout] = None, group=None, max_grad_norm: Optional[float] = None,
-               ignore_index: int = -100, autocast_dtype: Optional[torch.dtype] = None) -> dict:
+               layout: ShardLayout | None = None, group=None, max_grad_norm: float | None = None,
+               ignore_index: int = -100, autocast_dtype: torch.dtype | None = None) -> dict:
     """One optimizer step of next-token training on a sequence split across ranks.
 
     Parameters are replicated: every rank runs its shard forward and backward (the
@@ -1018,7 +1048,7 @@ class _StateRows:
     positions: torch.Tensor  # "dilated" rotary position of each: (t % w) // r
 
 
-def _state_rows(layout: ShardLayout, w: int, r: int, n_q: int, n_kv: int, device) -> Optional[_StateRows]:
+def _state_rows(layout: ShardLayout, w: int, r: int, n_q: int, n_kv: int, device) -> _StateRows | None:
     end = layout.offset + layout.total
     if end % w == 0:
         return None  # the segment just ended: the level holds nothing
@@ -1048,8 +1078,8 @@ def _state_rows(layout: ShardLayout, w: int, r: int, n_q: int, n_kv: int, device
 
 
 @torch.inference_mode()
-def memory_append(memory, token_ids, *, group=None, stream_offset: Optional[int] = None,
-                  align: Optional[int] = None) -> None:
+def memory_append(memory, token_ids, *, group=None, stream_offset: int | None = None,
+                  align: int | None = None) -> None:
     """``memory.append(token_ids)`` with the tokens split across the ranks of ``group``.
 
     Every rank calls it with the same ``token_ids`` and the same memory (same model,
@@ -1058,7 +1088,7 @@ def memory_append(memory, token_ids, *, group=None, stream_offset: Optional[int]
     layers against the state (``prefix``) and the other ranks' rows, then the rows of
     each level's current segment are summed into place over the ranks (one all-reduce
     per call, about (tokens / r) rows per level)."""
-    from longnet.memory import LevelState
+    from longnet.memory import LevelState, StreamHash
     from longnet.model import autocast
 
     if memory._local_turn_start is not None:
@@ -1076,7 +1106,7 @@ def memory_append(memory, token_ids, *, group=None, stream_offset: Optional[int]
     positions = torch.arange(layout.start, layout.end, device=memory.device)
     plans = [_state_rows(layout, w, r, c.num_heads, c.num_kv_heads, memory.device)
              for w, r in zip(c.segment_lengths, c.dilation_rates)]
-    contributions: list[list[Optional[torch.Tensor]]] = []
+    contributions: list[list[torch.Tensor | None]] = []
 
     def attend_for_layer(index):
         bias = _layer_bias(memory.model, index)
@@ -1113,12 +1143,13 @@ def memory_append(memory, token_ids, *, group=None, stream_offset: Optional[int]
         contributions = [[None if t is None else next(summed).view(t.shape) for t in layer]
                          for layer in contributions]
 
-    end = before + ids.numel()
     G = c.num_heads // c.num_kv_heads
+    new_states = []
     for layer, parts in enumerate(contributions):
+        layer_states = []
         for level, (plan, part) in enumerate(zip(plans, parts)):
             if plan is None:
-                memory.states[layer][level] = None
+                layer_states.append(None)
                 continue
             r, w = c.dilation_rates[level], c.segment_lengths[level]
             slots = min(r, G)
@@ -1136,14 +1167,17 @@ def memory_append(memory, token_ids, *, group=None, stream_offset: Optional[int]
                                                  old.kv[:, :, :, :kept].to(kv.dtype),
                                                  torch.zeros((), dtype=kv.dtype, device=kv.device))
             kv[:, :, :, plan.first_block:] += part
-            memory.states[layer][level] = LevelState(plan.start, kv)
-    memory.tokens = end
-    memory._hash.update(ids.tolist())
-    memory.stream_offset = memory.stream_offset + ids.numel() if stream_offset is None \
-        else int(stream_offset)
+            layer_states.append(LevelState(plan.start, kv))
+        new_states.append(layer_states)
+    # Swap everything in at once: an interrupt before here leaves the previous state whole.
+    hash_after = StreamHash(**memory._hash.state())
+    hash_after.update(ids.tolist())
+    offset_after = memory.stream_offset + ids.numel() if stream_offset is None else int(stream_offset)
+    memory.states, memory._hash, memory.tokens, memory.stream_offset = \
+        new_states, hash_after, before + ids.numel(), offset_after
 
 
-def _contribution(plan: Optional[_StateRows], k, v, level: int, memory) -> Optional[torch.Tensor]:
+def _contribution(plan: _StateRows | None, k, v, level: int, memory) -> torch.Tensor | None:
     """This rank's rows of one level's new state, in the state's layout (zeros elsewhere):
     ``[2, Hkv, slots, blocks - first_block, D]``. Keys as the memory stores them: rotated
     at their "dilated" position (or already at their absolute one)."""

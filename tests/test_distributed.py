@@ -1,0 +1,492 @@
+"""Sequence-parallel dilated attention on torch.distributed: gloo on CPU, 2 and 4
+processes on 127.0.0.1.
+
+Each process group runs every check once (one spawn per world size, results written
+to JSON per rank) and the tests below read them: outputs, lse and gradients equal the
+single-process ``longnet.dilated_attention`` on the concatenated sequence (causal and
+not, ragged and empty shards, grouped-query heads, r not dividing w, rotary, level
+bias); levels whose segments stay inside a shard communicate nothing; a training step
+equals a single-process step; ``memory_append`` leaves the state a single process
+builds; and ``python -m assistant.memory_distributed`` under the real ``torchrun``
+saves the memory ``memex memory build`` saves.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import time
+import traceback
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from longnet import distributed as D
+from longnet.attention import dilated_attention as single_attention
+from longnet.model import LongNetConfig, LongNetLM
+
+REPO = Path(__file__).resolve().parent.parent
+F64 = torch.float64
+
+# Shard lengths per world size: ragged, one rank holding a single token, an empty rank.
+LENGTHS = {2: [(13, 37), (1, 40)], 4: [(7, 19, 3, 21), (10, 0, 15, 7)]}
+ATTENTION = {
+    # name: (segment lengths, dilation rates, Hq, Hkv, batch, rotary, level bias)
+    "geometric-gqa": ((4, 8, 16, 64), (1, 2, 4, 8), 6, 2, 2, False, False),
+    "r-not-dividing-w-rotary-bias": ((5, 12, 30), (1, 3, 7), 6, 2, 1, True, True),
+    "mqa-one-long-level": ((6, 100), (1, 5), 3, 1, 1, True, False),
+    "no-gqa": ((4, 16), (2, 8), 4, 4, 1, False, False),
+}
+# (config, causal, index into LENGTHS) run by each world size; 4 processes share 2 cores
+# in CI, so they run a subset that still covers every config, both masks and both layouts.
+ATTENTION_RUNS = {
+    2: [(name, causal, i) for name in ATTENTION for causal in (True, False) for i in (0, 1)],
+    4: [("geometric-gqa", True, 0), ("geometric-gqa", False, 1),
+        ("r-not-dividing-w-rotary-bias", True, 1), ("r-not-dividing-w-rotary-bias", False, 0),
+        ("mqa-one-long-level", True, 0), ("no-gqa", False, 1)],
+}
+ATTENTION_CHECKS = [(world, f"{name}/{'causal' if causal else 'full'}/{i}")
+                    for world, runs in ATTENTION_RUNS.items() for name, causal, i in runs]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def loopback_env() -> dict:
+    env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    if D.loopback_interface():
+        env["GLOO_SOCKET_IFNAME"] = D.loopback_interface()
+    return env
+
+
+# --------------------------------------------------------------------------- checks (run in workers)
+
+
+def rotary_for(Hq, d):
+    from longnet.model import Rotary
+
+    return Rotary(LongNetConfig(vocab_size=8, hidden_size=Hq * d, num_heads=Hq, num_kv_heads=1,
+                                head_dim=d, num_layers=1, intermediate_size=8))
+
+
+def compare_attention(rank, lengths, ws, rs, Hq, Hkv, B, rotary, bias, causal,
+                      dtype=F64, seed=0) -> dict:
+    """Max abs differences between this rank's sharded results and its rows of the
+    single-process results (values, lse, and gradients of a random linear loss)."""
+    g = torch.Generator().manual_seed(seed)
+    N, d = sum(lengths), 8
+    q = torch.randn(B, Hq, N, d, generator=g, dtype=dtype)
+    k = torch.randn(B, Hkv, N, d, generator=g, dtype=dtype)
+    v = torch.randn(B, Hkv, N, d, generator=g, dtype=dtype)
+    cotangent = torch.randn(B, Hq, N, d, generator=g, dtype=dtype)
+    level_bias = torch.randn(Hq, len(ws), generator=g, dtype=dtype) if bias else None
+    rot = rotary_for(Hq, d) if rotary else None
+
+    full = [x.clone().requires_grad_() for x in (q, k, v)]
+    full_bias = level_bias.clone().requires_grad_() if bias else None
+    out, lse = single_attention(*full, ws, rs, is_causal=causal, return_lse=True, rotary=rot,
+                                level_bias=full_bias)
+    (out * cotangent).sum().backward()
+
+    layout = D.ShardLayout(tuple(lengths), rank)
+    a, b = layout.start, layout.end
+    mine = [x[:, :, a:b].clone().requires_grad_() for x in (q, k, v)]
+    my_bias = level_bias.clone().requires_grad_() if bias else None
+    with D.record_communication() as stats:
+        out_s, lse_s = D.dilated_attention(*mine, ws, rs, is_causal=causal, return_lse=True,
+                                           rotary=rot, level_bias=my_bias, layout=layout)
+    (out_s * cotangent[:, :, a:b]).sum().backward()
+
+    def diff(x, y):
+        if x is None or x.numel() == 0:
+            return 0.0
+        both_inf = torch.isinf(x) & torch.isinf(y) & (torch.sign(x) == torch.sign(y))
+        return float(torch.where(both_inf, 0.0, (x.double() - y.double()).abs()).max())
+
+    errors = {"out": diff(out_s, out[:, :, a:b]), "lse": diff(lse_s, lse[:, :, a:b])}
+    for name, x, ref in zip(("dq", "dk", "dv"), mine, full):
+        grad = x.grad if x.grad is not None else torch.zeros_like(x)
+        errors[name] = diff(grad, ref.grad[:, :, a:b])
+    if bias:  # every rank's share of the bias gradient, summed, is the whole
+        summed = my_bias.grad.clone() if my_bias.grad is not None else torch.zeros_like(my_bias)
+        dist.all_reduce(summed)
+        errors["dbias"] = diff(summed, full_bias.grad)
+    errors["gathered_bytes"] = {str(k): v for k, v in stats["gathered_bytes"].items()}
+    return errors
+
+
+def small_model(mode, segments, rates, seed=0, dtype=torch.float32):
+    torch.manual_seed(seed)
+    config = LongNetConfig(vocab_size=64, hidden_size=48, num_layers=2, num_heads=6,
+                           num_kv_heads=2, head_dim=8, intermediate_size=64,
+                           segment_lengths=segments, dilation_rates=rates, position_mode=mode)
+    return LongNetLM(config).to(dtype)
+
+
+def check_train_step(rank, world) -> dict:
+    model = small_model("dilated", (5, 12, 30), (1, 3, 7), dtype=F64)
+    ids = torch.randint(0, 64, (2, 42), generator=torch.Generator().manual_seed(1))
+    single = small_model("dilated", (5, 12, 30), (1, 3, 7), dtype=F64)
+    logits = single(ids[:, :-1])
+    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, 64), ids[:, 1:].reshape(-1))
+    loss.backward()
+    reference = {n: p.grad.clone() for n, p in single.named_parameters()}
+    torch.optim.SGD(single.parameters(), lr=0.5).step()
+
+    inputs, targets, layout = D.next_token_shard(lambda a, b: ids[:, a:b], 41)
+    local_loss, mean = D.sequence_parallel_loss(model, inputs, targets, layout=layout)
+    local_loss.backward()
+    D.all_reduce_gradients(model.parameters())
+    errors = {"loss": abs(float(mean) - float(loss)),
+              "grads": max(float((p.grad - reference[n]).abs().max())
+                           for n, p in model.named_parameters())}
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    result = D.train_step(model, optimizer, inputs, targets, layout=layout)
+    errors["step_loss"] = abs(result["loss"] - float(loss))
+    errors["params_after_step"] = max(float((p - q).abs().max()) for p, q in
+                                      zip(model.parameters(), single.parameters()))
+    return errors
+
+
+def memory_errors(single, distributed) -> dict:
+    a, b = single.state_dict(), distributed.state_dict()
+    if a.keys() != b.keys():
+        return {"error": f"state keys differ: {sorted(a.keys() ^ b.keys())[:4]}"}
+    same = (single.tokens, single.stream_offset, single.stream_hash, single._level_starts()) == \
+        (distributed.tokens, distributed.stream_offset, distributed.stream_hash,
+         distributed._level_starts())
+    return {"state": max(float((a[k] - b[k]).abs().max()) for k in a), "metadata": 0.0 if same else 1.0,
+            "keys": len(a)}
+
+
+def check_memory(rank, world, mode) -> dict:
+    model = small_model(mode, (4, 8, 16, 32), (1, 2, 4, 8)).eval()
+    ids = torch.randint(0, 64, (90,), generator=torch.Generator().manual_seed(2))
+    single = model.memory()
+    single.append(ids)
+    memory = model.memory()
+    for a, b in ((0, 23), (23, 37), (37, 90)):  # rounds of any size, unaligned
+        D.memory_append(memory, ids[a:b])
+    return memory_errors(single, memory)
+
+
+def check_memory_resume(rank, world) -> dict:
+    """Rank 0 alone reads a prefix (as if loaded from disk), hands it to the others, and
+    the ranks go on together."""
+    model = small_model("dilated", (5, 12, 30), (1, 3, 7)).eval()
+    ids = torch.randint(0, 64, (80,), generator=torch.Generator().manual_seed(3))
+    single = model.memory()
+    single.append(ids)
+    memory = model.memory()
+    if rank == 0:
+        memory.append(ids[:29], stream_offset=29)
+    D.broadcast_memory(memory)
+    D.memory_append(memory, D.broadcast_tokens(ids[29:].numpy() if rank == 0 else None))
+    return memory_errors(single, memory)
+
+
+def check_aligned_levels(rank, world) -> dict:
+    """Shards that are whole segments of level 0: level 0 sends nothing, level 1 does."""
+    lengths = (16,) * world
+    errors = compare_attention(rank, lengths, (4, 16 * world), (1, 4), 6, 2, 1, False, False, True)
+    sent = errors["gathered_bytes"]
+    errors["level0_bytes"] = float(sent.get("0", 0))
+    errors["level1_has_bytes"] = 0.0 if sent.get("1", 0) > 0 or rank == 0 else 1.0
+    return errors
+
+
+def check_memory_build(rank, world, home) -> dict:
+    """``build_memory_distributed`` inside the running process group (rank 0 owns the
+    home); the test compares what it saved with ``memex memory build``'s."""
+    from assistant.memory_distributed import build_memory_distributed
+
+    summary = build_memory_distributed(home, tokens_per_rank=150, as_json=True)
+    return {"summary": summary}
+
+
+def run_checks(rank, world, home) -> dict:
+    results = {}
+
+    def attempt(name, fn, *args, **kwargs):
+        try:
+            results[name] = fn(*args, **kwargs)
+        except Exception:  # noqa: BLE001 -- reported by the test that reads it
+            results[name] = {"error": traceback.format_exc()}
+
+    for name, causal, i in ATTENTION_RUNS[world]:
+        ws, rs, Hq, Hkv, B, rotary, bias = ATTENTION[name]
+        attempt(f"{name}/{'causal' if causal else 'full'}/{i}", compare_attention,
+                rank, LENGTHS[world][i], ws, rs, Hq, Hkv, B, rotary, bias, causal)
+    attempt("aligned-levels-stay-local", check_aligned_levels, rank, world)
+    attempt("float32", compare_attention, rank, LENGTHS[world][0], (4, 8, 16, 64), (1, 2, 4, 8),
+            6, 2, 1, True, True, True, dtype=torch.float32)
+    attempt("train-step", check_train_step, rank, world)
+    attempt("memory-absolute", check_memory, rank, world, "absolute")
+    attempt("memory-resume", check_memory_resume, rank, world)
+    if home is not None:
+        attempt("memory-build", check_memory_build, rank, world, home)
+    return results
+
+
+def worker(rank, world, port, out_dir, home):
+    os.environ.update(loopback_env())
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                            world_size=world, timeout=timedelta(seconds=60))
+    try:
+        results = run_checks(rank, world, home)
+    finally:
+        dist.destroy_process_group()
+    Path(out_dir, f"rank{rank}.json").write_text(json.dumps(results))
+
+
+def spawn(world: int, out_dir: Path, home: Path | None = None, timeout_s: float = 240) -> list[dict]:
+    context = mp.spawn(worker, args=(world, free_port(), str(out_dir), home and str(home)),
+                       nprocs=world, join=False)
+    deadline = time.monotonic() + timeout_s
+    while not context.join(timeout=1):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail(f"{world} processes did not finish within {timeout_s} s")
+    return [json.loads((out_dir / f"rank{r}.json").read_text()) for r in range(world)]
+
+
+@pytest.fixture(scope="module")
+def homes(tmp_path_factory, tokenizer):
+    """A data home for the 2-process build and its twin for ``memex memory build``."""
+    from assistant.config import set_value
+
+    tmp = tmp_path_factory.mktemp("homes")
+    home = make_home(tmp, tokenizer)
+    set_value(home, "model", str(tiny_model_folder(tmp)))
+    twin = tmp / "twin"
+    shutil.copytree(home, twin)
+    return home, twin
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory, homes):
+    return {2: spawn(2, tmp_path_factory.mktemp("world2"), homes[0]),
+            4: spawn(4, tmp_path_factory.mktemp("world4"))}
+
+
+def assert_small(per_rank: list[dict], tolerance: float, skip=("gathered_bytes", "keys", "summary")):
+    for rank, errors in enumerate(per_rank):
+        assert "error" not in errors, f"rank {rank} failed:\n{errors['error']}"
+        for name, value in errors.items():
+            if name in skip:
+                continue
+            assert value <= tolerance, f"rank {rank}: {name} differs by {value:.3g} (> {tolerance})"
+
+
+# --------------------------------------------------------------------------- tests
+
+
+@pytest.mark.parametrize(("world", "check"), ATTENTION_CHECKS)
+def test_sharded_attention_equals_single_process(results, world, check):
+    assert_small([r[check] for r in results[world]], 1e-10)
+
+
+@pytest.mark.parametrize("world", [2, 4])
+def test_float32_within_rounding(results, world):
+    assert_small([r["float32"] for r in results[world]], 2e-5)
+
+
+@pytest.mark.parametrize("world", [2, 4])
+def test_levels_inside_one_shard_stay_local(results, world):
+    per_rank = [r["aligned-levels-stay-local"] for r in results[world]]
+    assert_small(per_rank, 1e-10)
+    assert any(r["gathered_bytes"].get("1", 0) > 0 for r in per_rank)
+
+
+@pytest.mark.parametrize("world", [2, 4])
+def test_train_step_equals_single_process(results, world):
+    assert_small([r["train-step"] for r in results[world]], 1e-10)
+
+
+@pytest.mark.parametrize("world", [2, 4])
+@pytest.mark.parametrize("check", ["memory-absolute", "memory-resume"])
+def test_memory_state_equals_single_process(results, world, check):
+    per_rank = [r[check] for r in results[world]]
+    assert_small(per_rank, 2e-5)
+    assert all(r["keys"] > 0 for r in per_rank)
+
+
+def test_gathered_rows_do_not_grow_with_sequence_length():
+    """Weak scaling: 64 tokens per rank, 2..256 ranks. The rows a rank receives at a
+    level (from the planner that sizes every exchange) stop growing once the level's
+    segment spans several ranks, and never exceed the segment's selected rows."""
+    n_local, Hq, Hkv = 64, 8, 2
+    levels = [(64 * 2 ** i, 2 ** i) for i in range(9)]
+    received = {i: [] for i in range(len(levels))}
+    for world in (2, 4, 8, 16, 64, 256):
+        layout = D.ShardLayout((n_local,) * world, world - 1)  # the last rank receives most
+        for i, (w, r) in enumerate(levels):
+            plan = D._plan_level(layout, i, w, r, Hq, Hkv, True, None)
+            rows = sum(sum(ex.recv_sizes) for ex in plan.exchanges)
+            received[i].append(rows)
+            assert rows <= Hkv * min(r, Hq // Hkv) * -(-w // r)
+    for i, (w, r) in enumerate(levels):
+        spans_all = [n for n, world in zip(received[i], (2, 4, 8, 16, 64, 256)) if world * n_local >= w]
+        assert len(set(spans_all)) <= 1, f"level {i}: rows received vary with N: {received[i]}"
+    assert received[0] == [0] * 6  # level 0 (w = 64) is local to each shard
+
+
+def test_one_process_without_a_group_is_the_single_process_function():
+    g = torch.Generator().manual_seed(5)
+    q, k, v = (torch.randn(1, h, 30, 8, generator=g, dtype=F64) for h in (4, 2, 2))
+    ours = D.dilated_attention(q, k, v, (4, 16), (1, 4))
+    torch.testing.assert_close(ours, single_attention(q, k, v, (4, 16), (1, 4)), rtol=0, atol=0)
+
+
+def test_split_lengths_and_layout():
+    assert D.split_lengths(10, 3) == (3, 3, 4)
+    assert D.split_lengths(100, 4, align=16) == (32, 16, 32, 20)
+    assert sum(D.split_lengths(5, 8)) == 5
+    layout = D.ShardLayout((3, 0, 4), 2, offset=10)
+    assert (layout.start, layout.end, layout.total) == (13, 17, 7)
+    with pytest.raises(ValueError, match="layout gives this rank"):
+        D.dilated_attention(torch.zeros(1, 2, 5, 8), torch.zeros(1, 2, 5, 8),
+                            torch.zeros(1, 2, 5, 8), (4,), (1,), layout=D.ShardLayout((4,), 0))
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+def make_home(tmp_path: Path, tokenizer) -> Path:
+    """A data home with a real store and stream (the tokenizer's ids), small levels."""
+    import ingest
+    from assistant.config import set_value
+
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    for path in sorted((REPO / "examples" / "journal" / "daily" / "2023").glob("2023-01-*.md"))[:6]:
+        shutil.copy(path, notes / path.name)
+    home = tmp_path / "home"
+    store = ingest.open_store(home, tokenizer)
+    ingest.add_source(store, notes)
+    ingest.run(store, tokenizer, embed=False)
+    store.close()
+    set_value(home, "levels", "32:1,64:2,128:4,1024:8")
+    return home
+
+
+def tiny_model_folder(tmp_path: Path) -> Path:
+    """A small random Llama folder over the real vocabulary (loading the 135M model in
+    every process would cost this test most of its budget)."""
+    from longnet.train_distributed import save_hf_folder
+
+    torch.manual_seed(0)
+    config = LongNetConfig(vocab_size=49152, hidden_size=32, num_layers=2, num_heads=4,
+                           num_kv_heads=2, intermediate_size=64)
+    folder = tmp_path / "tiny-llama"
+    save_hf_folder(LongNetLM(config), folder)
+    return folder
+
+
+def test_distributed_memory_build_saves_what_one_process_saves(results, homes):
+    """Two ranks ran ``build_memory_distributed`` on a real store; ``memex memory build``
+    on a copy of the home saves the same metadata and (to rounding) the same state."""
+    from safetensors.torch import load_file
+
+    from assistant.cli_memory import build_memory
+    from assistant.config import load_config
+    from assistant.engine import Engine
+
+    home, twin = homes
+    per_rank = [r["memory-build"] for r in results[2]]
+    assert all("error" not in r for r in per_rank), per_rank[0].get("error") or per_rank[1].get("error")
+    summary = per_rank[0]["summary"]
+    assert summary == {**per_rank[1]["summary"], "seconds": summary["seconds"],
+                       "tokens_per_s": summary["tokens_per_s"]}
+    assert summary["ranks"] == 2 and summary["tokens"] == summary["stream_tokens"] > 300
+
+    build_memory(Engine(twin, load_config(twin)), as_json=True)
+    ours = json.loads((home / "memory" / "memory.json").read_text())
+    theirs = json.loads((twin / "memory" / "memory.json").read_text())
+    assert {k: v for k, v in ours.items() if k != "state_file"} == \
+        {k: v for k, v in theirs.items() if k != "state_file"}
+    a = load_file(str(home / "memory" / ours["state_file"]))
+    b = load_file(str(twin / "memory" / theirs["state_file"]))
+    assert a.keys() == b.keys() and a
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=1e-4, msg=key)
+
+
+def test_distributed_build_refuses_another_models_memory(tmp_path, tokenizer):
+    """A memory made by another model is refused on every rank with the rebuild hint
+    (one process here: the refusal path is rank 0's and reaches the others)."""
+    from assistant.config import set_value
+    from assistant.memory_distributed import DistributedBuildError, build_memory_distributed
+
+    home = make_home(tmp_path, tokenizer)
+    set_value(home, "model", str(tiny_model_folder(tmp_path)))
+    (home / "memory").mkdir()
+    (home / "memory" / "memory.json").write_text(json.dumps(
+        {"format_version": 1, "weights_hash": "0" * 64, "model_id": "other"}))
+    env_before = {k: os.environ.get(k) for k in loopback_env()}
+    os.environ.update(loopback_env())
+    try:
+        with pytest.raises(DistributedBuildError, match="memex memory rebuild"):
+            build_memory_distributed(home, tokens_per_rank=64)
+    finally:
+        for key, value in env_before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    assert not dist.is_initialized()
+
+
+def test_train_distributed_cli_runs_and_resumes(tmp_path, monkeypatch):
+    """The torchrun entry point, here as a group of one process (the spawned groups above
+    check that steps on 2 and 4 ranks equal one process's): 2 steps, then 1 more from
+    the checkpoint; the result loads with LongNetLM.from_pretrained."""
+    from longnet import train_distributed
+
+    for key, value in loopback_env().items():
+        monkeypatch.setenv(key, value)
+    tokens = tmp_path / "tokens.npy"
+    np.save(tokens, np.random.default_rng(0).integers(0, 64, 400).astype(np.uint32))
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps({"vocab_size": 64, "hidden_size": 32, "num_layers": 1,
+                                  "num_heads": 4, "num_kv_heads": 2, "intermediate_size": 48,
+                                  "segment_lengths": [16, 32, 64], "dilation_rates": [1, 2, 4]}))
+    out = tmp_path / "run"
+    args = ["--tokens", str(tokens), "--config", str(config), "--out", str(out),
+            "--seq-len", "96", "--warmup", "1", "--save-every", "1"]
+    assert train_distributed.main([*args, "--steps", "2"]) == 0
+    assert train_distributed.main([*args, "--steps", "3"]) == 0
+    assert not dist.is_initialized()
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [entry["step"] for entry in log] == [1, 2, 3]
+    assert all(np.isfinite(entry["loss"]) for entry in log)
+    model = LongNetLM.from_pretrained(out / "final", segment_lengths=[16, 32, 64],
+                                      dilation_rates=[1, 2, 4])
+    saved = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert saved["step"] == 3
+    for name, tensor in model.state_dict().items():
+        torch.testing.assert_close(tensor, saved["model"][name].float(), msg=name)
+
+
+def test_train_distributed_rejects_a_short_token_file(tmp_path, monkeypatch):
+    from longnet import train_distributed
+
+    for key, value in loopback_env().items():
+        monkeypatch.setenv(key, value)
+    tokens = tmp_path / "few.npy"
+    np.save(tokens, np.arange(10, dtype=np.uint32))
+    with pytest.raises(SystemExit, match="a step needs"):
+        train_distributed.main(["--tokens", str(tokens), "--out", str(tmp_path / "run"),
+                                "--seq-len", "96", "--config", "unused.json"])
