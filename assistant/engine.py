@@ -207,10 +207,10 @@ class Engine:
             return None
         if self._embedder is None:
             try:
-                from ingest.embed import Embedder
+                from ingest.embeddings import load_embedder
 
-                self._embedder = Embedder()
-            except Exception:  # no embedder installed: retrieval still works on words
+                self._embedder = load_embedder()
+            except Exception:  # no embedding model installed: retrieval still works on words
                 self._embedder_failed = True
                 return None
         return self._embedder.embed(texts)
@@ -486,7 +486,7 @@ class Engine:
                     self._dense_prefix = None
                     cache = DynamicCache()
                     ids = torch.tensor([prefix_ids], device=device)
-                    model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+                    model(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1)
                     self._dense_prefix = (prefix_key, len(prefix_ids), cache)
                 _, prefix_len, cache = self._dense_prefix
                 cache.crop(prefix_len)
@@ -494,7 +494,7 @@ class Engine:
                 cache = DynamicCache()
             ids = torch.tensor([prompt_ids], device=device)
             for _ in range(self.config.max_new_tokens):
-                out = model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+                out = model(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1)
                 token = self._pick(out.logits[0, -1])
                 if emit(token) or emit.done:
                     break
@@ -602,7 +602,6 @@ class Engine:
         into the memory a chunk at a time, letting answers go first between chunks."""
         say = progress or (lambda text: None)
         stop = should_stop or (lambda: False)
-        self._ingest_changes(say, stop)
         with self.lock:
             reason = self.memory_needs_rebuild()
             if reason:
@@ -629,18 +628,36 @@ class Engine:
             with self.lock:
                 self.save_memory(memory)
 
-    def _ingest_changes(self, say, stop) -> None:
-        """Rescan the registered folders with ingest (its own lock keeps runs apart)."""
-        try:
-            from ingest import pipeline
-        except ImportError:
-            return
-        rescan = getattr(pipeline, "ingest_all", None)
-        if rescan is None:
-            return
-        with self.lock:
-            say("scanning folders…")
-            rescan(self.store, progress=None)
+    def start_watcher(self, say: Callable[[str], None], on_change: Callable[[], None] | None = None):
+        """ingest's watcher in a background thread (its own store connection); its
+        progress goes to ``say`` as short lines. Returns the watcher (``.stop()``)."""
+        from ingest import Watcher
+        from ingest.progress import NullProgress
+
+        class Lines(NullProgress):
+            def __init__(self):
+                self.name, self.total, self.count = "", None, 0
+
+            def phase(self, name, total=None, unit="files"):
+                self.name, self.total, self.count, self.unit = name, total, 0, unit
+                say(f"{name}…")
+
+            def advance(self, amount=1, **counters):
+                self.count += amount
+                of = f"/{self.total:,.0f}" if self.total else ""
+                say(f"{self.name} {self.count:,.0f}{of} {self.unit}")
+
+            def done(self):
+                say("")
+
+            def note(self, message):
+                say(message)
+
+        watcher = Watcher(self.home, self.tokenizer, embed=self.config.embeddings,
+                          progress=Lines(), on_pass=lambda report: on_change and on_change(),
+                          on_error=lambda exc: say(f"watcher: {exc}"))
+        watcher.start()
+        return watcher
 
     def save_memory(self, memory=None):
         memory = memory or self._memory

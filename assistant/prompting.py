@@ -45,6 +45,8 @@ def stem(word: str) -> str:
         if word.endswith(suffix) and len(word) - len(suffix) >= 3:
             word = word[: -len(suffix)]
             break
+    if word.endswith("e") and len(word) > 3:  # "propose" and "proposed" meet at "propos"
+        word = word[:-1]
     return word[:7]
 
 
@@ -79,7 +81,8 @@ def split_sentences(text: str) -> list[str]:
 
 def select_sentences(question: str, passages: Sequence, limit: int = 4,
                      embed: Callable[[list[str]], "object"] | None = None,
-                     passage_weights: Sequence[float] | None = None) -> list[Sentence]:
+                     passage_weights: Sequence[float] | None = None,
+                     context: int = 2) -> list[Sentence]:
     """The ``limit`` sentences of ``passages`` most likely to hold the answer.
 
     ``passages`` need ``.text`` and ``.date``; ``embed`` maps texts to L2-normalised
@@ -113,11 +116,23 @@ def select_sentences(question: str, passages: Sequence, limit: int = 4,
             score += 0.6 * similarity[i]
         if passage_weights is not None and sentence.passage_index < len(passage_weights):
             score += 0.15 * passage_weights[sentence.passage_index]
-        # Very short fragments rarely carry an answer on their own.
+        # Very short fragments and bare headings rarely carry an answer on their own.
         if len(words[i]) < 2:
             score *= 0.5
+        elif not sentence.text.rstrip().endswith((".", "!", "?", '"', ")")) and len(words[i]) < 6:
+            score *= 0.85
         sentence.score = score
     best = sorted(candidates, key=lambda s: -s.score)[:limit]
+    # The answer often sits in the line after the one that matches the question
+    # ("Distance: 32 km" / "Time: 3:21:40"): the best lines bring their next line along.
+    chosen = {(s.passage_index, s.position) for s in best}
+    by_place = {(s.passage_index, s.position): s for s in candidates}
+    for top in best[:context]:
+        neighbour = by_place.get((top.passage_index, top.position + 1))
+        if neighbour is not None and (neighbour.passage_index, neighbour.position) not in chosen:
+            neighbour.score = max(neighbour.score, top.score * 0.9)
+            best.append(neighbour)
+            chosen.add((neighbour.passage_index, neighbour.position))
     return sorted(best, key=lambda s: (s.date or "", s.passage_index, s.position))
 
 

@@ -52,11 +52,23 @@ class MemexApp(App):
         self.sub_title = f"answer mode: {self.answer_mode}"
         self.refresh_status()
         self.set_interval(STATUS_EVERY_S, self.refresh_status)
+        self.watcher = None
         if self.watch_enabled:
+            self.start_watcher()
             self.background_refresh()
 
     def on_unmount(self) -> None:
         self._stop_background.set()
+        if self.watcher is not None:
+            self.watcher.stop(timeout=5)
+
+    @work(thread=True, exclusive=True, group="watcher")
+    def start_watcher(self) -> None:
+        """ingest's watcher, in its own thread: edits to the notes arrive while chatting."""
+        try:
+            self.watcher = self.engine.start_watcher(self.set_activity, on_change=self.refresh_status)
+        except Exception as exc:  # no folders yet, or no tokenizer: chat still works
+            self.set_activity(f"watcher off: {exc}")
 
     # -- status and background work ------------------------------------------------
 
