@@ -52,13 +52,33 @@ def tokenizer_identity(tokenizer) -> tuple[str, str]:
     return name, hashlib.sha256(definition.encode("utf-8")).hexdigest()
 
 
+_plain_text_tokenizers: dict[int, tuple[object, object]] = {}
+
+
+def _plain_text_copy(backend):
+    """A private copy of a `tokenizers.Tokenizer` that reads special-token strings
+    (``<|im_end|>`` typed in a note) as plain text: a document must not be able to
+    put control tokens into the stream. The caller's tokenizer is left as it is."""
+    cached = _plain_text_tokenizers.get(id(backend))
+    if cached is None or cached[0] is not backend:
+        from tokenizers import Tokenizer
+
+        copy = Tokenizer.from_str(backend.to_str())
+        copy.encode_special_tokens = True
+        cached = _plain_text_tokenizers[id(backend)] = (backend, copy)
+    return cached[1]
+
+
 def encode_batch(tokenizer, texts: list[str]) -> list[list[int]]:
-    """Token ids of each text, no special tokens, using the fastest path available."""
+    """Token ids of each text as plain text (no special tokens added or recognised)."""
     if not texts:
         return []
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None and hasattr(tokenizer, "encode_batch"):
         backend = tokenizer
+    if backend is not None and hasattr(backend, "encode_special_tokens"):
+        plain = _plain_text_copy(backend)
+        return [enc.ids for enc in plain.encode_batch(texts, add_special_tokens=False)]
     if backend is not None:
         return [enc.ids for enc in backend.encode_batch(texts, add_special_tokens=False)]
     return [tokenizer.encode(text, add_special_tokens=False) for text in texts]
