@@ -180,6 +180,15 @@ def state_bytes_bf16(memory: Memory) -> int:
     return total
 
 
+def state_bound_bf16(config, history: int) -> int:
+    """The most the state can hold (bf16) at any point of a history of ``history`` tokens:
+    per layer and level, min(G, r) slots of ceil(min(w, history) / r) rows per kv head."""
+    group = config.num_heads // config.num_kv_heads
+    rows = sum(min(group, r) * -(-min(w, history) // r)
+               for w, r in zip(config.segment_lengths, config.dilation_rates))
+    return 2 * config.num_layers * config.num_kv_heads * rows * config.head_dim * 2
+
+
 def bench_dense(args, device, dtype):
     """The dense model with its trained window: KV cache of the last 8K tokens."""
     import transformers
@@ -245,20 +254,22 @@ def format_report(args, device, dtype, model, rows, dense) -> str:
         f"question {QUESTION_TOKENS} tokens, decode {args.decode_tokens} tokens, "
         f"median of {args.repeats}",
         "",
-        "| history (tokens) | prefill tok/s (2nd half) | state MB (bf16) | TTFT s (50-token question)"
-        " | decode tok/s |",
-        "|---:|---:|---:|---:|---:|",
+        "| history (tokens) | prefill tok/s (2nd half) | state MB (bf16) | state bound MB (bf16)"
+        " | TTFT s (50-token question) | decode tok/s |",
+        "|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         ttft = f"{row['ttft_s']:.3f}" if "ttft_s" in row else ""
         decode = f"{row['decode_tok_s']:.1f}" if "decode_tok_s" in row else ""
         prefill = "(not read)" if row.get("synthetic") else f"{row['prefill_tok_s']:,.0f}"
         tokens = f"{row['tokens']:,}" + (" (synthetic state)" if row.get("synthetic") else "")
+        bound = state_bound_bf16(model.config, row["tokens"]) / 2 ** 20
         lines.append(f"| {tokens} | {prefill} | "
-                     f"{row['state_bf16_mb']:,.1f} | {ttft} | {decode} |")
+                     f"{row['state_bf16_mb']:,.1f} | {bound:,.1f} | {ttft} | {decode} |")
     if dense:
         lines.append(f"| dense, {dense['window']:,} window (KV cache) | "
                      f"{dense['prefill_tok_s']:,.0f} | {dense['state_bf16_mb']:,.1f} | "
+                     f"{dense['state_bf16_mb']:,.1f} | "
                      f"{dense['ttft_s']:.3f} | {dense['decode_tok_s']:.1f} |")
     lines.append("")
     prefill = {r["tokens"]: r["prefill_tok_s"] for r in rows if not r.get("synthetic")}
@@ -317,13 +328,14 @@ def bench_positions(args, device, dtype) -> str:
         results.append((f"LongNet levels w=2048·2^i r=2^i, position_mode={mode}",
                         perplexity(logits)))
         del model, memory
-    local = LongNetLM.from_pretrained(args.model, device=device, segment_lengths=(2048,),
-                                      dilation_rates=(1,))
-    memory = Memory(local, dtype=dtype, chunk_size=args.chunk)
-    memory.append(ids[:window - scored - 1], return_logits=False)
-    results.append(("one level w=2048 r=1 (absolute segments, local only)",
-                    perplexity(memory.append(ids[window - scored - 1:window - 1]))))
-    del local, memory
+    if args.ppl_local:
+        local = LongNetLM.from_pretrained(args.model, device=device, segment_lengths=(2048,),
+                                          dilation_rates=(1,))
+        memory = Memory(local, dtype=dtype, chunk_size=args.chunk)
+        memory.append(ids[:window - scored - 1], return_logits=False)
+        results.append(("one level w=2048 r=1 (absolute segments, local only)",
+                        perplexity(memory.append(ids[window - scored - 1:window - 1]))))
+        del local, memory
     hf = load_hf_model(args.model, attn_implementation="sdpa").to(device)
     dense_window = min(8192, window)
     with torch.inference_mode(), autocast(device, dtype):
@@ -398,6 +410,8 @@ def main(argv=None):
                                                  / "examples" / "journal"))
     parser.add_argument("--ppl-window", type=int, default=16_384)
     parser.add_argument("--ppl-scored", type=int, default=4096)
+    parser.add_argument("--ppl-local", action="store_true",
+                        help="also the dense local level alone (one more pass)")
     parser.add_argument("--check", action="store_true",
                         help="instead: check correctness on --device (chunked = full, bf16)")
     args = parser.parse_args(argv)

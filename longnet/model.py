@@ -74,6 +74,7 @@ class LongNetConfig:
     attention_bias: bool = False  # q/k/v biases (Qwen2)
     max_position_embeddings: int = 8192  # the context the weights were trained on
     position_mode: str = "dilated"
+    level_gates: bool = False  # a learnable bias per (layer, head, level) on each level's lse
     bos_token_id: int | None = None
     eos_token_id: int | list[int] | None = None
 
@@ -256,6 +257,9 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(config.hidden_size, config.num_kv_heads * hd, bias=bias)
         self.v_proj = nn.Linear(config.hidden_size, config.num_kv_heads * hd, bias=bias)
         self.o_proj = nn.Linear(config.num_heads * hd, config.hidden_size, bias=False)
+        # Added to each level's log-sum-exp before mixing; 0 is exactly the paper's eq. 10.
+        self.level_bias = (nn.Parameter(torch.zeros(config.num_heads, config.num_levels))
+                           if config.level_gates else None)
 
     def project(self, x):
         """q ``[B, Hq, T, D]``, k and v ``[B, Hkv, T, D]`` (not yet rotated)."""
@@ -343,13 +347,18 @@ class LongNetLM(nn.Module):
         c = self.config
         rotary = self.rotary if c.position_mode == "dilated" else None
 
-        def attend(q, k, v):
-            if c.position_mode == "absolute":
-                q, k = self.rotary(q, positions), self.rotary(k, positions)
-            return dilated_attention(q, k, v, c.segment_lengths, c.dilation_rates,
-                                     is_causal=True, rotary=rotary)
+        def attend_for_layer(index):
+            level_bias = self.layers[index].self_attn.level_bias
 
-        return lambda index: attend
+            def attend(q, k, v):
+                if c.position_mode == "absolute":
+                    q, k = self.rotary(q, positions), self.rotary(k, positions)
+                return dilated_attention(q, k, v, c.segment_lengths, c.dilation_rates,
+                                         is_causal=True, rotary=rotary, level_bias=level_bias)
+
+            return attend
+
+        return attend_for_layer
 
     def memory(self, device=None):
         """A new, empty bounded memory of a token stream read by this model."""
@@ -403,6 +412,10 @@ class LongNetLM(nn.Module):
                     state[key.removeprefix("model.")] = handle.get_tensor(key).float()
         if config.tie_word_embeddings:
             state.pop("lm_head.weight", None)
+        for index in range(config.num_layers if config.level_gates else 0):
+            # Level gates start open: exactly eq. 10.
+            state.setdefault(f"layers.{index}.self_attn.level_bias",
+                             torch.zeros(config.num_heads, config.num_levels))
         expected = set(model.state_dict())
         if config.tie_word_embeddings:
             expected.discard("lm_head.weight")

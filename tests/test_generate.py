@@ -10,6 +10,15 @@ from longnet.generate import pick_token
 from longnet.memory import Memory
 from longnet.model import LongNetConfig, LongNetLM
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """These tensors are small: a second OpenMP thread only adds waiting on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 
 def small_model(mode="dilated", eos=None) -> LongNetLM:
     torch.manual_seed(0)

@@ -19,6 +19,15 @@ LEVELS = {
     "ragged": ((5, 12, 30), (1, 3, 7)),  # r need not divide w
 }
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """These tensors are small: a second OpenMP thread only adds waiting on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 
 def small_model(mode="dilated", levels="geometric", seed=0, **extra) -> LongNetLM:
     torch.manual_seed(seed)
@@ -210,3 +219,22 @@ def test_bfloat16_state():
     with torch.no_grad():
         full = model(ids[None])[0]
     assert (logits - full).abs().max() < 0.1
+
+
+def test_level_gates_reach_the_memory():
+    """A bias per (layer, head, level) on each level's lse: the memory applies it exactly
+    as the full forward does, on both attention paths."""
+    gated = small_model("dilated", level_gates=True)
+    with torch.no_grad():
+        for block in gated.layers:
+            block.self_attn.level_bias.normal_(std=2.0)
+    ids = torch.randint(0, 64, (70,), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        full = gated(ids[None])[0]
+        plain = small_model("dilated")(ids[None])[0]
+    assert (full - plain).abs().max() > 1e-3  # the gates change what rows read
+    for few in (0, 4096):
+        memory = gated.memory()
+        memory.few_queries = few
+        logits = append_in_chunks(memory, ids, [30, 1, 1, 38])
+        torch.testing.assert_close(logits, full, atol=2e-5, rtol=1e-5)

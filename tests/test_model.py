@@ -11,6 +11,15 @@ import torch
 from longnet.model import (LongNetConfig, LongNetLM, autocast, choose_device, choose_dtype,
                            level_schedule)
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """These tensors are small: a second OpenMP thread only adds waiting on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 
 def small_hf_model(tmp_path, family="llama", **extra):
     """A small random transformers model of ``family`` saved as safetensors."""
