@@ -433,6 +433,9 @@ def _plan_level(layout: ShardLayout, level: int, w: int, r: int, n_q: int, n_kv:
     in_segment = positions_all % w
     offsets = []
     use_prefix = prefix_start is not None and prefix_start == s_lo * w and layout.offset > s_lo * w
+    if is_causal and s_lo * w < layout.offset and not use_prefix:
+        raise ValueError(f"level {level} (w={w}) reaches back to position {s_lo * w}, before the "
+                         f"layout's offset {layout.offset}: pass that level's memory state as prefix")
     for o in range(min(r, n_q)):
         if o >= w:
             break
