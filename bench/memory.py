@@ -26,10 +26,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from longnet.generate import pick_token  # noqa: E402
-from longnet.memory import Memory  # noqa: E402
-from longnet.model import (LongNetConfig, LongNetLM, autocast, choose_device,  # noqa: E402
-                           choose_dtype)
+from longnet.generate import pick_token
+from longnet.memory import Memory
+from longnet.model import LongNetConfig, LongNetLM, autocast, choose_device, choose_dtype
 
 TTFT_HISTORIES = (10_000, 100_000, 1_000_000)
 QUESTION_TOKENS = 50
@@ -40,10 +39,11 @@ def machine_name(device: torch.device) -> str:
         return torch.cuda.get_device_name(device)
     cpu = platform.processor() or platform.machine()
     try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
     except OSError:
         pass
     return f"{cpu}, {torch.get_num_threads()} threads"
@@ -65,7 +65,7 @@ def load_model(args, device):
             folder = resolve_model_dir(args.model)
             config = LongNetConfig.from_hf(json.loads((folder / "config.json").read_text()),
                                            **overrides)
-        except Exception:  # no weights here: SmolLM2-135M's shapes
+        except (OSError, RuntimeError, ValueError):  # no weights here: SmolLM2-135M's shapes
             config = LongNetConfig(rope_theta=100000.0, eos_token_id=2, **overrides)
         torch.manual_seed(0)
         model = LongNetLM(config).to(device).eval()
@@ -201,7 +201,7 @@ def bench_dense(args, device, dtype):
 
             hf_config = transformers.LlamaConfig(
                 **json.loads((resolve_model_dir(args.model) / "config.json").read_text()))
-        except Exception:
+        except (OSError, RuntimeError, ValueError):  # no weights here: SmolLM2-135M's shapes
             hf_config = transformers.LlamaConfig(
                 vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
                 num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=8192,
@@ -248,14 +248,14 @@ def bench_dense(args, device, dtype):
 
 def format_report(args, device, dtype, model, rows, dense) -> str:
     lines = [
-        f"# bench/memory.py — {machine_name(device)} ({device.type}), compute {str(dtype)[6:]}, "
-        f"model {model.model_id}, position_mode {model.config.position_mode}",
-        f"# levels w=2048·2^i r=2^i ({model.config.num_levels} levels), chunk {args.chunk}, "
+        (f"# bench/memory.py — {machine_name(device)} ({device.type}), compute {str(dtype)[6:]}, "
+        f"model {model.model_id}, position_mode {model.config.position_mode}"),
+        (f"# levels w=2048·2^i r=2^i ({model.config.num_levels} levels), chunk {args.chunk}, "
         f"question {QUESTION_TOKENS} tokens, decode {args.decode_tokens} tokens, "
-        f"median of {args.repeats}",
+        f"median of {args.repeats}"),
         "",
-        "| history (tokens) | prefill tok/s (2nd half) | state MB (bf16) | state bound MB (bf16)"
-        " | TTFT s (50-token question) | decode tok/s |",
+        ("| history (tokens) | prefill tok/s (2nd half) | state MB (bf16) | state bound MB (bf16)"
+        " | TTFT s (50-token question) | decode tok/s |"),
         "|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
@@ -342,8 +342,8 @@ def bench_positions(args, device, dtype) -> str:
         logits = hf(ids[None, window - dense_window:window - 1]).logits[0, -scored:]
     results.append((f"dense, only the last {dense_window:,} tokens (trained window)",
                     perplexity(logits)))
-    lines = [f"# held-out perplexity, example journal: last {scored:,} of the first "
-             f"{window:,} tokens; {machine_name(device)}, {str(dtype)[6:]}", "",
+    lines = [(f"# held-out perplexity, example journal: last {scored:,} of the first "
+             f"{window:,} tokens; {machine_name(device)}, {str(dtype)[6:]}"), "",
              "| attention | ppl |", "|---|---:|"]
     lines += [f"| {name} | {ppl:.3f} |" for name, ppl in results]
     return "\n".join(lines) + "\n"
@@ -418,8 +418,14 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     from rich.console import Console
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     device = choose_device(args.device)
     dtype = choose_dtype(args.dtype, device)

@@ -227,7 +227,7 @@ def plan_level(config: LongNetConfig, level: int, tokens: int, count: int,
     cos = sin = None
     if rotary is not None:
         cos, sin = rotary.cos_sin(torch.as_tensor(t_in // r, device=device))
-    as_tensor = lambda a: torch.as_tensor(a, device=device)  # noqa: E731
+    as_tensor = lambda a: torch.as_tensor(a, device=device)
     return LevelPlan(
         level=level, start=start, segment=w, rate=r, slots=slots,
         blocks_per_segment=per_segment, total_blocks=total_blocks, first_block=first_block,
@@ -624,7 +624,7 @@ def _attend_few(levels, level_bias, first_level_dense: bool) -> torch.Tensor:
     Each level's scores are one masked batched matmul of the heads against the slot
     they read; eq. 10 mixing is one softmax over all levels' scores together."""
     scores, values = [], []
-    Hq, T, D = levels[0][1].shape
+    _Hq, T, D = levels[0][1].shape
     for index, (plan, q, kv) in enumerate(levels):
         groups = plan.groups
         Hkv, slots, blocks = kv.shape[1], kv.shape[2], kv.shape[3]

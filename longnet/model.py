@@ -125,23 +125,23 @@ class LongNetConfig:
         rope_theta = hf.get("rope_theta", rope.pop("rope_theta", 10000.0))
         rope.pop("rope_theta", None)
         rope_type = rope.get("rope_type", rope.get("type", "default"))
-        values = dict(
-            vocab_size=hf["vocab_size"],
-            hidden_size=hf["hidden_size"],
-            num_layers=hf["num_hidden_layers"],
-            num_heads=hf["num_attention_heads"],
-            num_kv_heads=hf.get("num_key_value_heads") or hf["num_attention_heads"],
-            intermediate_size=hf["intermediate_size"],
-            head_dim=hf.get("head_dim"),
-            rope_theta=float(rope_theta),
-            rope_scaling=None if rope_type == "default" else rope,
-            rms_norm_eps=hf.get("rms_norm_eps", 1e-6),
-            tie_word_embeddings=hf.get("tie_word_embeddings", False),
-            attention_bias=hf.get("attention_bias", model_type == "qwen2"),
-            max_position_embeddings=hf.get("max_position_embeddings", 8192),
-            bos_token_id=hf.get("bos_token_id"),
-            eos_token_id=hf.get("eos_token_id"),
-        )
+        values = {
+            "vocab_size": hf["vocab_size"],
+            "hidden_size": hf["hidden_size"],
+            "num_layers": hf["num_hidden_layers"],
+            "num_heads": hf["num_attention_heads"],
+            "num_kv_heads": hf.get("num_key_value_heads") or hf["num_attention_heads"],
+            "intermediate_size": hf["intermediate_size"],
+            "head_dim": hf.get("head_dim"),
+            "rope_theta": float(rope_theta),
+            "rope_scaling": None if rope_type == "default" else rope,
+            "rms_norm_eps": hf.get("rms_norm_eps", 1e-6),
+            "tie_word_embeddings": hf.get("tie_word_embeddings", False),
+            "attention_bias": hf.get("attention_bias", model_type == "qwen2"),
+            "max_position_embeddings": hf.get("max_position_embeddings", 8192),
+            "bos_token_id": hf.get("bos_token_id"),
+            "eos_token_id": hf.get("eos_token_id"),
+        }
         if hf.get("hidden_act", "silu") != "silu":
             raise ValueError(f"unsupported activation {hf.get('hidden_act')!r} (SwiGLU needs silu)")
         values.update(overrides)
@@ -360,11 +360,12 @@ class LongNetLM(nn.Module):
 
         return attend_for_layer
 
-    def memory(self, device=None):
-        """A new, empty bounded memory of a token stream read by this model."""
+    def memory(self, dtype=None, chunk_size: int = 4096):
+        """A new, empty bounded memory of a token stream read by this model (compute dtype
+        chosen by ``choose_dtype`` unless given)."""
         from longnet.memory import Memory
 
-        return Memory(self)
+        return Memory(self, dtype=dtype, chunk_size=chunk_size)
 
     # -- identity
 
@@ -408,7 +409,7 @@ class LongNetLM(nn.Module):
         state = {}
         for path in files:
             with safe_open(path, framework="pt") as handle:
-                for key in handle.keys():
+                for key in handle.keys():  # noqa: SIM118 (safe_open has no __iter__)
                     state[key.removeprefix("model.")] = handle.get_tensor(key).float()
         if config.tie_word_embeddings:
             state.pop("lm_head.weight", None)
@@ -446,5 +447,12 @@ def _safetensors_files(folder: Path) -> list[Path]:
     return files
 
 
-__all__ = ["LongNetConfig", "LongNetLM", "level_schedule", "choose_device", "choose_dtype",
-           "autocast", "POSITION_MODES"]
+__all__ = [
+    "POSITION_MODES",
+    "LongNetConfig",
+    "LongNetLM",
+    "autocast",
+    "choose_device",
+    "choose_dtype",
+    "level_schedule",
+]

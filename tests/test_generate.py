@@ -10,6 +10,7 @@ from longnet.generate import pick_token
 from longnet.memory import Memory
 from longnet.model import LongNetConfig, LongNetLM
 
+
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
     """These tensors are small: a second OpenMP thread only adds waiting on a busy machine."""
@@ -51,8 +52,8 @@ def test_greedy_reads_the_whole_history_and_leaves_the_memory_alone(mode):
     assert memory.tokens == 66
     after = memory.state_dict()
     assert before.keys() == after.keys()
-    for key in before:
-        assert torch.equal(before[key], after[key]), key
+    for key, tensor in before.items():
+        assert torch.equal(tensor, after[key]), key
     # And the memory still reads on exactly as if no turn had happened.
     assert memory.generate(prompt, max_new_tokens=6) == answer
 

@@ -8,8 +8,15 @@ import json
 import pytest
 import torch
 
-from longnet.model import (LongNetConfig, LongNetLM, autocast, choose_device, choose_dtype,
-                           level_schedule)
+from longnet.model import (
+    LongNetConfig,
+    LongNetLM,
+    autocast,
+    choose_device,
+    choose_dtype,
+    level_schedule,
+)
+
 
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
@@ -103,14 +110,14 @@ def test_level_schedule_default():
 
 
 @pytest.mark.parametrize("bad, message", [
-    (dict(num_heads=6, num_kv_heads=4), "multiple of"),
-    (dict(segment_lengths=(8, 16), dilation_rates=(1,)), "same"),
-    (dict(position_mode="sideways"), "position_mode"),
-    (dict(dilation_rates=(0,), segment_lengths=(8,)), ">= 1"),
+    ({"num_heads": 6, "num_kv_heads": 4}, "multiple of"),
+    ({"segment_lengths": (8, 16), "dilation_rates": (1,)}, "same"),
+    ({"position_mode": "sideways"}, "position_mode"),
+    ({"dilation_rates": (0,), "segment_lengths": (8,)}, ">= 1"),
 ])
 def test_config_rejects_bad_values(bad, message):
     with pytest.raises(ValueError, match=message):
-        LongNetConfig(**{**dict(hidden_size=48, num_heads=6, num_kv_heads=2), **bad})
+        LongNetConfig(**{"hidden_size": 48, "num_heads": 6, "num_kv_heads": 2, **bad})
 
 
 def test_unsupported_family_is_refused(tmp_path):
