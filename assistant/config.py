@@ -126,7 +126,7 @@ def parse_levels(text: str) -> tuple[list[int], list[int]]:
     except ValueError:
         raise ConfigError(f"levels must look like '2048:1,4096:2', not {text!r}") from None
     if not segments or any(s < 1 or r < 1 or s % r for s, r in zip(segments, rates)):
-        raise ConfigError("each level needs a segment length divisible by its dilation rate")
+        raise ConfigError("levels: each segment length must be divisible by its dilation rate")
     return segments, rates
 
 

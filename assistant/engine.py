@@ -317,6 +317,16 @@ class Engine:
     def gather(self, question: str, date_range: DateRange | None):
         """Passages for a question and the sentences of them that go into the prompt."""
         query = strip_dates(question, self.today) or question
+        if date_range is not None and not prompting.content_words(query):
+            # "What did I do in February 2024?": the date is the whole question, so the
+            # period's entries are the passages, each opening with its first lines.
+            if date_range.month_day is not None:
+                passages = self.entries_on_this_day(date_range.month_day, limit=self.config.passages)
+            else:
+                passages = self.entries_between(date_range.since, date_range.until,
+                                                limit=self.config.passages)
+            sentences = prompting.opening_sentences(passages, self.config.sentences + 2)
+            return passages, sentences, False
         passages = list(self.search(query, date_range, self.config.passages))
         fell_back = False
         if not passages and date_range is not None:
@@ -489,7 +499,9 @@ class Engine:
                     model(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1)
                     self._dense_prefix = (prefix_key, len(prefix_ids), cache)
                 _, prefix_len, cache = self._dense_prefix
-                cache.crop(prefix_len)
+                extra = cache.get_seq_length() - prefix_len  # the previous question's tokens
+                if extra > 0:
+                    cache.crop(-extra)
             else:
                 cache = DynamicCache()
             ids = torch.tensor([prompt_ids], device=device)
@@ -706,7 +718,7 @@ class Engine:
             prompt_ids = self._chat_ids(prompting.reflect_messages(label, notes))
             emit = self._emitter(Answer(question="", mode="retrieval"), timer, on_token)
             saved = self.config.max_new_tokens
-            self.config.max_new_tokens = max(saved, 160)
+            self.config.max_new_tokens = saved * 4  # a few sentences, not one
             try:
                 self._generate_dense(prompt_ids, emit)
             except Stopped:

@@ -36,7 +36,8 @@ NOTHING_FOUND = "I couldn't find anything in your notes about that."
 
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[A-Z0-9\"'(\[])")
-_HEADER = re.compile(r"^\s*(?:#{1,6}\s|#\+\w+:|---\s*$|\w+:\s)")
+_HEADER = re.compile(r"^\s*(?:#{1,6}\s|#\+\w+:|---\s*$|(?:date|title|tags|created|updated):\s)",
+                     re.IGNORECASE)
 
 
 def stem(word: str) -> str:
@@ -106,8 +107,8 @@ def select_sentences(question: str, passages: Sequence, limit: int = 4,
     idf = {w: math.log(1 + total / (1 + sum(w in ws for ws in words))) for w in query}
     norm = sum(idf.values()) or 1.0
     similarity = None
-    if embed is not None:
-        vectors = embed([question] + [s.text for s in candidates])
+    vectors = embed([question] + [s.text for s in candidates]) if embed is not None else None
+    if vectors is not None:
         similarity = (vectors[1:] @ vectors[0]).tolist()
     for i, sentence in enumerate(candidates):
         overlap = sum(idf[w] for w in query & words[i]) / norm
@@ -134,6 +135,20 @@ def select_sentences(question: str, passages: Sequence, limit: int = 4,
             best.append(neighbour)
             chosen.add((neighbour.passage_index, neighbour.position))
     return sorted(best, key=lambda s: (s.date or "", s.passage_index, s.position))
+
+
+def opening_sentences(passages: Sequence, limit: int) -> list[Sentence]:
+    """The first lines of each passage in turn (for questions that name only a period);
+    they count as relevant: the date already chose them."""
+    per_passage = [split_sentences(p.text or "") for p in passages]
+    out: list[Sentence] = []
+    depth = 0
+    while len(out) < limit and any(depth < len(s) for s in per_passage):
+        for index, sentences in enumerate(per_passage):
+            if depth < len(sentences) and len(out) < limit:
+                out.append(Sentence(sentences[depth], passages[index].date, index, depth, score=1.0))
+        depth += 1
+    return sorted(out, key=lambda s: (s.date or "", s.passage_index, s.position))
 
 
 def format_notes(sentences: Sequence[Sentence]) -> str:

@@ -1,0 +1,258 @@
+"""The answer engine over a real store (real SQLite, real files, the real tokenizer) with a
+tiny random-initialised Llama standing in for the model: the tests are about the
+pipeline (retrieval, dates, sources, modes, memory upkeep, stop, reflect), not the
+wording. Sentence selection and the conversation store are tested on their own."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from assistant import prompting
+from assistant.config import Config
+from assistant.conversations import ConversationStore, SourceRecord
+
+TODAY = date(2024, 3, 31)
+JOURNAL = {
+    "daily/2024-02-03.md": "Went to the Leadmill with Anna to see The Hollow Ferns. "
+                           "They played Paper Moth as the last encore.\n",
+    "daily/2024-02-10.md": "Long run by the river, 14 km. Knee fine.\nDinner at Café Lune: "
+                           "a cardamom bun and an oat flat white.\n",
+    "notes/biscuit.md": "---\ndate: 2024-03-11\ntitle: Biscuit comes home\n---\n\n"
+                        "Picked Biscuit up from Hollins Lane Rescue this morning. "
+                        "The adoption fee was £185.\n",
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, model_dir) -> Path:
+    """A 2-layer random Llama with the real tokenizer (fast; answers are noise)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    real = json.loads((model_dir / "config.json").read_text())
+    config = LlamaConfig(vocab_size=real["vocab_size"], hidden_size=64, intermediate_size=128,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=8192, rope_theta=100000.0,
+                         tie_word_embeddings=True, bos_token_id=1, eos_token_id=2)
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(folder, safe_serialization=True)
+    for path in model_dir.iterdir():  # tokenizer files and the chat template
+        if path.suffix != ".safetensors" and path.name not in ("config.json", "generation_config.json",
+                                                               "memex-conversion.json"):
+            shutil.copy(path, folder / path.name)
+    return folder
+
+
+def write_journal(root: Path, files: dict[str, str] = JOURNAL) -> Path:
+    for rel, text in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    return root
+
+
+@pytest.fixture
+def journal_home(tmp_path, home, tokenizer, tiny_model_dir):
+    """A data home with the little journal ingested (no embeddings) and a config that
+    names the tiny model."""
+    import ingest
+    from assistant.config import set_value
+
+    root = write_journal(tmp_path / "journal")
+    store = ingest.open_store(home)
+    ingest.add_source(store, root)
+    ingest.run(store, tokenizer, embed=False)
+    store.close()
+    set_value(home, "model", str(tiny_model_dir))
+    set_value(home, "embeddings", "false")
+    set_value(home, "max_new_tokens", "6")
+    set_value(home, "today", TODAY.isoformat())
+    return home
+
+
+def make_engine(home):
+    from assistant.config import load_config
+    from assistant.engine import Engine
+
+    return Engine(home, load_config(home))
+
+
+# -- sentence selection ---------------------------------------------------------------
+
+
+class Passage:
+    def __init__(self, text, date="2024-01-01", path="a.md"):
+        self.text, self.date, self.path = text, date, path
+
+
+def test_select_sentences_finds_the_line_and_its_neighbour():
+    passages = [
+        Passage("Weather was grey. Did the shopping.\n", "2024-01-01"),
+        Passage("Long run: 32 km\nTime: 3:21:40\nLegs destroyed.", "2024-03-24"),
+        Passage("Went climbing at Granite Works. Coffee after.", "2024-02-02"),
+    ]
+    chosen = prompting.select_sentences("How long did my 32 km long run take?", passages, limit=1)
+    texts = [s.text for s in chosen]
+    assert texts == ["Long run: 32 km", "Time: 3:21:40"]
+    notes = prompting.format_notes(chosen)
+    assert notes.splitlines()[0] == "[2024-03-24] Long run: 32 km"
+
+
+def test_split_sentences_drops_markup():
+    text = "---\ndate: 2024-01-01\n---\n# 2024-03-05 · x.md\n- A [[Ellie|woman]] ran. She's fast!\n"
+    assert prompting.split_sentences(text) == ["A woman ran.", "She's fast!"]
+
+
+def test_reflection_helpers():
+    texts = ["Ran with Ellie at Endcliffe. Felt happy.", "Ellie and Tom came round. Tired.",
+             "Tom cooked. Happy again."]
+    assert prompting.recurring_names(texts) == [("Ellie", 2), ("Tom", 2)]
+    assert dict(prompting.mood_words(texts)) == {"happy": 2, "tired": 1}
+
+
+# -- the engine over a real store ------------------------------------------------------
+
+
+def test_retrieval_answer_has_sources_and_timings(journal_home):
+    engine = make_engine(journal_home)
+    pieces = []
+    answer = engine.answer("What did I order at Café Lune?", "retrieval", on_token=pieces.append)
+    assert answer.status == "complete"
+    assert "".join(pieces).strip() == answer.text
+    assert answer.sources and answer.sources[0].path == "daily/2024-02-10.md"
+    assert "cardamom bun" in answer.sources[0].snippet
+    assert answer.sources[0].date == "2024-02-10"
+    assert set(answer.timings) == {"ttft_s", "total_s", "tokens_per_s"}
+    assert 0 < answer.timings["ttft_s"] <= answer.timings["total_s"]
+    assert 0 < answer.new_tokens <= 6
+    assert answer.to_json().keys() == {"answer", "sources", "timings"}
+
+
+def test_nothing_relevant_says_so_without_inventing(journal_home):
+    engine = make_engine(journal_home)
+    answer = engine.answer("What is the capital of Mongolia?", "retrieval")
+    assert answer.status == "nothing_found"
+    assert answer.sources == []
+    assert "couldn't find" in answer.text
+
+
+def test_dates_in_question_filter_entries(journal_home):
+    engine = make_engine(journal_home)
+    answer = engine.answer("What did I do in February 2024?", "retrieval")
+    assert answer.date_range.label == "February 2024"
+    assert answer.sources
+    assert all(s.date.startswith("2024-02") for s in answer.sources)
+    # A date with no entries at all: the engine says it looked elsewhere.
+    other = engine.answer("Where did I adopt Biscuit from in 2019?", "retrieval")
+    assert any("2019" in note for note in other.notes)
+    assert other.sources[0].path == "notes/biscuit.md"
+
+
+def test_stop_keeps_partial_answer(journal_home):
+    from assistant.engine import Stopped
+
+    engine = make_engine(journal_home)
+    seen = []
+
+    def on_token(piece):
+        seen.append(piece)
+        if len(seen) == 2:
+            raise Stopped()
+
+    answer = engine.answer("What did I order at Café Lune?", "retrieval", on_token=on_token)
+    assert answer.status == "partial"
+    assert answer.new_tokens == 2
+
+
+def test_dense_mode_reads_the_end_of_the_stream(journal_home):
+    engine = make_engine(journal_home)
+    answer = engine.answer("Which band played Paper Moth?", "dense")
+    assert answer.prompt_tokens > engine.stream_tokens()  # the whole (small) stream fits
+    assert answer.prompt_tokens <= 8192
+    assert any(s.path == "daily/2024-02-03.md" for s in answer.sources)
+    # The window's KV is kept for the next question.
+    again = engine.answer("What did I eat at Café Lune?", "dense")
+    assert again.status == "complete"
+
+
+def test_memory_modes_catch_up_and_report_lag(journal_home, monkeypatch):
+    import assistant.engine as engine_mod
+
+    engine = make_engine(journal_home)
+    monkeypatch.setattr(engine_mod, "CATCH_UP_LIMIT", 10)
+    behind = engine.answer("What did I order at Café Lune?", "hybrid")
+    assert behind.memory_lag == engine.stream_tokens()
+    assert any("behind" in note for note in behind.notes)
+    assert behind.sources and behind.sources[0].path == "daily/2024-02-10.md"
+    monkeypatch.setattr(engine_mod, "CATCH_UP_LIMIT", 10**6)
+    caught_up = engine.answer("What did I order at Café Lune?", "memory")
+    assert caught_up.memory_lag == 0 and not caught_up.notes
+    assert engine.memory_info()["tokens"] == engine.stream_tokens()
+    # Answering never writes the question into the long-term memory.
+    assert make_engine(journal_home).memory_info()["tokens"] == engine.stream_tokens()
+
+
+def test_forgotten_text_keeps_the_memory_out_until_rebuilt(journal_home):
+    engine = make_engine(journal_home)
+    engine.catch_up()
+    engine.store.mark_memory_rebuild("forget")
+    answer = engine.answer("What did I order at Café Lune?", "memory")
+    assert any("rebuild" in note for note in answer.notes)
+
+
+def test_reflect_counts_entries_and_weeks(journal_home):
+    engine = make_engine(journal_home)
+    reflection = engine.reflect(date(2024, 2, 1), date(2024, 2, 29), "February 2024")
+    assert reflection.entries == 2
+    assert reflection.dates == ["2024-02-03", "2024-02-10"]
+    assert sum(count for _, count in reflection.weekly) == 2
+    assert reflection.weekly[0][0] == "2024-01-29"
+    assert reflection.timings["total_s"] > 0 and reflection.sources
+    empty = engine.reflect(date(2020, 1, 1), date(2020, 1, 31), "January 2020")
+    assert empty.entries == 0 and "no entries" in empty.text
+
+
+# -- conversations -----------------------------------------------------------------
+
+
+def test_conversations_keep_partial_answers(tmp_path):
+    chats = ConversationStore(tmp_path)
+    conv = chats.new_conversation()
+    chats.add_message(conv, "user", "When did Biscuit come home?")
+    answer = chats.add_message(conv, "assistant", "", status="streaming")
+    chats.update_message(answer, content="On 11 Ma")
+    chats.close()  # the process dies mid-answer
+    again = ConversationStore(tmp_path)
+    assert again.mark_interrupted() == 1
+    messages = again.messages(conv)
+    assert messages[1].content == "On 11 Ma" and messages[1].status == "partial"
+    assert again.conversations()[0].title == "When did Biscuit come home?"
+    assert (tmp_path / "chat.db").stat().st_mode & 0o777 == 0o600
+    again.add_sources(answer, [SourceRecord(path="notes/b.md", date="2023-03-11", snippet="s")])
+    exported = again.export()
+    assert exported[0]["messages"][1]["sources"] == [
+        {"path": "notes/b.md", "date": "2023-03-11", "snippet": "s"}]
+
+
+def test_config_values_are_checked(tmp_path):
+    from assistant.config import ConfigError, load_config, set_value
+
+    assert load_config(tmp_path) == Config()
+    set_value(tmp_path, "mode", "retrieval")
+    set_value(tmp_path, "levels", "2048:1,4096:2")
+    assert load_config(tmp_path).mode == "retrieval"
+    with pytest.raises(ConfigError, match="one of"):
+        set_value(tmp_path, "mode", "psychic")
+    with pytest.raises(ConfigError, match="unknown setting"):
+        set_value(tmp_path, "colour", "blue")
+    with pytest.raises(ConfigError, match="levels"):
+        set_value(tmp_path, "levels", "2048:3")
+    with pytest.raises(ConfigError, match="integer|int"):
+        set_value(tmp_path, "passages", "many")
+    assert load_config(tmp_path).levels == "2048:1,4096:2"
