@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterable
 
 import torch
 
+from longnet.model import autocast
+
 
 def pick_token(logits: torch.Tensor, temperature: float = 0.0, top_p: float = 1.0,
                generator: torch.Generator | None = None) -> int:
@@ -64,22 +66,23 @@ def generate(memory, prompt_ids, max_new_tokens: int = 256, temperature: float =
     device = memory.device
 
     ids = torch.tensor(prompt, dtype=torch.long, device=device)
-    logits = None
-    for begin in range(0, len(prompt), turn.chunk_size):
-        chunk = ids[begin:begin + turn.chunk_size]
-        last = begin + turn.chunk_size >= len(prompt)
-        logits = turn._step(chunk, logits=last, last_only=True)
     answer: list[int] = []
-    for _ in range(max_new_tokens):
-        token = pick_token(logits[-1], temperature, top_p, generator)
-        if token in stops:
-            break
-        answer.append(token)
-        if on_token is not None and on_token(token) is False:
-            break
-        if len(answer) == max_new_tokens:
-            break
-        logits = turn._step(torch.tensor([token], device=device), last_only=True)
+    with autocast(device, memory.dtype):  # one context: weight casts are cached
+        logits = None
+        for begin in range(0, len(prompt), turn.chunk_size):
+            chunk = ids[begin:begin + turn.chunk_size]
+            last = begin + turn.chunk_size >= len(prompt)
+            logits = turn._step(chunk, logits=last, last_only=True)
+        for _ in range(max_new_tokens):
+            token = pick_token(logits[-1], temperature, top_p, generator)
+            if token in stops:
+                break
+            answer.append(token)
+            if on_token is not None and on_token(token) is False:
+                break
+            if len(answer) == max_new_tokens:
+                break
+            logits = turn._step(torch.tensor([token], device=device), last_only=True)
     if remember:
         memory.append(prompt + answer, return_logits=False)
     return answer
