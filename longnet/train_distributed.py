@@ -22,9 +22,11 @@ A memex stream can be exported with
 
 Resumable: ``--out`` holds ``checkpoint.pt`` (model, optimizer, step; written
 atomically every ``--save-every`` steps, on Ctrl-C and at the end), ``log.jsonl`` and,
-at the end, ``final/`` (a Hugging Face style folder ``LongNetLM.from_pretrained`` reads;
-pass the same ``--levels``/``--positions`` when loading). Running the same command
-again goes on from the checkpoint with the same data order.
+at the end, ``final/``: a Hugging Face style folder that ``LongNetLM.from_pretrained``
+reads, with the LongNet fields (levels, positions, level gates) in ``final/longnet.json``
+to pass as overrides: ``LongNetLM.from_pretrained(folder, **json.loads((folder /
+"longnet.json").read_text()))``. Running the same command again goes on from the
+checkpoint with the same data order.
 """
 
 from __future__ import annotations

@@ -125,18 +125,25 @@ def compare_attention(rank, lengths, ws, rs, Hq, Hkv, B, rotary, bias, causal,
     return errors
 
 
-def small_model(mode, segments, rates, seed=0, dtype=torch.float32):
+def small_model(mode, segments, rates, seed=0, dtype=torch.float32, gates=False):
     torch.manual_seed(seed)
     config = LongNetConfig(vocab_size=64, hidden_size=48, num_layers=2, num_heads=6,
                            num_kv_heads=2, head_dim=8, intermediate_size=64,
-                           segment_lengths=segments, dilation_rates=rates, position_mode=mode)
-    return LongNetLM(config).to(dtype)
+                           segment_lengths=segments, dilation_rates=rates, position_mode=mode,
+                           level_gates=gates)
+    model = LongNetLM(config).to(dtype)
+    with torch.no_grad():  # gates away from 0, so they weigh the levels differently
+        for layer in model.layers:
+            if layer.self_attn.level_bias is not None:
+                layer.self_attn.level_bias.normal_()
+    return model
 
 
 def check_train_step(rank, world) -> dict:
-    model = small_model("dilated", (5, 12, 30), (1, 3, 7), dtype=F64)
+    """Loss, gradients (level gates included) and one SGD step equal one process's."""
+    model = small_model("dilated", (5, 12, 30), (1, 3, 7), dtype=F64, gates=True)
     ids = torch.randint(0, 64, (2, 42), generator=torch.Generator().manual_seed(1))
-    single = small_model("dilated", (5, 12, 30), (1, 3, 7), dtype=F64)
+    single = small_model("dilated", (5, 12, 30), (1, 3, 7), dtype=F64, gates=True)
     logits = single(ids[:, :-1])
     loss = torch.nn.functional.cross_entropy(logits.reshape(-1, 64), ids[:, 1:].reshape(-1))
     loss.backward()
@@ -170,7 +177,7 @@ def memory_errors(single, distributed) -> dict:
 
 
 def check_memory(rank, world, mode) -> dict:
-    model = small_model(mode, (4, 8, 16, 32), (1, 2, 4, 8)).eval()
+    model = small_model(mode, (4, 8, 16, 32), (1, 2, 4, 8), gates=True).eval()
     ids = torch.randint(0, 64, (90,), generator=torch.Generator().manual_seed(2))
     single = model.memory()
     single.append(ids)
@@ -462,7 +469,8 @@ def test_train_distributed_cli_runs_and_resumes(tmp_path, monkeypatch):
     config = tmp_path / "tiny.json"
     config.write_text(json.dumps({"vocab_size": 64, "hidden_size": 32, "num_layers": 1,
                                   "num_heads": 4, "num_kv_heads": 2, "intermediate_size": 48,
-                                  "segment_lengths": [16, 32, 64], "dilation_rates": [1, 2, 4]}))
+                                  "segment_lengths": [16, 32, 64], "dilation_rates": [1, 2, 4],
+                                  "level_gates": True}))
     out = tmp_path / "run"
     args = ["--tokens", str(tokens), "--config", str(config), "--out", str(out),
             "--seq-len", "96", "--warmup", "1", "--save-every", "1"]
@@ -472,8 +480,9 @@ def test_train_distributed_cli_runs_and_resumes(tmp_path, monkeypatch):
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [entry["step"] for entry in log] == [1, 2, 3]
     assert all(np.isfinite(entry["loss"]) for entry in log)
-    model = LongNetLM.from_pretrained(out / "final", segment_lengths=[16, 32, 64],
-                                      dilation_rates=[1, 2, 4])
+    fields = json.loads((out / "final" / "longnet.json").read_text())
+    model = LongNetLM.from_pretrained(out / "final", **fields)
+    assert model.config.segment_lengths == (16, 32, 64)
     saved = torch.load(out / "checkpoint.pt", weights_only=False)
     assert saved["step"] == 3
     for name, tensor in model.state_dict().items():
