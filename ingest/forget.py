@@ -82,7 +82,10 @@ def forget(store: Store, path: Path | str) -> ForgetReport:
                 store.mark_memory_rebuild("text was forgotten")
             # If we are killed before the scrub ends, the next open scrubs again.
             store.set_meta("scrub_pending", True)
-            store._zero_forgotten_spans()
+        # Zero the tokens only once their rows are gone for good (committed): zeroed
+        # first and then rolled back, live entries would point at zeros.
+        with store.write():
+            store.zero_forgotten_spans()
         report.scrubbed = scrub(store)
     return report
 

@@ -356,14 +356,15 @@ class Store:
             elif committed:
                 raise StoreError(f"{self.stream_path} is missing but the store committed "
                                  f"{committed} tokens")
-            self._zero_forgotten_spans()
+            self.zero_forgotten_spans()
             scrub_pending = bool(self.get_meta("scrub_pending"))
         if scrub_pending:  # a `forget` was killed before its text left every page
             from ingest.forget import scrub
 
             scrub(self)
 
-    def _zero_forgotten_spans(self) -> None:
+    def zero_forgotten_spans(self) -> None:
+        """Overwrite committed forgotten ranges with zeros (inside ``write()``; idempotent)."""
         rows = self.db.execute("SELECT id, token_start, token_end FROM spans "
                                "WHERE status = 'forgotten' AND zeroed = 0").fetchall()
         if rows and self.stream.exists:
