@@ -312,6 +312,8 @@ def bench_positions(args, device, dtype) -> str:
     window, scored = args.ppl_window, args.ppl_scored
     if len(stream) < window:
         raise SystemExit(f"the journal has {len(stream):,} tokens, fewer than --ppl-window")
+    if scored >= min(8192, window):
+        raise SystemExit("--ppl-scored must be below the dense window (8,192) and --ppl-window")
     ids = torch.tensor(stream[:window], device=device)
     targets = ids[window - scored:]
 
