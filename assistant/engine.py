@@ -173,9 +173,12 @@ class Engine:
     def dense_model(self):
         """The plain transformers model (retrieval and dense modes)."""
         if self._dense is None:
+            from transformers.utils import logging as hf_logging
+
             from assistant.home import model_cache_dir
             from longnet.weights import load_hf_model
 
+            hf_logging.disable_progress_bar()  # our own output stays readable
             model = load_hf_model(self.config.model, model_cache_dir(), attn_implementation="sdpa")
             self._dense = model.to(device=self.device, dtype=self.dtype)
         return self._dense

@@ -1,0 +1,175 @@
+"""Question answering over the example journal: the four answer modes side by side.
+
+    .venv/bin/python bench/qa.py [--modes hybrid,memory,retrieval,dense] [--limit N]
+
+Builds a data home for examples/journal once (ingest with embeddings, then the LongNet
+memory), answers every question of examples/questions.jsonl in each mode with the
+default model, and prints accuracy (an accepted answer string in the answer,
+case-insensitive), citation rate (an evidence file among the sources) and the median
+seconds per question. Resumable: each answered question is appended to
+bench/results/qa-<mode>.tmp, and a rerun carries on from there (--fresh starts over).
+The table goes to bench/results/qa.txt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+RESULTS = REPO / "bench" / "results"
+MODES = ("hybrid", "memory", "retrieval", "dense")
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return f"{cpu}, {os.cpu_count()} cores, load average {load:.1f} at start"
+
+
+def prepare_home(home: Path, journal: Path, console) -> None:
+    """Ingest the journal and build the memory (each step skips what is already done)."""
+    import ingest
+    from assistant.cli_memory import build_memory
+    from assistant.engine import Engine
+    from assistant.home import model_cache_dir, set_home
+    from longnet.weights import load_tokenizer
+
+    set_home(home)
+    store = ingest.open_store(home)
+    if not store.sources():
+        ingest.add_source(store, journal)
+    tokenizer = load_tokenizer(None, model_cache_dir())
+    console.print(f"ingesting {journal} into {home} …")
+    ingest.run(store, tokenizer, embed=True)
+    store.close()
+    engine = Engine(home)
+    console.print("building the memory …")
+    summary = build_memory(engine)
+    console.print(f"memory: {summary['tokens']:,} tokens, {summary['state_bytes'] / 2**20:.0f} MiB")
+    engine.close()
+
+
+def run_mode(engine, mode: str, items: list[dict], checkpoint: Path, console) -> list[dict]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from assistant.cli_chat import score
+
+    done = []
+    if checkpoint.exists():
+        done = [json.loads(line) for line in checkpoint.read_text().splitlines() if line.strip()]
+    asked = {r["question"] for r in done}
+    with Progress(TextColumn(f"[bold]{mode:>9}[/]"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[right]} right"), TimeRemainingColumn(),
+                  console=console) as bar:
+        task = bar.add_task(mode, total=len(items), completed=len(done),
+                            right=sum(r["correct"] for r in done))
+        with checkpoint.open("a") as out:
+            for item in items:
+                if item["question"] in asked:
+                    continue
+                answer = engine.answer(item["question"], mode)
+                correct, cited = score(answer.text, answer.sources, item["answers"], item["evidence"])
+                result = {"question": item["question"], "answer": answer.text, "correct": correct,
+                          "cited": cited, "status": answer.status, "timings": answer.timings,
+                          "prompt_tokens": answer.prompt_tokens,
+                          "sources": [s.path for s in answer.sources]}
+                out.write(json.dumps(result, ensure_ascii=False) + "\n")
+                out.flush()
+                done.append(result)
+                bar.update(task, advance=1, right=sum(r["correct"] for r in done))
+    return done
+
+
+def summarise(mode: str, results: list[dict]) -> dict:
+    n = len(results)
+    totals = [r["timings"]["total_s"] for r in results if r["timings"].get("total_s") is not None]
+    ttfts = [r["timings"]["ttft_s"] for r in results if r["timings"].get("ttft_s") is not None]
+    return {"mode": mode, "n": n,
+            "accuracy": sum(r["correct"] for r in results) / n if n else 0.0,
+            "cited": sum(r["cited"] for r in results) / n if n else 0.0,
+            "median_s": statistics.median(totals) if totals else float("nan"),
+            "median_ttft_s": statistics.median(ttfts) if ttfts else float("nan"),
+            "prompt_tokens": statistics.median([r["prompt_tokens"] for r in results]) if n else 0}
+
+
+def main() -> None:
+    from rich.console import Console
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    parser.add_argument("--home", type=Path, default=cache / "memex-bench" / "qa",
+                        help="data home for the example journal (kept between runs)")
+    parser.add_argument("--journal", type=Path, default=REPO / "examples" / "journal")
+    parser.add_argument("--questions", type=Path, default=REPO / "examples" / "questions.jsonl")
+    parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--limit", type=int, default=None, help="only the first N questions")
+    parser.add_argument("--every", type=int, default=1, help="every k-th question (a spread sample)")
+    parser.add_argument("--today", default="2025-01-01", help="'today' for relative dates")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (1 is faster on a machine shared with other work)")
+    parser.add_argument("--fresh", action="store_true", help="forget earlier answers of this run")
+    parser.add_argument("--out", type=Path, default=RESULTS / "qa.txt")
+    args = parser.parse_args()
+
+    import torch
+
+    from assistant.cli_chat import load_questions
+    from assistant.engine import Engine
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    console = Console(stderr=True)
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    unknown = [m for m in modes if m not in MODES]
+    if unknown:
+        parser.error(f"unknown modes {unknown}; pick from {MODES}")
+    items = load_questions(args.questions)[::args.every][:args.limit]
+    prepare_home(args.home, args.journal, console)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    engine = Engine(args.home, today=date.fromisoformat(args.today))
+    header = machine()
+    rows = []
+    for mode in modes:
+        checkpoint = RESULTS / f"qa-{mode}.tmp"
+        if args.fresh and checkpoint.exists():
+            checkpoint.unlink()
+        results = run_mode(engine, mode, items, checkpoint, console)
+        wanted = {item["question"] for item in items}
+        rows.append(summarise(mode, [r for r in results if r["question"] in wanted]))
+    lines = [
+        f"# memex QA: {args.questions.name} ({len(items)} questions), default model "
+        f"(SmolLM2-135M-Instruct), greedy",
+        f"# machine: {header}; torch threads {torch.get_num_threads()}; "
+        f"{time.strftime('%Y-%m-%d')}",
+        "",
+        "| mode | accuracy | cited | median s/question | median TTFT s | median prompt tokens |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(f"| {r['mode']} | {r['accuracy']:.0%} | {r['cited']:.0%} | {r['median_s']:.1f} "
+                     f"| {r['median_ttft_s']:.1f} | {r['prompt_tokens']:.0f} |")
+    table = "\n".join(lines) + "\n"
+    print(table)
+    args.out.write_text(table)
+    console.print(f"written to {args.out}; per-question answers in {RESULTS}/qa-<mode>.tmp")
+
+
+if __name__ == "__main__":
+    main()
