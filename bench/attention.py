@@ -12,7 +12,7 @@ shared machine; times are medians. Useful flops count causal work once:
 dilated ``sum_i 2 N (w_i/r_i) (1/r_i) d H`` (w_i capped at N), SDPA ``2 N^2 d H``.
 
 Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` above the inputs; on CPU the
-process RSS above what it was before the call, sampled every 2 ms by a psutil thread
+process RSS above what it was before the call, sampled every 5 ms by a psutil thread
 (torch's CPU allocator has no peak counter, and tracemalloc does not see it).
 """
 
@@ -63,7 +63,7 @@ def dense_flops(n: int) -> float:
 class PeakRSS:
     """Peak resident memory above the starting point, sampled by a thread."""
 
-    def __init__(self, interval: float = 0.002):
+    def __init__(self, interval: float = 0.005):
         self.interval, self.proc = interval, psutil.Process()
 
     def __enter__(self):
@@ -85,21 +85,24 @@ class PeakRSS:
         self.extra = self.peak - self.start
 
 
-def measure(fn, device: torch.device) -> tuple[float, int]:
-    """(seconds, extra peak bytes) of one call."""
+def measure(fn, device: torch.device) -> tuple[float, float, int]:
+    """(wall seconds, process CPU seconds, extra peak bytes) of one call. CPU seconds
+    (all threads, from time.process_time) barely grow when other jobs crowd the CPU,
+    so their ratio is the steadier one on a shared machine; on CUDA they mean little."""
     if device.type == "cuda":
         torch.cuda.synchronize()
         base = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         fn()
         torch.cuda.synchronize()
-        return time.perf_counter() - start, torch.cuda.max_memory_allocated() - base
+        return (time.perf_counter() - start, time.process_time() - cpu_start,
+                torch.cuda.max_memory_allocated() - base)
     with PeakRSS() as mem:
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         fn()
-        seconds = time.perf_counter() - start
-    return seconds, mem.extra
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    return seconds, cpu, mem.extra
 
 
 def machine_description(device: torch.device) -> str:
@@ -158,6 +161,7 @@ def run(device: torch.device, dtype: torch.dtype, sizes: list[int], sdpa_max: in
             calls["sdpa"] = lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True)
         times = {name: [] for name in calls}
         mems = {name: 0 for name in calls}
+        cpu_times = {name: [] for name in calls}
         with torch.inference_mode():
             for name, fn in calls.items():  # warm-up (small N only: it costs a full call)
                 if n <= 16384:
@@ -166,14 +170,16 @@ def run(device: torch.device, dtype: torch.dtype, sizes: list[int], sdpa_max: in
                 for name in sorted(calls, reverse=True):  # sdpa first, then dilated
                     if rep > 0 and times[name] and times[name][0] > long_call:
                         continue  # one run is enough for calls this long
-                    seconds, extra = measure(calls[name], device)
+                    seconds, cpu, extra = measure(calls[name], device)
                     times[name].append(seconds)
+                    cpu_times[name].append(cpu)
                     mems[name] = max(mems[name], extra)
         row = {"n": n, "levels": len(ws)}
         for name in calls:
             row[name] = statistics.median(times[name])
             row[name + "_runs"] = len(times[name])
             row[name + "_mem"] = mems[name]
+            row[name + "_cpu"] = statistics.median(cpu_times[name])
         row.update(device=device.type, dtype=dtype_name)
         rows.append(row)
         if partial is not None:
@@ -190,7 +196,7 @@ def format_table(rows: list[dict], device: torch.device, dtype: torch.dtype) -> 
     by_n = {row["n"]: row for row in rows}
     lines = [f"{'N':>6} {'lv':>2} {'SDPA s':>9} {'dil s':>9} {'speedup':>8} "
              f"{'SDPA GF/s':>9} {'dil GF/s':>9} {'eff':>5} {'t(N)/t(N/4)':>11} "
-             f"{'SDPA MiB':>9} {'dil MiB':>9} runs"]
+             f"{'SDPA MiB':>9} {'dil MiB':>9} {'cpu-s x':>7} {'cpu eff':>7} runs"]
     for row in rows:
         n, dil = row["n"], row["dilated"]
         sdpa = row.get("sdpa")
@@ -199,13 +205,18 @@ def format_table(rows: list[dict], device: torch.device, dtype: torch.dtype) -> 
         quarter = by_n.get(n // 4)
         linear = f"{dil / quarter['dilated']:.2f}" if quarter else "-"
         sdpa_mem = f"{row['sdpa_mem'] / 2**20:.0f}" if sdpa else "-"
+        cpu_speedup = cpu_eff = "-"
+        if sdpa and row.get("sdpa_cpu") and row.get("dilated_cpu"):
+            ratio = row["sdpa_cpu"] / row["dilated_cpu"]
+            cpu_speedup = f"{ratio:.1f}x"
+            cpu_eff = f"{ratio * dilated_flops(n) / dense_flops(n):.0%}"
         lines.append(
             f"{human(n):>6} {row['levels']:>2} "
             f"{(f'{sdpa:.3f}' if sdpa else '-'):>9} {dil:>9.3f} "
             f"{(f'{sdpa / dil:.1f}x' if sdpa else '-'):>8} "
             f"{(f'{sdpa_gf:.1f}' if sdpa_gf else '-'):>9} {dil_gf:>9.1f} "
             f"{(f'{dil_gf / sdpa_gf:.0%}' if sdpa_gf else '-'):>5} {linear:>11} "
-            f"{sdpa_mem:>9} {row['dilated_mem'] / 2**20:>9.0f} "
+            f"{sdpa_mem:>9} {row['dilated_mem'] / 2**20:>9.0f} {cpu_speedup:>7} {cpu_eff:>7} "
             f"{row.get('sdpa_runs', 0)}/{row['dilated_runs']}")
     compared = [row for row in rows if row.get("sdpa")]
     crossover = None
@@ -220,7 +231,8 @@ def format_table(rows: list[dict], device: torch.device, dtype: torch.dtype) -> 
                      f"(at every larger N measured). At N <= {BASE_SEGMENT} there is a single level "
                      "(w >= N, r = 1), which is one dense causal kernel call: the dense path, exact.")
     head = f"{device.type} {str(dtype).replace('torch.', '')}: B=1, H={HEADS}, d={HEAD_DIM}, " \
-           f"levels w=2048*2^i, r=2^i until w>=N; median times; eff = dilated GF/s / SDPA GF/s"
+           f"levels w=2048*2^i, r=2^i until w>=N; median wall times; eff = dilated GF/s / SDPA GF/s; " \
+           f"cpu-s x and cpu eff: the same ratios from process CPU seconds ('-' where not recorded)"
     return "\n".join([head] + lines)
 
 
