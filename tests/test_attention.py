@@ -279,6 +279,10 @@ def test_dilated_attention_module_shapes_cache_and_grads():
         _, cache = layer(x[:, :15], use_cache=True)
         tail = layer(x[:, 15:], cache)
     torch.testing.assert_close(tail, out.detach()[:, 15:], atol=1e-12, rtol=0)
+    with pytest.raises(ValueError, match="divisible"):
+        DilatedAttention(30, 4, [8], [1])
+    with pytest.raises(ValueError, match="multiple of num_kv_heads"):
+        DilatedAttention(32, 4, [8], [1], num_kv_heads=3)
 
 
 @pytest.mark.parametrize("gather_below", [0, 10**9])
