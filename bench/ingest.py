@@ -148,10 +148,10 @@ def generate_corpus(root: Path, files: int, total_bytes: int, seed: int = 0) -> 
 
 # -- child processes ---------------------------------------------------------
 def child_ingest(home: str, roots: list[str], repeat_rescans: int) -> dict:
+    import psutil
+
     import ingest
     from longnet.weights import load_tokenizer
-
-    import psutil
 
     tokenizer = load_tokenizer(None, None)
     store = ingest.open_store(home, tokenizer)
