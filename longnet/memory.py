@@ -8,15 +8,16 @@ current segment that the heads' offsets select: query head h keeps rows with
 min(G, r) offsets × ceil(w / r) rows. That is the whole state, whatever the
 history's length; it grows by about one level each time the history doubles.
 
-Layout. Per layer and level, keys and values are kept as ``[Hkv, blocks, slots, D]``:
-block j of the current segment starts at ``start + j·r`` and slot s of kv head g
-holds the row at offset ``(g·G + s) mod r`` in that block (the offsets of g's
-heads). Seen as one sequence ``[Hkv, blocks·slots, D]`` with segment length
-``ceil(w/r)·slots`` and dilation rate ``slots``, local head s of group g selects
-exactly slot ``s mod slots``, i.e. the rows the real head selects, in the same
-order and at the same sparsified index. So attention against the state is one
-``level_attention`` call on that compact sequence, kv heads in the batch dimension,
-with no copy of the state: new rows are written in place after the valid ones.
+Layout. Per layer and level, keys and values are kept as ``kv [2, Hkv, slots, blocks,
+D]``: block j of the current segment starts at ``start + j·r`` and slot s of kv head g
+holds the row at offset ``(g·G + s) mod r`` in that block (the offsets of g's heads,
+``slots = min(G, r)``). Query head h reads only slot ``(h mod G) mod slots``, and the
+blocks of one slot are a dense sequence (segment length ceil(w/r)) at exactly the
+sparsified indices the level gives them. So attention against the state never copies
+it: new rows are written in place after the valid ones, a long chunk goes through
+``level_attention`` with the slots in the batch dimension (heads of a slot as its
+query heads), and a few tokens (a question, decoding) take one masked matmul per
+level and one softmax over every level's keys (eq. 10 is exactly that softmax).
 
 Generation reads the memory through ``fork()``: the fork shares the state tensors
 but only ever writes rows at positions the memory has not reached, so the memory's
