@@ -33,6 +33,7 @@ CATCH_UP_LIMIT = 4096
 # "nothing relevant".
 RELEVANCE_FLOOR = 0.3
 SAVE_EVERY_S = 60.0
+CATCH_UP_CHUNK = 2048  # stream tokens read into the memory per step
 
 
 class EngineError(RuntimeError):
@@ -450,9 +451,11 @@ class Engine:
             if text.endswith("\ufffd"):
                 return False  # half a character: wait for the rest
             piece, self.text = text[len(self.text):], text
-            if "\n\n" in self.text.strip():
-                # One short answer is wanted; a blank line means the model moved on.
-                self.text = self.text.strip().split("\n\n")[0]
+            head = self.text.strip().split("\n\n")[0]
+            if "\n\n" in self.text.strip() and not head.rstrip().endswith(":"):
+                # One short answer is wanted; a blank line means the model moved on
+                # (unless it was only the lead-in, "The answer is:").
+                self.text = head
                 self.done = True
                 return True
             if piece and self.on_token:
@@ -585,11 +588,12 @@ class Engine:
                         stop_ids=sorted(emit.stop_ids),
                         on_token=lambda token_id: not emit(int(token_id)))  # False stops it
 
-    def catch_up(self, memory=None, chunk: int = 2048,
+    def catch_up(self, memory=None, chunk: int | None = None,
                  progress: Callable[[int, int], None] | None = None,
                  should_stop: Callable[[], bool] | None = None) -> int:
         """Feed the stream's new tokens into the memory and save it. Returns tokens added."""
         memory = memory or self.load_memory()
+        chunk = chunk or CATCH_UP_CHUNK
         stream = self.store.stream
         total = len(stream)
         before = memory.stream_offset

@@ -43,7 +43,7 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, load average {load:.1f} at start"
 
 
-def prepare_home(home: Path, journal: Path, console) -> None:
+def prepare_home(home: Path, journal: Path, console, memory: bool = True) -> None:
     """Ingest the journal and build the memory (each step skips what is already done)."""
     import ingest
     from assistant.cli_memory import build_memory
@@ -59,6 +59,8 @@ def prepare_home(home: Path, journal: Path, console) -> None:
     console.print(f"ingesting {journal} into {home} …")
     ingest.run(store, tokenizer, embed=True)
     store.close()
+    if not memory:
+        return
     engine = Engine(home)
     console.print("building the memory …")
     summary = build_memory(engine)
@@ -141,7 +143,8 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown modes {unknown}; pick from {MODES}")
     items = load_questions(args.questions)[::args.every][:args.limit]
-    prepare_home(args.home, args.journal, console)
+    prepare_home(args.home, args.journal, console,
+                 memory=any(mode in ("hybrid", "memory") for mode in modes))
     RESULTS.mkdir(parents=True, exist_ok=True)
     engine = Engine(args.home, today=date.fromisoformat(args.today))
     header = machine()

@@ -1,0 +1,87 @@
+"""`memex memory status / build / rebuild` over a real store with the tiny random Llama
+turned LongNet: the memory reaches the stream, survives Ctrl-C, honours the rebuild flag."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from test_engine import journal_home, tiny_model_dir  # noqa: F401  (fixtures)
+
+from assistant.cli import app
+
+runner = CliRunner()
+
+
+def invoke(home, *args):
+    return runner.invoke(app, ["--home", str(home), *args])
+
+
+def status(home) -> dict:
+    result = invoke(home, "memory", "status", "--json")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_build_brings_memory_up_to_the_stream(journal_home):
+    before = status(journal_home)
+    assert {"tokens", "stream_tokens", "state_bytes"} <= set(before)
+    assert before["tokens"] == 0 and before["stream_tokens"] > 0
+    assert before["lag_tokens"] == before["stream_tokens"]
+    result = invoke(journal_home, "memory", "build", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["tokens"] == summary["stream_tokens"] == before["stream_tokens"]
+    after = status(journal_home)
+    assert after["tokens"] == after["stream_tokens"] and after["lag_tokens"] == 0
+    assert after["state_bytes"] > 0
+    again = json.loads(invoke(journal_home, "memory", "build", "--json").stdout)
+    assert again["added_tokens"] == 0
+
+
+def test_ctrl_c_saves_progress_and_a_rerun_resumes(journal_home, monkeypatch):
+    import assistant.engine as engine_mod
+    from longnet.memory import Memory
+
+    monkeypatch.setattr(engine_mod, "CATCH_UP_CHUNK", 32)
+    real_append = Memory.append
+    calls = []
+
+    def interrupted_append(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_append(self, *args, **kwargs)
+
+    monkeypatch.setattr(Memory, "append", interrupted_append)
+    result = invoke(journal_home, "memory", "build")
+    assert result.exit_code == 130
+    assert "progress saved at 64 tokens" in result.output
+    assert status(journal_home)["tokens"] == 64
+    monkeypatch.setattr(Memory, "append", real_append)
+    resumed = json.loads(invoke(journal_home, "memory", "build", "--json").stdout)
+    assert resumed["added_tokens"] == resumed["stream_tokens"] - 64
+    assert status(journal_home)["lag_tokens"] == 0
+
+
+def test_rebuild_flag_starts_from_scratch(journal_home):
+    import ingest
+
+    assert invoke(journal_home, "memory", "build").exit_code == 0
+    store = ingest.open_store(journal_home)
+    store.mark_memory_rebuild("forgot notes/biscuit.md")
+    store.close()
+    assert status(journal_home)["rebuild_needed"] == "forgot notes/biscuit.md"
+    result = invoke(journal_home, "memory", "build", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["added_tokens"] == summary["stream_tokens"]  # read again from token 0
+    assert status(journal_home)["rebuild_needed"] is None
+    rebuilt = json.loads(invoke(journal_home, "memory", "rebuild", "--json").stdout)
+    assert rebuilt["added_tokens"] == rebuilt["stream_tokens"]
+
+
+def test_status_on_an_empty_home(home):
+    info = status(home)
+    assert info["tokens"] == 0 and info["stream_tokens"] == 0 and info["exists"] is False
