@@ -7,7 +7,7 @@ import sys
 import time
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -21,7 +21,7 @@ def _fail(message: str, code: int = 1):
     raise typer.Exit(code)
 
 
-def _engine(today: Optional[str] = None):
+def _engine(today: str | None = None):
     from assistant.engine import Engine
     from assistant.home import get_home
 
@@ -38,7 +38,7 @@ def _engine(today: Optional[str] = None):
     return Engine(get_home(), config, today=when)
 
 
-def _check_mode(mode: Optional[str]) -> Optional[str]:
+def _check_mode(mode: str | None) -> str | None:
     if mode is not None and mode not in MODES:
         _fail(f"unknown mode {mode!r}: use one of {', '.join(MODES)}")
     return mode
@@ -68,11 +68,11 @@ def _print_sources(console, sources, notes=()) -> None:
 
 def ask(
     question: str = typer.Argument(..., help="Your question, in plain words."),
-    mode: Optional[str] = typer.Option(None, "--mode", "-m", help=MODE_HELP),
+    mode: str | None = typer.Option(None, "--mode", "-m", help=MODE_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     resume: bool = typer.Option(False, "--continue", "-c",
                                 help="Continue the latest conversation (earlier turns in view)."),
-    today: Optional[str] = typer.Option(None, "--today", help="Resolve 'last week' etc. against this date."),
+    today: str | None = typer.Option(None, "--today", help="Resolve 'last week' etc. against this date."),
 ) -> None:
     """Ask your notes a question: the answer streams in, then its sources."""
     from rich.console import Console
@@ -207,14 +207,20 @@ def run_eval(engine, items: list[dict], mode: str, progress=None) -> dict:
 
 def eval_command(
     questions: Path = typer.Argument(..., help="JSONL file: {question, answers, evidence} per line."),
-    mode: Optional[str] = typer.Option(None, "--mode", "-m", help=MODE_HELP),
+    mode: str | None = typer.Option(None, "--mode", "-m", help=MODE_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
-    limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N questions."),
-    today: Optional[str] = typer.Option(None, "--today", help="Resolve 'last week' etc. against this date."),
+    limit: int | None = typer.Option(None, "--limit", help="Only the first N questions."),
+    today: str | None = typer.Option(None, "--today", help="Resolve 'last week' etc. against this date."),
 ) -> None:
     """Score answers against known ones: accuracy and citation rate."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     mode = _check_mode(mode)
     try:
@@ -258,11 +264,11 @@ def reflect_command(
     week: bool = typer.Option(False, "--week", help="The last 7 days (default)."),
     month: bool = typer.Option(False, "--month", help="The last 30 days."),
     year: bool = typer.Option(False, "--year", help="The last 365 days."),
-    since: Optional[str] = typer.Option(None, "--since", help="Start date (YYYY-MM-DD or words)."),
-    until: Optional[str] = typer.Option(None, "--until", help="End date (YYYY-MM-DD or words)."),
+    since: str | None = typer.Option(None, "--since", help="Start date (YYYY-MM-DD or words)."),
+    until: str | None = typer.Option(None, "--until", help="End date (YYYY-MM-DD or words)."),
     on_this_day: bool = typer.Option(False, "--on-this-day", help="This day in every year."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
-    today: Optional[str] = typer.Option(None, "--today", help="Take this date as today."),
+    today: str | None = typer.Option(None, "--today", help="Take this date as today."),
 ) -> None:
     """A reflection on a period: what happened, who and what recurs, the mood, the dates."""
     from rich.console import Console
@@ -323,7 +329,6 @@ def print_reflection_facts(console, reflection) -> None:
 def resolve_period(today: date, week=False, month=False, year=False, since=None, until=None,
                    on_this_day=False):
     """(start, end, label, month_day) for the reflect options."""
-    from assistant.dates import resolve_dates
     from assistant.engine import period_range
 
     if on_this_day:
@@ -355,9 +360,9 @@ def _one_date(text: str, today: date, first: bool) -> date:
 
 def chat(
     # Annotated defaults: bare `memex` calls this function directly, with no arguments.
-    mode: Annotated[Optional[str], typer.Option("--mode", "-m", help=MODE_HELP)] = None,
+    mode: Annotated[str | None, typer.Option("--mode", "-m", help=MODE_HELP)] = None,
     new: Annotated[bool, typer.Option("--new", help="Start a new conversation.")] = False,
-    today: Annotated[Optional[str], typer.Option("--today", help="Take this date as today.")] = None,
+    today: Annotated[str | None, typer.Option("--today", help="Take this date as today.")] = None,
     watch: Annotated[bool, typer.Option("--watch/--no-watch",
                                         help="Ingest changes in the background.")] = True,
 ) -> None:

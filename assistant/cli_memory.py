@@ -69,8 +69,14 @@ def build_memory(engine, fresh: bool = False, as_json: bool = False) -> dict:
     Resumable: progress is saved every minute and on Ctrl-C; a later run goes on from there.
     """
     from rich.console import Console
-    from rich.progress import (BarColumn, Progress, TaskProgressColumn, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     from assistant.engine import EngineError
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import os
 import tempfile
-import tomllib
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import tomli_w
+import tomllib
 
 CONFIG_NAME = "config.toml"
 MODES = ("hybrid", "memory", "retrieval", "dense")

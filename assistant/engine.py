@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Callable, Sequence
 
 from assistant import prompting
 from assistant.config import MODES, Config, load_config
@@ -293,7 +293,6 @@ class Engine:
         return self._embedder
 
     def entries_on_this_day(self, month_day: tuple[int, int], query: str = "", limit: int = 20):
-        from ingest.search import search
 
         results = []
         first, last = self.date_span()

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 STOPWORDS = frozenset("""
 a about above after again against all am an and any are as at be because been before being
@@ -81,7 +81,7 @@ def split_sentences(text: str) -> list[str]:
 
 
 def select_sentences(question: str, passages: Sequence, limit: int = 4,
-                     embed: Callable[[list[str]], "object"] | None = None,
+                     embed: Callable[[list[str]], object] | None = None,
                      passage_weights: Sequence[float] | None = None,
                      context: int = 2) -> list[Sentence]:
     """The ``limit`` sentences of ``passages`` most likely to hold the answer.

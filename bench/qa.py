@@ -69,7 +69,13 @@ def prepare_home(home: Path, journal: Path, console, memory: bool = True) -> Non
 
 
 def run_mode(engine, mode: str, items: list[dict], checkpoint: Path, console) -> list[dict]:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     from assistant.cli_chat import score
 

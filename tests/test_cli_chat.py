@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import json
 
-from typer.testing import CliRunner
-
 from test_engine import JOURNAL, journal_home, tiny_model_dir  # noqa: F401  (fixtures)
+from typer.testing import CliRunner
 
 from assistant.cli import app
 
