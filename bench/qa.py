@@ -133,6 +133,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (1 is faster on a machine shared with other work)")
     parser.add_argument("--fresh", action="store_true", help="forget earlier answers of this run")
+    parser.add_argument("--no-memory-build", action="store_true",
+                        help="use the memory as far as it is built (the table says how far)")
     parser.add_argument("--out", type=Path, default=RESULTS / "qa.txt")
     args = parser.parse_args()
 
@@ -150,10 +152,12 @@ def main() -> None:
         parser.error(f"unknown modes {unknown}; pick from {MODES}")
     items = load_questions(args.questions)[::args.every][:args.limit]
     prepare_home(args.home, args.journal, console,
-                 memory=any(mode in ("hybrid", "memory") for mode in modes))
+                 memory=not args.no_memory_build and any(m in ("hybrid", "memory") for m in modes))
     RESULTS.mkdir(parents=True, exist_ok=True)
     engine = Engine(args.home, today=date.fromisoformat(args.today))
     header = machine()
+    memory = engine.memory_info()["tokens"]
+    stream = engine.stream_tokens()
     rows = []
     for mode in modes:
         checkpoint = RESULTS / f"qa-{mode}.tmp"
@@ -167,6 +171,7 @@ def main() -> None:
         f"(SmolLM2-135M-Instruct), greedy",
         f"# machine: {header}; torch threads {torch.get_num_threads()}; "
         f"{time.strftime('%Y-%m-%d')}",
+        f"# LongNet memory (hybrid, memory modes): {memory:,} of {stream:,} stream tokens",
         "",
         "| mode | accuracy | cited | median s/question | median TTFT s | median prompt tokens |",
         "|---|---|---|---|---|---|",

@@ -12,6 +12,7 @@ import pytest
 from assistant.config import Config
 from assistant.conversations import ConversationStore, SourceRecord
 from assistant.engine import Answer, Reflection, Stopped, weekly_counts
+from test_engine import journal_home, tiny_model_dir  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.anyio
 
@@ -290,3 +291,30 @@ def test_snapshot_reflect(snap_compare, tmp_path):
 
     assert snap_compare(make_app(FakeEngine(tmp_path / "home")), terminal_size=(80, 24),
                         run_before=run_before)
+
+
+async def test_real_engine_with_watcher(journal_home, tmp_path):
+    """The app over the real engine (tiny model, real store): the watcher and the memory
+    upkeep run in the background while a question is answered and the status bar fills."""
+    from assistant.engine import Engine
+    from assistant.tui.message_view import MessageView
+    from assistant.tui.status_bar import StatusBar
+
+    engine = Engine(journal_home)
+    from assistant.tui.app import MemexApp
+
+    app = MemexApp(engine, mode="retrieval", watch=True)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _ask(pilot, "What did I order at Café Lune?")
+        answer = [v for v in app.screen.query(MessageView) if v.role == "assistant"][0]
+        assert answer.status == "complete"
+        assert answer.sources[0].path == "daily/2024-02-10.md"
+        for _ in range(100):  # the watcher's first pass and the memory catch-up
+            await pilot.pause(0.2)
+            if app.watcher is not None and app.watcher.ready.is_set() \
+                    and engine.memory_info()["tokens"] == engine.stream_tokens():
+                break
+        app.refresh_status()
+        await pilot.pause(0.5)
+        status = app.screen.query_one(StatusBar).status
+        assert status["entries"] == 3 and status["memory_lag"] == 0

@@ -47,6 +47,7 @@ class MemexApp(App):
         self.status: dict = {}
         self.activity = ""
         self._stop_background = threading.Event()
+        self._wake = threading.Event()
 
     def on_mount(self) -> None:
         self.sub_title = f"answer mode: {self.answer_mode}"
@@ -54,21 +55,16 @@ class MemexApp(App):
         self.set_interval(STATUS_EVERY_S, self.refresh_status)
         self.watcher = None
         if self.watch_enabled:
-            self.start_watcher()
-            self.background_refresh()
+            # A plain daemon thread, not a Textual worker: it lives as long as the app
+            # and must never hold up its exit.
+            threading.Thread(target=self._background_loop, name="memex-background",
+                             daemon=True).start()
 
     def on_unmount(self) -> None:
         self._stop_background.set()
+        self._wake.set()
         if self.watcher is not None:
             self.watcher.stop(timeout=5)
-
-    @work(thread=True, exclusive=True, group="watcher")
-    def start_watcher(self) -> None:
-        """ingest's watcher, in its own thread: edits to the notes arrive while chatting."""
-        try:
-            self.watcher = self.engine.start_watcher(self.set_activity, on_change=self.refresh_status)
-        except Exception as exc:  # no folders yet, or no tokenizer: chat still works
-            self.set_activity(f"watcher off: {exc}")
 
     # -- status and background work ------------------------------------------------
 
@@ -88,26 +84,41 @@ class MemexApp(App):
             bar.status = self.status
             bar.activity = self.activity
 
-    def set_activity(self, text: str) -> None:
-        """Background progress for the status bar (thread-safe)."""
-        self.activity = text
+    def _from_thread(self, callback, *args) -> None:
+        if self._stop_background.is_set():
+            return
         try:
-            self.call_from_thread(self._show_status)
+            self.call_from_thread(callback, *args)
         except RuntimeError:  # the app is closing
             pass
 
-    @work(thread=True, exclusive=True, group="background")
-    def background_refresh(self) -> None:
-        """Ingest changed files and bring the memory up to date, again and again."""
+    def set_activity(self, text: str) -> None:
+        """Background progress for the status bar (thread-safe)."""
+        self.activity = text
+        self._from_thread(self._show_status)
+
+    def _background_loop(self) -> None:
+        """ingest's watcher keeps the store equal to the folders; this loop keeps the
+        memory up with the stream. Neither ever blocks typing."""
+        try:
+            self.watcher = self.engine.start_watcher(
+                self.set_activity, on_change=lambda: self._from_thread(self.refresh_status))
+        except Exception as exc:  # no folders yet, or no tokenizer: chat still works
+            self.set_activity(f"watcher off: {exc}")
         while not self._stop_background.is_set():
             try:
-                self.engine.refresh(progress=self.set_activity, should_stop=self._stop_background.is_set)
+                self.engine.refresh(progress=self.set_activity,
+                                    should_stop=self._stop_background.is_set)
             except Exception as exc:  # shown, and tried again later
                 self.set_activity(f"background: {exc}")
             else:
                 self.set_activity("")
-            self.refresh_status()
-            self._stop_background.wait(REFRESH_EVERY_S)
+            self._from_thread(self.refresh_status)
+            self._wake.wait(REFRESH_EVERY_S)
+            self._wake.clear()
+
+    def refresh_now(self) -> None:
+        self._wake.set()
 
     # -- actions and the command palette -------------------------------------------
 
@@ -131,7 +142,7 @@ class MemexApp(App):
         yield SystemCommand("Toggle sources panel", "Show or hide the sources of answers",
                             self._toggle_sources)
         yield SystemCommand("Refresh now", "Ingest changed files and update the memory",
-                            self.background_refresh)
+                            self.refresh_now)
 
     async def _new_chat(self) -> None:
         await self.switch_mode("chat")
