@@ -26,6 +26,7 @@ from assistant.conversations import SourceRecord
 from assistant.dates import DateRange, resolve_dates, strip_dates
 
 DENSE_CONTEXT = 8192
+QUESTION_ROOM = 256  # tokens kept free after the dense window for the question
 # Memory behind the stream by at most this many tokens is caught up before answering;
 # more than that is left to `memex memory build` and the answer says how far behind.
 CATCH_UP_LIMIT = 4096
@@ -526,7 +527,10 @@ class Engine:
         head_ids, tail_ids = head[:split[0]], head[split[1]:]
         question_ids = tokenizer.encode("\n\n" + question, add_special_tokens=False)
         tail_ids = question_ids + tail_ids
-        budget = DENSE_CONTEXT - len(head_ids) - len(tail_ids) - self.config.max_new_tokens
+        # A fixed room for the question keeps the window (and its cached KV) the same
+        # from one question to the next.
+        room = max(QUESTION_ROOM, len(tail_ids))
+        budget = DENSE_CONTEXT - len(head_ids) - room - self.config.max_new_tokens
         stream = self.store.stream
         total = len(stream)
         start = max(0, total - max(0, budget))

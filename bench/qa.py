@@ -133,6 +133,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (1 is faster on a machine shared with other work)")
     parser.add_argument("--fresh", action="store_true", help="forget earlier answers of this run")
+    parser.add_argument("--table-only", action="store_true",
+                        help="only print the table of the answers saved so far (no model)")
     parser.add_argument("--no-memory-build", action="store_true",
                         help="use the memory as far as it is built (the table says how far)")
     parser.add_argument("--out", type=Path, default=RESULTS / "qa.txt")
@@ -151,6 +153,16 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown modes {unknown}; pick from {MODES}")
     items = load_questions(args.questions)[::args.every][:args.limit]
+    if args.table_only:
+        rows = []
+        for mode in modes:
+            checkpoint = RESULTS / f"qa-{mode}.tmp"
+            saved = [json.loads(line) for line in checkpoint.read_text().splitlines()
+                     if line.strip()] if checkpoint.exists() else []
+            wanted = {item["question"] for item in items}
+            rows.append(summarise(mode, [r for r in saved if r["question"] in wanted]))
+        write_table(args, rows, len(items), "(table of saved answers)", None, None)
+        return
     prepare_home(args.home, args.journal, console,
                  memory=not args.no_memory_build and any(m in ("hybrid", "memory") for m in modes))
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -166,23 +178,32 @@ def main() -> None:
         results = run_mode(engine, mode, items, checkpoint, console)
         wanted = {item["question"] for item in items}
         rows.append(summarise(mode, [r for r in results if r["question"] in wanted]))
+    write_table(args, rows, len(items), header, memory, stream)
+    console.print(f"written to {args.out}; per-question answers in {RESULTS}/qa-<mode>.tmp")
+
+
+def write_table(args, rows, count, header, memory, stream) -> None:
+    import torch
+
+    memory_line = (f"# LongNet memory (hybrid, memory modes): {memory:,} of {stream:,} stream tokens"
+                   if memory is not None else "# LongNet memory: see the run's log")
     lines = [
-        f"# memex QA: {args.questions.name} ({len(items)} questions), default model "
+        f"# memex QA: {args.questions.name} ({count} questions), default model "
         f"(SmolLM2-135M-Instruct), greedy",
         f"# machine: {header}; torch threads {torch.get_num_threads()}; "
         f"{time.strftime('%Y-%m-%d')}",
-        f"# LongNet memory (hybrid, memory modes): {memory:,} of {stream:,} stream tokens",
+        memory_line,
         "",
-        "| mode | accuracy | cited | median s/question | median TTFT s | median prompt tokens |",
-        "|---|---|---|---|---|---|",
+        "| mode | questions | accuracy | cited | median s/question | median TTFT s "
+        "| median prompt tokens |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        lines.append(f"| {r['mode']} | {r['accuracy']:.0%} | {r['cited']:.0%} | {r['median_s']:.1f} "
-                     f"| {r['median_ttft_s']:.1f} | {r['prompt_tokens']:.0f} |")
+        lines.append(f"| {r['mode']} | {r['n']} | {r['accuracy']:.0%} | {r['cited']:.0%} "
+                     f"| {r['median_s']:.1f} | {r['median_ttft_s']:.1f} | {r['prompt_tokens']:.0f} |")
     table = "\n".join(lines) + "\n"
     print(table)
     args.out.write_text(table)
-    console.print(f"written to {args.out}; per-question answers in {RESULTS}/qa-<mode>.tmp")
 
 
 if __name__ == "__main__":

@@ -176,9 +176,11 @@ def test_dense_mode_reads_the_end_of_the_stream(journal_home):
     assert answer.prompt_tokens > engine.stream_tokens()  # the whole (small) stream fits
     assert answer.prompt_tokens <= 8192
     assert any(s.path == "daily/2024-02-03.md" for s in answer.sources)
-    # The window's KV is kept for the next question.
-    again = engine.answer("What did I eat at Café Lune?", "dense")
+    # The window's KV is kept for the next question, even one of another length.
+    window_key = engine._dense_prefix[0]
+    again = engine.answer("What did I eat at Café Lune on the tenth of February, with Anna?", "dense")
     assert again.status == "complete"
+    assert engine._dense_prefix[0] == window_key
 
 
 def test_memory_modes_catch_up_and_report_lag(journal_home, monkeypatch):
