@@ -154,9 +154,38 @@ def _run_build(fresh: bool, as_json: bool) -> None:
 
 
 @memory_app.command("build")
-def memory_build(as_json: bool = typer.Option(False, "--json", help="Print a JSON summary.")) -> None:
+def memory_build(
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
+    distributed: bool = typer.Option(
+        False, "--distributed",
+        help="Split the stream across the ranks of a torchrun job "
+             "(`torchrun --nproc-per-node K $(which memex) memory build --distributed`)."),
+) -> None:
     """Feed the stream's new tokens into the memory (resumable; Ctrl-C saves progress)."""
+    if distributed:
+        _run_distributed_build(fresh=False, as_json=as_json)
+        return
     _run_build(fresh=False, as_json=as_json)
+
+
+def _run_distributed_build(fresh: bool, as_json: bool) -> None:
+    import os
+
+    from assistant.home import get_home
+    from assistant.memory_distributed import DistributedBuildError, build_memory_distributed
+
+    try:
+        summary = build_memory_distributed(get_home(), fresh=fresh, as_json=as_json)
+    except DistributedBuildError as exc:
+        _fail(str(exc))
+    if os.environ.get("RANK", "0") != "0":
+        return  # rank 0 speaks for the job
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+    else:
+        typer.echo(f"memory: {summary['tokens']:,} of {summary['stream_tokens']:,} stream tokens "
+                   f"(+{summary['added_tokens']:,} over {summary['ranks']} ranks), "
+                   f"state {_human_bytes(summary['state_bytes'])}")
 
 
 @memory_app.command("rebuild")

@@ -499,3 +499,25 @@ def test_train_distributed_rejects_a_short_token_file(tmp_path, monkeypatch):
     with pytest.raises(SystemExit, match="a step needs"):
         train_distributed.main(["--tokens", str(tokens), "--out", str(tmp_path / "run"),
                                 "--seq-len", "96", "--config", "unused.json"])
+
+
+def test_cli_memory_build_distributed_flag_as_a_group_of_one(tmp_path, tokenizer, monkeypatch):
+    """`memex memory build --distributed` outside torchrun runs as a group of one and
+    leaves the memory where `memex memory status` finds it."""
+    from typer.testing import CliRunner
+
+    from assistant.cli import app
+    from assistant.config import set_value
+
+    home = make_home(tmp_path, tokenizer)
+    set_value(home, "model", str(tiny_model_folder(tmp_path)))
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    runner = CliRunner()
+    built = runner.invoke(app, ["--home", str(home), "memory", "build", "--distributed", "--json"])
+    assert built.exit_code == 0, built.output
+    summary = json.loads(built.output[built.output.index("{"):])
+    assert summary["ranks"] == 1 and summary["tokens"] == summary["stream_tokens"] > 300
+    status = runner.invoke(app, ["--home", str(home), "memory", "status", "--json"])
+    assert status.exit_code == 0, status.output
+    assert json.loads(status.output)["tokens"] == summary["tokens"]

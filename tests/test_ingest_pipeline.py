@@ -6,8 +6,6 @@ from __future__ import annotations
 import os
 import shutil
 import stat
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -20,7 +18,6 @@ from test_ingest_helpers import (
     make_docx,
     make_encrypted_pdf,
     make_pdf,
-    wait_until,
     write,
 )
 
