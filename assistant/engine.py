@@ -576,9 +576,15 @@ class Engine:
                                 "is not used until `memex memory build` rebuilds it")
             memory = self.longnet_model.memory()
         else:
-            memory = self.load_memory()
+            try:
+                memory = self.load_memory()
+            except (ValueError, OSError) as exc:  # made by another model, config or version
+                answer.notes.append(f"the saved memory cannot be used ({exc}); "
+                                    "run `memex memory rebuild`")
+                memory = self.longnet_model.memory()  # this answer only
+                memory.unusable = True
             lag = self.stream_tokens() - memory.stream_offset
-            if 0 < lag <= CATCH_UP_LIMIT:
+            if 0 < lag <= CATCH_UP_LIMIT and not getattr(memory, "unusable", False):
                 self.catch_up(memory)
                 lag = 0
             answer.memory_lag = max(0, lag)
