@@ -37,6 +37,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from longnet.attention import dilated_attention  # noqa: E402
+from _machine import cpu_name  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 HEADS, HEAD_DIM, BASE_SEGMENT = 8, 64, 2048
 
@@ -106,14 +107,7 @@ def measure(fn, device: torch.device) -> tuple[float, float, int]:
 
 
 def machine_description(device: torch.device) -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     parts = [f"CPU {cpu}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}",
              f"RAM {psutil.virtual_memory().total / 2**30:.0f} GiB",
              f"torch {torch.__version__}, Python {platform.python_version()}"]

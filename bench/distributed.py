@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import socket
 import statistics
 import sys
@@ -41,6 +40,7 @@ import torch.multiprocessing as mp
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from longnet import distributed as D
 from longnet.attention import dilated_attention
+from _machine import cpu_name  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 HEADS, KV_HEADS, HEAD_DIM = 8, 8, 64
 
@@ -150,14 +150,7 @@ def planned_bytes(n_local: int, world: int, element_size: int) -> dict[int, int]
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}"
 
 

@@ -38,6 +38,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+from _machine import cpu_name  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 # Common English words (a Zipf draw over them reads like plain prose to a BPE
 # tokenizer: about 4-5 characters per token, as real journals are), plus a few
@@ -206,14 +207,7 @@ def run_child(*args: str) -> dict:
 
 # -- the table ---------------------------------------------------------------
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     return (f"{cpu}; {os.cpu_count()} cores (shared), Python {platform.python_version()}, "
             f"SQLite {sqlite3.sqlite_version}, load average {os.getloadavg()[0]:.1f} at start")
 

@@ -16,7 +16,6 @@ memory unchanged. Medians of repeats. Timings are not a test: they print a table
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import sys
 import time
@@ -29,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from longnet.generate import pick_token
 from longnet.memory import Memory
 from longnet.model import LongNetConfig, LongNetLM, autocast, choose_device, choose_dtype
+from _machine import cpu_name  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 TTFT_HISTORIES = (10_000, 100_000, 1_000_000)
 QUESTION_TOKENS = 50
@@ -37,15 +37,7 @@ QUESTION_TOKENS = 50
 def machine_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    cpu = cpu_name()
     return f"{cpu}, {torch.get_num_threads()} threads"
 
 
