@@ -55,6 +55,24 @@ def memory_status_dict(engine) -> dict:
     }
 
 
+def start_memory(engine, fresh: bool, reason: str | None, say=None):
+    """The memory a build starts from: the saved one, or an empty one when asked
+    (``fresh``) or when the store says the old state must go (``reason``: forgotten or
+    compacted text). Shared by the single-process and the distributed build."""
+    if not (fresh or reason):
+        return engine.load_memory()
+    if reason and say is not None:
+        say(f"rebuilding the memory from scratch: {reason}")
+    # The old state may hold forgotten text: it goes before anything else happens.
+    shutil.rmtree(engine.memory_dir, ignore_errors=True)
+    engine._memory = None
+    memory = engine.load_memory()
+    engine.save_memory(memory)
+    if reason:
+        engine.store.clear_memory_rebuild()
+    return memory
+
+
 def _human_bytes(n: int) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1024 or unit == "GB":
@@ -81,22 +99,11 @@ def build_memory(engine, fresh: bool = False, as_json: bool = False) -> dict:
     from assistant.engine import EngineError
 
     err = Console(stderr=True)
-    reason = engine.memory_needs_rebuild()
-    if fresh or reason:
-        if reason and not as_json:
-            err.print(f"rebuilding the memory from scratch: {reason}")
-        # The old state may hold forgotten text: it goes before anything else happens.
-        shutil.rmtree(engine.memory_dir, ignore_errors=True)
-        engine._memory = None
-        memory = engine.load_memory()
-        engine.save_memory(memory)
-        if reason:
-            engine.store.clear_memory_rebuild()
-    else:
-        try:
-            memory = engine.load_memory()
-        except Exception as exc:  # made by another model or configuration, or damaged
-            raise EngineError(f"{exc}\nrun `memex memory rebuild` to start it again") from None
+    try:
+        memory = start_memory(engine, fresh, engine.memory_needs_rebuild(),
+                              say=None if as_json else err.print)
+    except Exception as exc:  # made by another model or configuration, or damaged
+        raise EngineError(f"{exc}\nrun `memex memory rebuild` to start it again") from None
     total = engine.stream_tokens()
     start_offset = memory.stream_offset
     started = time.perf_counter()

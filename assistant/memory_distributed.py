@@ -22,7 +22,6 @@ process reading the same tokens would hold. A round's activations are bounded by
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -125,6 +124,7 @@ def build_memory_distributed(home: Path | str | None = None, model_name: str | N
     rank 0 cannot start (unreadable config, a memory made by another model, ...)."""
     import torch.distributed as dist
 
+    from assistant.cli_memory import start_memory
     from assistant.home import get_home, model_cache_dir, set_home
     from longnet import LongNetLM
     from longnet.distributed import (
@@ -178,18 +178,9 @@ def build_memory_distributed(home: Path | str | None = None, model_name: str | N
             engine._longnet = model
             reason = settings["rebuild"]
             try:
-                if fresh or reason:
-                    if reason and not as_json:
-                        print(f"rebuilding the memory from scratch: {reason}", file=sys.stderr)
-                    # The old state may hold forgotten text: it goes before anything else.
-                    shutil.rmtree(engine.memory_dir, ignore_errors=True)
-                    engine._memory = None
-                    memory = engine.load_memory()
-                    engine.save_memory(memory)
-                    if reason:
-                        engine.store.clear_memory_rebuild()
-                else:
-                    memory = engine.load_memory()
+                memory = start_memory(
+                    engine, fresh, reason,
+                    say=None if as_json else (lambda text: print(text, file=sys.stderr)))
             except Exception as exc:  # noqa: BLE001 -- another model or config, or damaged
                 problem = f"{exc}\nrun `memex memory rebuild` to start it again"
         _fail_together(problem)
