@@ -78,3 +78,15 @@ def no_network(monkeypatch):
     monkeypatch.setattr(socket, "create_connection", guarded_create_connection)
     monkeypatch.setattr(socket, "getaddrinfo", guarded_getaddrinfo)
     yield attempts
+
+
+@pytest.fixture(scope="module")
+def single_torch_thread():
+    """For modules of tiny tensors: on a shared, busy CPU, waking a second thread for
+    each small op costs far more than the op itself."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

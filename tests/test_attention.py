@@ -22,14 +22,7 @@ from longnet.attention import (
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tensors are tiny: with a shared, busy CPU, waking a second thread for each
-    small op costs far more than the op itself."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def _qkv(B, Hq, Hkv, M, N, D, dtype=F64, seed=0, requires_grad=False):

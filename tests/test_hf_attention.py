@@ -10,14 +10,7 @@ import longnet.hf as lhf
 from longnet.attention import dilated_attention
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tensors are tiny: with a shared, busy CPU, waking a second thread for each
-    small op costs far more than the op itself."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 @pytest.fixture(scope="module")
