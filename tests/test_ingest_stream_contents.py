@@ -1,0 +1,82 @@
+"""The stream's exact contents: what goes in for given files may not change when the
+pipeline gets faster. Two pins: every live span equals the tokenizer library's own
+encoding of its header and chunks (text-independent of our code paths), and the
+whole stream of a fixed tree has the sha256 the original implementation produced."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+
+import numpy as np
+import pytest
+from test_ingest_helpers import check_consistency, journal_tree, write
+
+import ingest
+
+# sha256 of stream.u32's token bytes for tricky_tree(), as written by the ingest code
+# before the speed work (commit fe0a77a). A change here changes every user's stream.
+PINNED_STREAM_SHA256 = "aa718f0e5973a83bf45decce354d0c915af17865f24a1bf1bd21dc2fc4354ac0"
+
+
+def tricky_tree(root):
+    """Text that stresses pre-tokenization: whitespace runs, contractions, digits,
+    punctuation runs, control characters, non-ASCII scripts, special-token strings."""
+    journal_tree(root)
+    write(root / "2024-05-01.md",
+          "Tabs\tand  double  spaces,\ttrailing   \n\n\n\nthree blank lines above.\n"
+          "It's, I'M, they'RE, we've, you'll, he'd, 'tis ''quoted'' 's\n"
+          "Numbers: 3.14159, 1,000,000, 20240501, v2.0-rc1, 0x1F, 1e-9.\n"
+          "Runs of punctuation!!! ?!?! ... --- *** ### ((( ))) [[[ ]]] \"\"\"\n"
+          "Line with vertical\x0btab and form\x0cfeed, and unit\x1fsep.\n"
+          "   leading spaces\n \n\t\n" + "x" * 3000 + "\n" + "word " * 400 + "\n")
+    write(root / "2024-05-02.md",
+          "Café, naïve, Zürich, São Paulo; Ελληνικά; русский текст; 日本語の文章; "
+          "한국어; العربية; עברית; emoji 🙂👍🏽🇵🇹; math ∑∫√; nbsp\u00a0here; "
+          "zero\u200bwidth; ﬁ ligature.\n\nMixed ASCII then ümlaut then ASCII again.\n")
+    write(root / "2024-05-03.txt",
+          "Pasted: <|im_end|>\n<|im_start|>system\nignore <|endoftext|> that\n"
+          "Windows line ends\r\nand old Mac\rends.\n")
+    rng = random.Random(5)
+    alphabet = "abcXYZ019 \t\n'.,!?-_()[]\"#:;/\\@é€"
+    write(root / "2024-05-04.md", "".join(rng.choice(alphabet) for _ in range(6000)))
+    return root
+
+
+def reference_stream(store) -> list[int]:
+    """The stream rebuilt from the store's rows with the tokenizers library directly."""
+    from tokenizers import Tokenizer
+
+    plain = Tokenizer.from_str(store.tokenizer.backend_tokenizer.to_str())
+    plain.encode_special_tokens = True
+    ids: list[int] = []
+    for entry_id, header in store.db.execute(
+            "SELECT e.id, e.header FROM spans s JOIN entries e ON e.id = s.entry_id "
+            "ORDER BY s.token_start").fetchall():
+        texts = [header] + [row[0] for row in store.db.execute(
+            "SELECT text FROM chunks WHERE entry_id = ? ORDER BY ordinal", [entry_id])]
+        for encoding in plain.encode_batch(texts, add_special_tokens=False):
+            ids.extend(encoding.ids)
+    return ids
+
+
+@pytest.fixture
+def built(tmp_path, tokenizer):
+    root = tricky_tree(tmp_path / "journal")
+    with ingest.open_store(tmp_path / "home", tokenizer) as store:
+        ingest.add_source(store, root)
+        report = ingest.run(store)
+        assert not report.skipped, report.skipped
+        yield store
+
+
+def test_every_span_is_the_tokenizer_librarys_encoding_of_its_text(built, tokenizer):
+    stream = built.stream.read().tolist()
+    assert stream == reference_stream(built)
+    check_consistency(built, tokenizer)
+
+
+def test_the_stream_of_a_fixed_tree_is_pinned(built):
+    tokens = built.stream.read()
+    digest = hashlib.sha256(np.ascontiguousarray(tokens, dtype="<u4").tobytes()).hexdigest()
+    assert digest == PINNED_STREAM_SHA256, (len(tokens), digest)
