@@ -77,7 +77,8 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch import nn
 
-__all__ = ["dilated_attention", "level_attention", "merge_levels", "DilatedAttention"]
+__all__ = ["dilated_attention", "level_attention", "merge_levels", "sliding_window_attention",
+           "DilatedAttention"]
 
 Rotary = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -298,8 +299,10 @@ def _math_chunks(q, k):
     return [slice(i, i + step) for i in range(0, q.shape[0], step)]
 
 
-def _math_scores(q, k, causal, scale):
+def _math_scores(q, k, causal, scale, mask=None):
     scores = torch.matmul(q.float(), _expand_kv(k, q.shape[1]).float().transpose(-1, -2)) * scale
+    if mask is not None:
+        scores = scores + mask
     if causal:
         n = scores.shape[-1]
         scores = scores.masked_fill(torch.ones(n, n, dtype=torch.bool, device=q.device).triu(1),
@@ -307,23 +310,23 @@ def _math_scores(q, k, causal, scale):
     return scores
 
 
-def _math_fwd(q, k, v, causal, scale):
+def _math_fwd(q, k, v, causal, scale, mask=None):
     """Plain-torch attention returning (out, lse); used where no fused kernel applies."""
     outs, lses = [], []
     for part in _math_chunks(q, k):
-        scores = _math_scores(q[part], k[part], causal, scale)
+        scores = _math_scores(q[part], k[part], causal, scale, mask)
         lse = torch.logsumexp(scores, dim=-1)
         outs.append(torch.matmul(torch.exp(scores - lse[..., None]), _expand_kv(v[part], q.shape[1]).float()))
         lses.append(lse)
     return torch.cat(outs).to(q.dtype), torch.cat(lses)
 
 
-def _math_bwd(dout, q, k, v, out, lse, causal, scale):
+def _math_bwd(dout, q, k, v, out, lse, causal, scale, mask=None):
     n_kv, grads = k.shape[1], []
     for part in _math_chunks(q, k):
         qf, do = q[part].float(), dout[part].float()
         ke, ve = _expand_kv(k[part], q.shape[1]).float(), _expand_kv(v[part], q.shape[1]).float()
-        probs = torch.exp(_math_scores(q[part], k[part], causal, scale) - lse[part].float()[..., None])
+        probs = torch.exp(_math_scores(q[part], k[part], causal, scale, mask) - lse[part].float()[..., None])
         delta = (do * out[part].float()).sum(-1, keepdim=True)
         dscores = probs * (torch.matmul(do, ve.transpose(-1, -2)) - delta)
         dq = torch.matmul(dscores, ke) * scale
@@ -341,12 +344,13 @@ def _cuda_flash_ok(q) -> bool:
     return q.dtype in (torch.float16, torch.bfloat16) and q.shape[-1] % 8 == 0 and q.shape[-1] <= 256
 
 
-def _kernel_fwd(q, k, v, causal: bool, scale: float):
-    """Fused attention on 4D ``[batch, heads, n, D]`` inputs -> (out, lse float32)."""
+def _kernel_fwd(q, k, v, causal: bool, scale: float, mask=None):
+    """Fused attention on 4D ``[batch, heads, n, D]`` inputs -> (out, lse float32).
+    ``mask``: an additive float mask ``[n_q, n_k]`` (the sliding window's band)."""
     if q.device.type == "cpu":
         return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-            q, k, v, 0.0, causal, scale=scale)
-    if q.device.type == "cuda":
+            q, k, v, 0.0, causal, attn_mask=mask, scale=scale)
+    if q.device.type == "cuda" and mask is None:
         try:
             q, k, v = q.contiguous(), _expand_kv(k, q.shape[1]).contiguous(), _expand_kv(v, q.shape[1]).contiguous()
             if _cuda_flash_ok(q):
@@ -356,15 +360,15 @@ def _kernel_fwd(q, k, v, causal: bool, scale: float):
             return res[0], res[1][..., : q.shape[2]]
         except (RuntimeError, TypeError) as err:  # unsupported shape/dtype on this GPU
             _warn_once("cuda-fwd", f"fused CUDA attention unavailable ({err}); using plain torch")
-    return _math_fwd(q, k, v, causal, scale)
+    return _math_fwd(q, k, v, causal, scale, mask)
 
 
-def _kernel_bwd(dout, q, k, v, out, lse, causal: bool, scale: float):
+def _kernel_bwd(dout, q, k, v, out, lse, causal: bool, scale: float, mask=None):
     """Gradients of the fused attention given the (possibly global) out and lse."""
     if q.device.type == "cpu":
         return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
-            dout, q, k, v, out, lse, 0.0, causal, scale=scale)
-    if q.device.type == "cuda":
+            dout, q, k, v, out, lse, 0.0, causal, attn_mask=mask, scale=scale)
+    if q.device.type == "cuda" and mask is None:
         try:
             n_kv = k.shape[1]
             qc, kc, vc = q.contiguous(), _expand_kv(k, q.shape[1]).contiguous(), _expand_kv(v, q.shape[1]).contiguous()
@@ -389,7 +393,7 @@ def _kernel_bwd(dout, q, k, v, out, lse, causal: bool, scale: float):
             return dq, dk, dv
         except (RuntimeError, TypeError) as err:
             _warn_once("cuda-bwd", f"fused CUDA attention backward unavailable ({err}); using plain torch")
-    return _math_bwd(dout, q, k, v, out, lse, causal, scale)
+    return _math_bwd(dout, q, k, v, out, lse, causal, scale, mask)
 
 
 # --------------------------------------------------------------------------- forward
@@ -652,6 +656,146 @@ class _DilatedAttentionFunction(torch.autograd.Function):
         return dq, dk, dv, dbias, None, None, None, None
 
 
+# --------------------------------------------------------------------------- sliding window
+
+
+_SLIDING_CHUNK = 1024  # query rows per kernel call of the sliding window
+
+
+@dataclass(frozen=True)
+class _Band:
+    """One kernel call of the sliding window: query rows ``[q0, q1)`` (indices into
+    the M queries) against key rows ``[k0, k1)``. ``kind``: "full" (every key
+    visible), "causal" (the square on the diagonal) or "band" (key j visible to the
+    query at position t iff ``j > t - window``: the window's trailing edge)."""
+
+    q0: int
+    q1: int
+    k0: int
+    k1: int
+    kind: str
+
+
+@functools.lru_cache(maxsize=256)
+def _sliding_plan(n_keys: int, n_queries: int, window: int, chunk: int) -> tuple[_Band, ...]:
+    """Query chunks of at most ``min(chunk, window)`` rows; each sees its own rows
+    causally, the keys every row of the chunk reaches in full, and a band of keys that
+    only its earlier rows reach. Rows whose band would be empty get no band call, so
+    no call holds a fully masked row."""
+    first_query = n_keys - n_queries
+    step = max(1, min(chunk, window))
+    bands = []
+    for a in range(first_query, n_keys, step):
+        b = min(a + step, n_keys)
+        qa, qb = a - first_query, b - first_query
+        bands.append(_Band(qa, qb, a, b, "causal"))
+        full_from = max(0, b - window)  # the last row of the chunk reaches back to here
+        if full_from < a:
+            bands.append(_Band(qa, qb, full_from, a, "full"))
+        band_from = max(0, a - window + 1)  # the first row reaches back to here
+        if band_from < full_from:
+            # Rows t < b - 1 see part of [band_from, full_from); row b - 1 sees none of it.
+            bands.append(_Band(qa, qb - 1, band_from, full_from, "band"))
+    return tuple(bands)
+
+
+def _band_mask(band: _Band, first_query: int, window: int, dtype, device) -> Optional[torch.Tensor]:
+    if band.kind != "band":
+        return None
+    t = torch.arange(band.q0, band.q1, device=device)[:, None] + first_query
+    j = torch.arange(band.k0, band.k1, device=device)[None, :]
+    zero = torch.zeros((), dtype=dtype, device=device)
+    return torch.where(j > t - window, zero, torch.tensor(float("-inf"), dtype=dtype, device=device))
+
+
+def _sliding_forward(q, k, v, window: int, scale: float):
+    B, Hq, M, D = q.shape
+    first_query = k.shape[2] - M
+    acc_dtype = _acc_dtype(q.dtype)
+    acc_out = torch.zeros(B, Hq, M, D, dtype=acc_dtype, device=q.device)
+    acc_lse = torch.full((B, Hq, M, 1), float("-inf"), dtype=acc_dtype, device=q.device)
+    for band in _sliding_plan(k.shape[2], M, window, _SLIDING_CHUNK):
+        mask = _band_mask(band, first_query, window, q.dtype, q.device)
+        out, lse = _kernel_fwd(q[:, :, band.q0:band.q1], k[:, :, band.k0:band.k1],
+                               v[:, :, band.k0:band.k1], band.kind == "causal", scale, mask)
+        _merge_(acc_out[:, :, band.q0:band.q1], acc_lse[:, :, band.q0:band.q1],
+                out, lse.unsqueeze(-1).to(acc_dtype), band.kind == "causal")
+    return acc_out, acc_lse.squeeze(-1)
+
+
+class _SlidingWindowFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, window, scale):
+        out, lse = _sliding_forward(q, k, v, window, scale)
+        out = out.to(q.dtype)
+        ctx.save_for_backward(q, k, v, out, lse)
+        ctx.window, ctx.scale = window, scale
+        ctx.set_materialize_grads(False)
+        return out, lse
+
+    @staticmethod
+    def backward(ctx, dout, dlse):
+        q, k, v, out, lse = ctx.saved_tensors
+        window, scale = ctx.window, ctx.scale
+        acc_dtype = _acc_dtype(q.dtype)
+        first_query = k.shape[2] - q.shape[2]
+        fold_lse = dlse is not None and bool(torch.any(dlse != 0))
+        dout = dout.contiguous() if dout is not None else torch.zeros_like(out)
+        dq = torch.zeros(q.shape, dtype=acc_dtype, device=q.device)
+        dk = torch.zeros(k.shape, dtype=acc_dtype, device=q.device)
+        dv = torch.zeros(v.shape, dtype=acc_dtype, device=q.device)
+        D = q.shape[-1]
+        for band in _sliding_plan(k.shape[2], q.shape[2], window, _SLIDING_CHUNK):
+            rows, keys = slice(band.q0, band.q1), slice(band.k0, band.k1)
+            q4, k4, v4 = q[:, :, rows], k[:, :, keys], v[:, :, keys]
+            do4, o4 = dout[:, :, rows], out[:, :, rows]
+            if fold_lse:  # every call's P is its share of the one joint softmax (global lse)
+                g4 = dlse[:, :, rows].to(acc_dtype).unsqueeze(-1)
+                q4, k4, v4, do4, o4 = _augment(q4, k4, v4, do4, o4, g4, scale)
+            mask = _band_mask(band, first_query, window, q4.dtype, q.device)
+            gq, gk, gv = _kernel_bwd(do4.contiguous(), q4.contiguous(), k4.contiguous(),
+                                     v4.contiguous(), o4.contiguous(),
+                                     lse[:, :, rows].to(acc_dtype).contiguous(),
+                                     band.kind == "causal", scale, mask)
+            dq[:, :, rows] += gq[..., :D]
+            dk[:, :, keys] += gk[..., :D]
+            dv[:, :, keys] += gv[..., :D]
+        return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), None, None
+
+
+def sliding_window_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    window: int,
+    *,
+    scale: Optional[float] = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Causal attention over a sliding window: the query at position t sees the keys at
+    ``t - window < j <= t`` (the last ``window`` positions, itself included), exactly as
+    a dense model trained with a context of ``window`` tokens sees them.
+
+    Layout and alignment as ``dilated_attention`` (q ``[B, Hq, M, D]``, k and v
+    ``[B, Hkv, N, D]``, queries the last M of N positions, grouped-query heads). Returns
+    ``(out [B, Hq, M, D], lse [B, Hq, M])`` (lse float32, float64 for float64 inputs),
+    differentiable through both. With ``N <= window`` it equals causal SDPA. Rotate q
+    and k before calling (the window is position-agnostic)."""
+    if window < 1:
+        raise ValueError(f"the sliding window must be >= 1 token; got {window}")
+    _check_inputs(q, k, v, ((1, 1),), None)
+    q, k, v = _last_dim_contiguous(q), _last_dim_contiguous(k), _last_dim_contiguous(v)
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+    if q.shape[2] == 0 or q.shape[0] == 0:
+        lse = torch.full(q.shape[:3], float("-inf"), dtype=_acc_dtype(q.dtype), device=q.device)
+        return q.new_zeros(q.shape), lse
+    needs_grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
+    if needs_grad:
+        return _SlidingWindowFunction.apply(q, k, v, int(window), scale)
+    with torch.no_grad():
+        out, lse = _sliding_forward(q, k, v, int(window), scale)
+    return out.to(q.dtype), lse
+
+
 # --------------------------------------------------------------------------- public
 
 
@@ -709,6 +853,7 @@ def dilated_attention(
     return_lse: bool = False,
     level_bias: Optional[torch.Tensor] = None,
     rotary: Optional[Rotary] = None,
+    local_window: Optional[int] = None,
 ):
     """LongNet dilated attention: ``[B, Hq, M, D]`` (and the lse ``[B, Hq, M]``, float32
     (float64 for float64 inputs), when ``return_lse``). See the module docstring for the exact semantics: levels
@@ -718,9 +863,20 @@ def dilated_attention(
     row kept by no level is 0. ``scale`` defaults to ``1/sqrt(D)``. ``level_bias``
     ``[Hq, L]`` is added to each level's lse before mixing; ``rotary(x, positions)`` is
     applied to each level's kept q and k rows with positions inside the sparsified
-    segment. Differentiable in q, k, v, level_bias and through the returned lse."""
+    segment. Differentiable in q, k, v, level_bias and through the returned lse.
+
+    ``local_window`` (optional): level 0 becomes a dense sliding window over the last
+    ``local_window`` positions (``sliding_window_attention``) instead of absolute
+    segments, so every query sees its recent past exactly as a dense model with that
+    context does; its dilation rate must be 1 and its segment length is not used. The
+    other levels are unchanged and mixed with it by eq. 10 (``level_bias[:, 0]`` is the
+    window's bias). With ``rotary``, the window's rows are rotated at their true
+    positions ``0..N-1``."""
     levels = _levels(segment_lengths, dilation_rates)
     _check_inputs(q, k, v, levels, level_bias)
+    if local_window is not None:
+        return _with_local_window(q, k, v, levels, int(local_window), is_causal, scale,
+                                  return_lse, level_bias, rotary)
     q, k, v = _last_dim_contiguous(q), _last_dim_contiguous(k), _last_dim_contiguous(v)
     B, Hq, M, D = q.shape
     N = k.shape[2]
@@ -740,6 +896,33 @@ def dilated_attention(
         with torch.no_grad():
             out, lse = _forward(q, k, v, pieces, scale, level_bias, rotary, copy_ok)
             out = out.to(q.dtype)
+    return (out, lse) if return_lse else out
+
+
+def _with_local_window(q, k, v, levels, window, is_causal, scale, return_lse, level_bias, rotary):
+    """``dilated_attention`` whose level 0 is a sliding window of ``window`` positions."""
+    if not is_causal:
+        raise ValueError("a sliding local window needs is_causal=True")
+    if levels[0][1] != 1:
+        raise ValueError(f"the sliding local window replaces a dense level 0 (dilation rate 1), "
+                         f"not one with rate {levels[0][1]}")
+    N, M = k.shape[2], q.shape[2]
+    q_local, k_local = q, k
+    if rotary is not None:
+        q_local = rotary(q, torch.arange(N - M, N, device=q.device))
+        k_local = rotary(k, torch.arange(N, device=k.device))
+    out, lse = sliding_window_attention(q_local, k_local, v, window, scale=scale)
+    if len(levels) > 1:
+        far_bias = None if level_bias is None else level_bias[:, 1:]
+        far_out, far_lse = dilated_attention(
+            q, k, v, [w for w, _ in levels[1:]], [r for _, r in levels[1:]], is_causal=True,
+            scale=scale, return_lse=True, level_bias=far_bias, rotary=rotary)
+        bias = None
+        if level_bias is not None:
+            bias = torch.stack([level_bias[:, 0], torch.zeros_like(level_bias[:, 0])], 1)
+        out, lse = merge_levels([out, far_out], [lse, far_lse], level_bias=bias)
+    elif level_bias is not None:
+        lse = lse + level_bias[:, 0].to(lse.dtype)[None, :, None]
     return (out, lse) if return_lse else out
 
 

@@ -38,10 +38,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from longnet.attention import level_attention, merge_levels
+from longnet.attention import level_attention, merge_levels, sliding_window_attention
 from longnet.model import LongNetConfig, autocast, choose_dtype
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the sliding local window's rows (local_first, layers.N.local.k/v)
 METADATA_FILE = "memory.json"
 HASH_BLOCK = 1024  # tokens per block of the stream hash chain
 
@@ -93,6 +93,20 @@ class LevelState:
     position ``start + j·r + (g·G + s) mod r``)."""
 
     start: int
+    kv: torch.Tensor
+
+
+@dataclass
+class LocalWindowState:
+    """One layer's sliding local window: ``kv [2, Hkv, capacity, D]`` whose first
+    ``rows`` rows hold positions ``first, first + 1, ...`` (the memory's most recent
+    tokens). Keys are stored rotated at ``position - first`` in "dilated" position mode
+    (rotary is relative, so an origin near the rows keeps the angles precise) and at
+    their absolute positions in "absolute" mode. Rows past ``rows`` are free: a fork
+    writes there without touching what the memory holds."""
+
+    first: int
+    rows: int
     kv: torch.Tensor
 
 
@@ -241,6 +255,25 @@ def plan_level(config: LongNetConfig, level: int, tokens: int, count: int,
     )
 
 
+@dataclass
+class WindowPlan:
+    """The sliding local window's part of one append (see ``Memory._plan_window``)."""
+
+    first: int  # position of the window's row 0 before the step
+    keep_from: int  # renewing: the first old row still needed
+    keep: int  # rows kept before the new ones
+    renew: bool  # copy the kept rows into a new, larger buffer
+    new_first: int  # position of row 0 after the step
+    capacity: int  # rows of a renewed buffer
+    reads_from: int  # the first row (after the step) the new tokens read
+    count: int  # new tokens
+    cos: torch.Tensor | None  # rotary of the new rows at position - new_first ("dilated")
+    sin: torch.Tensor | None
+    shift_cos: torch.Tensor | None  # re-basing rotation of the kept keys, when renewed
+    shift_sin: torch.Tensor | None
+    mask: torch.Tensor | None  # few-query path: [count, rows read] additive window mask
+
+
 # --------------------------------------------------------------------------- memory
 
 
@@ -269,6 +302,8 @@ class Memory:
         # states[layer][level] -> LevelState | None
         self.states: list[list[LevelState | None]] = [
             [None] * self.config.num_levels for _ in range(self.config.num_layers)]
+        # With a sliding level 0 (config.local_window): its rows, per layer.
+        self.local: list[LocalWindowState | None] = [None] * self.config.num_layers
         self._local_turn_start: int | None = None  # set in a fork reading a chat turn
 
     # -- reading the stream
@@ -304,8 +339,8 @@ class Memory:
         c = self.config
         rotary = self.model.rotary if c.position_mode == "dilated" else None
         few = ids.numel() <= self.few_queries
-        plans = []
-        for level in range(c.num_levels):
+        plans = [None] if c.local_window else []  # a sliding level 0 is planned apart
+        for level in range(len(plans), c.num_levels):
             unbounded = level == 0 and self._local_turn_start is not None
             plans.append(plan_level(c, level, self.tokens, ids.numel(),
                                     self._state_start(level, unbounded), self.device,
@@ -315,9 +350,10 @@ class Memory:
         absolute = None
         if c.position_mode == "absolute":
             absolute = self.model.rotary.cos_sin(positions)
+        window = self._plan_window(ids.numel(), few) if c.local_window else None
         with autocast(self.device, self.dtype):
             hidden = self.model.run_layers(
-                ids[None], lambda layer: self._attention(layer, plans, absolute, few),
+                ids[None], lambda layer: self._attention(layer, plans, absolute, few, window),
                 logits=False)
             if last_only:
                 hidden = hidden[:, -1:]
@@ -337,7 +373,7 @@ class Memory:
     def _drop_finished_segments(self) -> None:
         """The state of a level whose segment ended is never read again: free it."""
         for level, w in enumerate(self.config.segment_lengths):
-            if level == 0 and self._local_turn_start is not None:
+            if level == 0 and (self._local_turn_start is not None or self.config.local_window):
                 continue
             current = (self.tokens // w) * w
             for layer_states in self.states:
@@ -345,7 +381,8 @@ class Memory:
                 if state is not None and state.start != current:
                     layer_states[level] = None
 
-    def _attention(self, layer: int, plans: list[LevelPlan | None], absolute, few: bool):
+    def _attention(self, layer: int, plans: list[LevelPlan | None], absolute, few: bool,
+                   window: WindowPlan | None = None):
         bias = getattr(self.model.layers[layer].self_attn, "level_bias", None)
         rotate = self.model.rotary.rotate
 
@@ -361,18 +398,100 @@ class Memory:
                 if plan.cos is not None:
                     q_level, k_level = rotate(q, plan.cos, plan.sin), rotate(k, plan.cos, plan.sin)
                 levels.append((plan, q_level, self._store(layer, plan, k_level, v)))
-            level_bias = None if bias is None else bias[:, [p.level for p in active]]
+            columns = ([0] if window is not None else []) + [p.level for p in active]
+            level_bias = None if bias is None else bias[:, columns]
+            local = None
+            if window is not None:
+                q_local, k_local = q, k
+                if window.cos is not None:
+                    q_local = rotate(q, window.cos, window.sin)
+                    k_local = rotate(k, window.cos, window.sin)
+                local = (q_local, self._store_window(layer, window, k_local, v), window)
             if few:
-                out = _attend_few(levels, level_bias, self.config.dilation_rates[0] == 1)
+                out = _attend_few(levels, level_bias, self.config.dilation_rates[0] == 1, local)
             else:
-                outs, lses = zip(*(_attend_compact(plan, q_level, kv)
-                                   for plan, q_level, kv in levels))
+                outs, lses = [], []
+                if local is not None:
+                    q_local, kv, _ = local
+                    o, l = sliding_window_attention(q_local[None], kv[0][None], kv[1][None],
+                                                    self.config.local_window, scale=1.0)
+                    outs.append(o[0])
+                    lses.append(l[0])
+                for plan, q_level, kv in levels:
+                    o, l = _attend_compact(plan, q_level, kv)
+                    outs.append(o)
+                    lses.append(l)
                 out, _ = merge_levels([o[None] for o in outs], [x[None] for x in lses],
                                       level_bias=level_bias)
                 out = out[0]
             return out[None].to(v.dtype)
 
         return attend
+
+    # -- the sliding local window (config.local_window)
+
+    def _plan_window(self, count: int, few: bool) -> WindowPlan:
+        """Where this step's new rows go in every layer's window, which rows it reads,
+        and the re-basing of the kept rows when their buffer is renewed (the same for
+        every layer: all layers hold the same positions)."""
+        c = self.config
+        W = c.local_window
+        state = next((s for s in self.local if s is not None), None)
+        first, rows, capacity = (state.first, state.rows, state.kv.shape[2]) if state \
+            else (self.tokens, 0, 0)
+        if first + rows != self.tokens:
+            raise RuntimeError("the sliding window's rows do not end at the memory's tokens")
+        read_from = max(0, self.tokens - W + 1)  # the oldest row the first new token sees
+        keep_from = max(0, read_from - first)  # rows before this are out of every window
+        renew = rows + count > capacity
+        if renew:  # a new buffer: the rows still needed, the new ones, room to grow
+            new_first, keep = first + keep_from, rows - keep_from
+            capacity = keep + count + max(W, count)
+        else:
+            new_first, keep = first, rows
+        reads_from = max(0, read_from - new_first)
+        cos = sin = shift_cos = shift_sin = None
+        if c.position_mode == "dilated":
+            rotary = self.model.rotary
+            positions = torch.arange(self.tokens, self.tokens + count, device=self.device)
+            cos, sin = rotary.cos_sin(positions - new_first)
+            if renew and new_first != first:
+                shift = torch.tensor([first - new_first], device=self.device)
+                shift_cos, shift_sin = rotary.cos_sin(shift)
+        mask = None
+        if few:
+            # New token t (position tokens + t) sees rows whose positions lie in (pos - W, pos].
+            key_pos = new_first + reads_from + torch.arange(keep - reads_from + count,
+                                                            device=self.device)
+            query_pos = torch.arange(self.tokens, self.tokens + count, device=self.device)
+            visible = (key_pos[None, :] <= query_pos[:, None]) & \
+                      (key_pos[None, :] > query_pos[:, None] - W)
+            mask = torch.where(visible, 0.0, float("-inf"))
+        return WindowPlan(first=first, keep_from=keep_from if renew else 0, keep=keep,
+                          renew=renew, new_first=new_first, capacity=capacity,
+                          reads_from=reads_from, count=count, cos=cos, sin=sin,
+                          shift_cos=shift_cos, shift_sin=shift_sin, mask=mask)
+
+    def _store_window(self, layer: int, plan: WindowPlan, k_new, v_new) -> torch.Tensor:
+        """Write the new rows into the layer's window; return the rows this step reads,
+        ``kv [2, Hkv, n, D]``."""
+        state = self.local[layer]
+        if plan.renew:
+            Hkv, D = k_new.shape[0], k_new.shape[-1]
+            kv = torch.zeros((2, Hkv, plan.capacity, D), dtype=self.dtype, device=self.device)
+            if state is not None and plan.keep:
+                kept = state.kv[:, :, plan.keep_from:plan.keep_from + plan.keep]
+                kv[:, :, :plan.keep] = kept
+                if plan.shift_cos is not None:  # re-base the kept keys' rotation
+                    kv[0, :, :plan.keep] = self.model.rotary.rotate(
+                        kept[0], plan.shift_cos, plan.shift_sin).to(kv.dtype)
+        else:
+            kv = state.kv
+        end = plan.keep + plan.count
+        kv[0, :, plan.keep:end] = k_new.to(kv.dtype)
+        kv[1, :, plan.keep:end] = v_new.to(kv.dtype)
+        self.local[layer] = LocalWindowState(plan.new_first, end, kv)
+        return kv[:, :, plan.reads_from:end]
 
     def _store(self, layer: int, plan: LevelPlan, k_new, v_new) -> torch.Tensor:
         """Write the level's new rows into its state; return the rows of this step's
@@ -416,8 +535,9 @@ class Memory:
     @property
     def nbytes(self) -> int:
         """Bytes held by the state tensors."""
-        return sum(s.kv.numel() * s.kv.element_size()
-                   for layer in self.states for s in layer if s is not None)
+        levels = sum(s.kv.numel() * s.kv.element_size()
+                     for layer in self.states for s in layer if s is not None)
+        return levels + sum(s.kv.numel() * s.kv.element_size() for s in self.local if s is not None)
 
     @property
     def stream_hash(self) -> str:
@@ -447,7 +567,30 @@ class Memory:
                                    torch.zeros((), dtype=state.kv.dtype, device=self.device))
                 result[f"layers.{layer}.levels.{level}.k"] = rows[0].contiguous()
                 result[f"layers.{layer}.levels.{level}.v"] = rows[1].contiguous()
+        for layer, window in enumerate(self.local):
+            if window is None:
+                continue
+            k, v = self._window_rows(window)
+            result[f"layers.{layer}.local.k"] = k
+            result[f"layers.{layer}.local.v"] = v
         return result
+
+    def _window_rows(self, window: LocalWindowState) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rows a next token can still see (the last ``local_window - 1``), keys
+        rotated relative to the first of them: ``k, v [Hkv, n, D]``."""
+        skip = max(0, window.rows - (self.config.local_window - 1))
+        k = window.kv[0, :, skip:window.rows]
+        v = window.kv[1, :, skip:window.rows]
+        if skip and self.config.position_mode == "dilated":
+            cos, sin = self.model.rotary.cos_sin(torch.tensor([-skip], device=self.device))
+            k = self.model.rotary.rotate(k, cos, sin).to(window.kv.dtype)
+        return k.contiguous(), v.contiguous()
+
+    def _window_first(self) -> int | None:
+        window = next((s for s in self.local if s is not None), None)
+        if window is None:
+            return None
+        return window.first + max(0, window.rows - (self.config.local_window - 1))
 
     # -- generation
 
@@ -462,7 +605,10 @@ class Memory:
         fork._hash = StreamHash(**self._hash.state())
         fork.states = [[None if s is None else LevelState(s.start, s.kv) for s in layer]
                        for layer in self.states]
-        if dense_local and self.config.dilation_rates[0] == 1 and fork._local_turn_start is None:
+        # The fork renews or writes past the memory's rows, never over them.
+        fork.local = list(self.local)
+        if (dense_local and self.config.dilation_rates[0] == 1 and fork._local_turn_start is None
+                and not self.config.local_window):
             w = self.config.segment_lengths[0]
             fork._local_turn_start = (self.tokens // w) * w
         return fork
@@ -492,10 +638,14 @@ class Memory:
             "dtype": str(self.dtype).removeprefix("torch."),
             "nbytes": self.nbytes,
             "level_starts": self._level_starts(),
+            "local_first": self._window_first(),
         }
 
     def _level_starts(self) -> list[int | None]:
-        return [self._state_start(level, False) for level in range(self.config.num_levels)]
+        starts = [self._state_start(level, False) for level in range(self.config.num_levels)]
+        if self.config.local_window:
+            starts[0] = None  # the sliding level's rows are saved apart ("local_first")
+        return starts
 
     def save(self, directory) -> Path:
         """Write the memory to ``directory`` atomically.
@@ -593,6 +743,24 @@ class Memory:
                         f"{tuple(k.shape)}, expected {expected}")
                 kv = torch.stack((k, v)).to(memory.dtype)
                 memory.states[layer][level] = LevelState(start, kv)
+        local_first = meta.get("local_first")
+        if c.local_window and memory.tokens:
+            if local_first is None:
+                raise MemoryMismatchError(f"{meta_path} lacks the sliding window's rows")
+            rows = memory.tokens - int(local_first)
+            expected = (c.num_kv_heads, rows, c.head_dim)
+            for layer in range(c.num_layers):
+                try:
+                    k = tensors[f"layers.{layer}.local.k"]
+                    v = tensors[f"layers.{layer}.local.v"]
+                except KeyError as error:
+                    raise MemoryMismatchError(f"{state_path} lacks {error}") from error
+                if tuple(k.shape) != expected or tuple(v.shape) != expected:
+                    raise MemoryMismatchError(
+                        f"{state_path}: layer {layer} window has shape {tuple(k.shape)}, "
+                        f"expected {expected}")
+                kv = torch.stack((k, v)).to(memory.dtype)
+                memory.local[layer] = LocalWindowState(int(local_first), rows, kv)
         return memory
 
     def __repr__(self) -> str:
@@ -619,13 +787,25 @@ def _fsync_dir(path: Path) -> None:
 # --------------------------------------------------------------------------- attention
 
 
-def _attend_few(levels, level_bias, first_level_dense: bool) -> torch.Tensor:
+def _attend_few(levels, level_bias, first_level_dense: bool, local=None) -> torch.Tensor:
     """A few new tokens against every level at once: ``[Hq, T, D]``.
 
     Each level's scores are one masked batched matmul of the heads against the slot
-    they read; eq. 10 mixing is one softmax over all levels' scores together."""
+    they read; eq. 10 mixing is one softmax over all levels' scores together. ``local``
+    = (q, kv ``[2, Hkv, n, D]``, WindowPlan): the sliding window, bias column 0."""
     scores, values = [], []
-    _Hq, T, D = levels[0][1].shape
+    if local is not None:
+        q_local, kv_local, window = local
+        Hq, T, D = q_local.shape
+        Hkv, n = kv_local.shape[1], kv_local.shape[2]
+        grouped = q_local.reshape(Hkv, (Hq // Hkv) * T, D).to(kv_local.dtype)
+        local_scores = torch.bmm(grouped, kv_local[0].transpose(1, 2)).reshape(Hq, T, n)
+        local_scores = local_scores.float() + window.mask
+        if level_bias is not None:
+            local_scores = local_scores + level_bias[:, 0, None, None].float()
+            level_bias = level_bias[:, 1:]
+        scores.append(local_scores)
+    _Hq, T, D = (levels[0][1] if levels else local[0]).shape
     for index, (plan, q, kv) in enumerate(levels):
         groups = plan.groups
         Hkv, slots, blocks = kv.shape[1], kv.shape[2], kv.shape[3]
@@ -645,6 +825,12 @@ def _attend_few(levels, level_bias, first_level_dense: bool) -> torch.Tensor:
         weights = weights.nan_to_num(0.0)
     out = None
     begin = 0
+    if local is not None:
+        n = scores[0].shape[-1]
+        w = weights[..., :n].reshape(Hkv, (Hq // Hkv) * T, n)
+        out = torch.bmm(w.to(kv_local.dtype), kv_local[1]).reshape(Hq, T, D).float()
+        begin = n
+        scores = scores[1:]
     for (plan, _, _), value, level_scores in zip(levels, values, scores):
         groups = plan.groups
         blocks = level_scores.shape[-1]

@@ -55,6 +55,30 @@ def level_schedule(max_tokens: int = MAX_HISTORY_TOKENS, local_window: int = 204
 
 _DEFAULT_SEGMENTS, _DEFAULT_RATES = level_schedule()
 
+PRETRAINED_WINDOW_CAP = 8192  # the sliding window of a pretrained model: its context, at most this
+FAR_LEVEL_KEYS = 2048  # rows each far level keeps per segment (w / r) in the sliding schedule
+CLOSED_GATE = -8.0  # initial bias of the far levels of a pretrained model: exp(-8) ≈ 3e-4
+
+
+def sliding_schedule(window: int, max_tokens: int = MAX_HISTORY_TOKENS,
+                     far_keys: int = FAR_LEVEL_KEYS, alpha: int = 2
+                     ) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Levels for a model whose level 0 is a sliding window of ``window`` tokens
+    (``LongNetConfig.local_window``): level 0 is ``(window, 1)``, then far levels
+    ``w = 2·window·α^j`` with ``r = w / far_keys``, so each far level keeps ``far_keys``
+    rows per segment, until one segment covers ``max_tokens``. The far levels start
+    where the window ends; they are what a pretrained model learns to read in training.
+    """
+    if window < 1 or far_keys < 1 or alpha < 2:
+        raise ValueError("sliding_schedule needs window >= 1, far_keys >= 1, alpha >= 2")
+    segments, rates = [window], [1]
+    w = 2 * window
+    while segments[-1] < max_tokens:
+        segments.append(w)
+        rates.append(max(1, w // far_keys))
+        w *= alpha
+    return tuple(segments), tuple(rates)
+
 
 @dataclass
 class LongNetConfig:
@@ -74,7 +98,10 @@ class LongNetConfig:
     attention_bias: bool = False  # q/k/v biases (Qwen2)
     max_position_embeddings: int = 8192  # the context the weights were trained on
     position_mode: str = "dilated"
+    # Level 0 as a dense sliding window of this many tokens (None: absolute segments).
+    local_window: int | None = None
     level_gates: bool = False  # a learnable bias per (layer, head, level) on each level's lse
+    far_gate_init: float = 0.0  # initial gate bias of levels 1.. (0 = the paper's eq. 10)
     bos_token_id: int | None = None
     eos_token_id: int | list[int] | None = None
 
@@ -94,6 +121,13 @@ class LongNetConfig:
         if self.position_mode not in POSITION_MODES:
             problems.append(f"position_mode must be one of {POSITION_MODES}, "
                             f"not {self.position_mode!r}")
+        if self.local_window is not None:
+            self.local_window = int(self.local_window)
+            if self.local_window < 1:
+                problems.append("local_window must be >= 1 (or None for absolute segments)")
+            if self.dilation_rates and self.dilation_rates[0] != 1:
+                problems.append("a sliding local_window replaces a dense level 0: "
+                                "dilation_rates[0] must be 1")
         if self.head_dim % 2:
             problems.append("head_dim must be even for rotary positions")
         if problems:
@@ -258,7 +292,7 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(config.hidden_size, config.num_kv_heads * hd, bias=bias)
         self.o_proj = nn.Linear(config.num_heads * hd, config.hidden_size, bias=False)
         # Added to each level's log-sum-exp before mixing; 0 is exactly the paper's eq. 10.
-        self.level_bias = (nn.Parameter(torch.zeros(config.num_heads, config.num_levels))
+        self.level_bias = (nn.Parameter(initial_level_bias(config))
                            if config.level_gates else None)
 
     def project(self, x):
@@ -273,6 +307,15 @@ class Attention(nn.Module):
     def output(self, attended):
         B, H, T, D = attended.shape
         return self.o_proj(attended.transpose(1, 2).reshape(B, T, H * D))
+
+
+def initial_level_bias(config: LongNetConfig) -> torch.Tensor:
+    """Gate biases ``[heads, levels]`` a model starts with: level 0 open (0), the far
+    levels at ``far_gate_init`` (strongly negative for a pretrained model, so it first
+    behaves as its dense window does and training opens them)."""
+    bias = torch.zeros(config.num_heads, config.num_levels)
+    bias[:, 1:] = config.far_gate_init
+    return bias
 
 
 class MLP(nn.Module):
@@ -354,7 +397,8 @@ class LongNetLM(nn.Module):
                 if c.position_mode == "absolute":
                     q, k = self.rotary(q, positions), self.rotary(k, positions)
                 return dilated_attention(q, k, v, c.segment_lengths, c.dilation_rates,
-                                         is_causal=True, rotary=rotary, level_bias=level_bias)
+                                         is_causal=True, rotary=rotary, level_bias=level_bias,
+                                         local_window=c.local_window)
 
             return attend
 
@@ -393,16 +437,22 @@ class LongNetLM(nn.Module):
                         **overrides) -> LongNetLM:
         """Load Llama/Qwen2/Mistral weights: the default model, a local HF folder or a .gguf.
 
-        ``overrides`` replace config fields (e.g. ``segment_lengths``, ``position_mode``).
-        Weights stay float32; run in bfloat16 through ``autocast``.
+        A pretrained model gets, unless ``overrides`` say otherwise: level 0 as a sliding
+        window of its trained context (capped at 8,192 tokens) with far levels from
+        ``sliding_schedule``, and level gates with the far levels nearly closed
+        (``CLOSED_GATE``), so that before training it reads its recent past exactly as
+        the dense model does and the far levels barely count. ``overrides`` replace
+        config fields (e.g. ``segment_lengths``, ``position_mode``, ``local_window=None``
+        for the paper's absolute segments, ``far_gate_init=0.0``). Weights stay float32;
+        run in bfloat16 through ``autocast``.
         """
         from safetensors import safe_open
 
         from longnet.weights import resolve_model_dir, weights_fingerprint
 
         folder = resolve_model_dir(name_or_path, cache_dir)
-        config = LongNetConfig.from_hf(json.loads((folder / "config.json").read_text()),
-                                       **overrides)
+        hf_config = json.loads((folder / "config.json").read_text())
+        config = LongNetConfig.from_hf(hf_config, **pretrained_defaults(hf_config, overrides))
         files = _safetensors_files(folder)
         with torch.device("meta"):
             model = cls(config)
@@ -414,9 +464,7 @@ class LongNetLM(nn.Module):
         if config.tie_word_embeddings:
             state.pop("lm_head.weight", None)
         for index in range(config.num_layers if config.level_gates else 0):
-            # Level gates start open: exactly eq. 10.
-            state.setdefault(f"layers.{index}.self_attn.level_bias",
-                             torch.zeros(config.num_heads, config.num_levels))
+            state.setdefault(f"layers.{index}.self_attn.level_bias", initial_level_bias(config))
         expected = set(model.state_dict())
         if config.tie_word_embeddings:
             expected.discard("lm_head.weight")
@@ -436,6 +484,25 @@ class LongNetLM(nn.Module):
         return model.to(choose_device(device)).eval()
 
 
+def pretrained_defaults(hf_config: dict, overrides: dict) -> dict:
+    """The config fields a pretrained model loads with, then ``overrides`` on top.
+
+    Without a level schedule of the caller's: the sliding window of its trained context
+    and closed far gates. A caller who gives ``segment_lengths``/``dilation_rates``
+    gets exactly the paper's levels (absolute segments, no gates) unless they also ask
+    for ``local_window``/``level_gates``."""
+    if "segment_lengths" in overrides or "dilation_rates" in overrides:
+        return dict(overrides)
+    window = min(int(hf_config.get("max_position_embeddings") or PRETRAINED_WINDOW_CAP),
+                 PRETRAINED_WINDOW_CAP)
+    window = int(overrides.get("local_window") or window)
+    segments, rates = sliding_schedule(window)
+    values = {"local_window": window, "segment_lengths": segments, "dilation_rates": rates,
+              "level_gates": True, "far_gate_init": CLOSED_GATE}
+    values.update(overrides)
+    return values
+
+
 def _safetensors_files(folder: Path) -> list[Path]:
     index = folder / "model.safetensors.index.json"
     if index.is_file():
@@ -448,6 +515,7 @@ def _safetensors_files(folder: Path) -> list[Path]:
 
 
 __all__ = [
+    "CLOSED_GATE",
     "POSITION_MODES",
     "LongNetConfig",
     "LongNetLM",
@@ -455,4 +523,5 @@ __all__ = [
     "choose_device",
     "choose_dtype",
     "level_schedule",
+    "sliding_schedule",
 ]

@@ -17,6 +17,7 @@ from longnet.attention import (
     dilated_attention,
     level_attention,
     merge_levels,
+    sliding_window_attention,
 )
 
 F64 = torch.float64
@@ -346,3 +347,81 @@ def test_head_major_first_level_is_taken(monkeypatch):
     dilated_attention(q, k, v, [16, 64], [1, 4])
     dilated_attention(q[:, :, -10:], k, v, [16, 64], [1, 4])  # M < N: not applicable
     assert calls == [True, False]
+
+
+# --------------------------------------------------------------------------- sliding window
+
+
+def _reference_sliding(q, k, v, window, scale=None):
+    """Brute force: query at position t sees keys j with t - window < j <= t."""
+    B, H, M, D = q.shape
+    N = k.shape[2]
+    rep = H // k.shape[1]
+    ke, ve = k.repeat_interleave(rep, 1).double(), v.repeat_interleave(rep, 1).double()
+    t = torch.arange(N - M, N)[:, None]
+    j = torch.arange(N)[None, :]
+    scores = (q.double() @ ke.transpose(-1, -2)) * (scale or D ** -0.5)
+    scores = scores.masked_fill(~((j <= t) & (j > t - window)), float("-inf"))
+    return torch.softmax(scores, -1) @ ve, torch.logsumexp(scores, -1)
+
+
+@pytest.mark.parametrize("n_keys,n_queries,window", [
+    (10, 10, 3), (17, 5, 4), (17, 17, 100), (9, 1, 4), (23, 23, 8), (23, 7, 5), (12, 12, 1)])
+def test_sliding_window_values_and_gradients(monkeypatch, n_keys, n_queries, window):
+    monkeypatch.setattr(attention_module, "_SLIDING_CHUNK", 4)  # several chunks, all three kinds
+    attention_module._sliding_plan.cache_clear()
+    gen = torch.Generator().manual_seed(n_keys * 100 + window)
+    q = torch.randn(2, 6, n_queries, 8, generator=gen, requires_grad=True)
+    k = torch.randn(2, 2, n_keys, 8, generator=gen, requires_grad=True)
+    v = torch.randn(2, 2, n_keys, 8, generator=gen, requires_grad=True)
+    out, lse = sliding_window_attention(q, k, v, window)
+    ref_out, ref_lse = _reference_sliding(q, k, v, window)
+    torch.testing.assert_close(out.double(), ref_out, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(lse.double(), ref_lse, atol=1e-5, rtol=1e-5)
+    d_out, d_lse = torch.randn_like(out), torch.randn_like(lse)
+    got = torch.autograd.grad((out * d_out).sum() + (lse * d_lse).sum(), (q, k, v))
+    want = torch.autograd.grad((ref_out * d_out.double()).sum() + (ref_lse * d_lse.double()).sum(),
+                               (q, k, v))
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a.double(), b.double(), atol=1e-5, rtol=1e-5)
+    attention_module._sliding_plan.cache_clear()
+
+
+def test_sliding_window_covering_the_sequence_is_causal_sdpa():
+    q, k, v = (torch.randn(1, 4, 40, 16) for _ in range(3))
+    out, _ = sliding_window_attention(q, k, v, 40)
+    torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v, is_causal=True),
+                               atol=1e-5, rtol=1e-5)
+
+
+def test_local_window_level_mixes_with_far_levels_by_eq10():
+    gen = torch.Generator().manual_seed(5)
+    q = torch.randn(1, 6, 40, 8, dtype=torch.float64, generator=gen, requires_grad=True)
+    k = torch.randn(1, 2, 40, 8, dtype=torch.float64, generator=gen, requires_grad=True)
+    v = torch.randn(1, 2, 40, 8, dtype=torch.float64, generator=gen, requires_grad=True)
+    bias = torch.randn(6, 3, dtype=torch.float64, generator=gen, requires_grad=True)
+    out, lse = dilated_attention(q, k, v, [8, 16, 32], [1, 2, 4], local_window=6,
+                                 level_bias=bias, return_lse=True)
+    local_out, local_lse = _reference_sliding(q, k, v, 6)  # level 0: the window, brute force
+    outs, lses = [local_out], [local_lse]
+    for w, r in ((16, 2), (32, 4)):
+        o, l = reference_level(q, k, v, w, r)
+        outs.append(o)
+        lses.append(l)
+    ref_out, ref_lse = merge_levels(outs, lses, level_bias=bias)
+    torch.testing.assert_close(out, ref_out)
+    torch.testing.assert_close(lse, ref_lse)
+    got = torch.autograd.grad((out ** 2).sum() + lse.sum(), (q, k, v, bias))
+    want = torch.autograd.grad((ref_out ** 2).sum() + ref_lse.sum(), (q, k, v, bias))
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b)
+
+
+def test_local_window_needs_a_dense_causal_level_0():
+    q = k = v = torch.randn(1, 2, 8, 4)
+    with pytest.raises(ValueError, match="rate 1"):
+        dilated_attention(q, k, v, [4, 8], [2, 4], local_window=4)
+    with pytest.raises(ValueError, match="is_causal"):
+        dilated_attention(q, k, v, [4, 8], [1, 2], local_window=4, is_causal=False)
+    with pytest.raises(ValueError, match=">= 1"):
+        sliding_window_attention(q, k, v, 0)

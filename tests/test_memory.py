@@ -232,3 +232,53 @@ def test_level_gates_reach_the_memory():
         memory.few_queries = few
         logits = append_in_chunks(memory, ids, [30, 1, 1, 38])
         torch.testing.assert_close(logits, full, atol=2e-5, rtol=1e-5)
+
+
+# --------------------------------------------------------------------------- sliding window
+
+
+@pytest.mark.parametrize("mode", ["absolute", "dilated"])
+@pytest.mark.parametrize("window,levels,gate", [(7, "geometric", -1.0), (5, "ragged", 0.0),
+                                                (12, "geometric", 0.5)])
+def test_sliding_window_memory_gives_the_full_forward(mode, window, levels, gate):
+    """Level 0 as a sliding window: any chunking, both attention paths, the same logits
+    and the same state as one forward pass; save + load continues identically."""
+    model = small_model(mode, levels, local_window=window, level_gates=True, far_gate_init=gate)
+    rng = random.Random(f"{mode}-{window}")
+    ids = torch.randint(0, 64, (90,), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        full = model(ids[None])[0]
+    reference = None
+    for trial in range(4):
+        memory = model.memory()
+        memory.chunk_size = rng.choice([5, 16, 4096])
+        memory.few_queries = (0, 4096, 10, 10)[trial]
+        sizes = [90] if trial == 0 else random_chunks(90, rng)
+        torch.testing.assert_close(append_in_chunks(memory, ids, sizes), full,
+                                   atol=2e-5, rtol=1e-5)
+        if reference is None:
+            reference = memory
+        else:
+            assert_same_state(memory, reference)
+    # The window's state is bounded: the last window - 1 rows per layer.
+    state = reference.state_dict()
+    assert state["layers.0.local.k"].shape == (2, window - 1, 8)
+
+
+def test_sliding_window_state_saves_loads_and_forks(tmp_path):
+    model = small_model("dilated", local_window=6, level_gates=True, far_gate_init=-2.0)
+    ids = torch.randint(0, 64, (70,), generator=torch.Generator().manual_seed(4))
+    memory = model.memory()
+    memory.append(ids[:50])
+    before = {k: v.clone() for k, v in memory.state_dict().items()}
+    memory.save(tmp_path / "m")
+    loaded = Memory.load(tmp_path / "m", model)
+    # A fork reads the state but leaves it as it was.
+    fork = memory.fork()
+    fork_logits = fork.append(ids[50:])
+    for key, value in memory.state_dict().items():
+        torch.testing.assert_close(value, before[key], msg=key)
+    torch.testing.assert_close(loaded.append(ids[50:]), fork_logits, atol=2e-5, rtol=1e-5)
+    with torch.no_grad():
+        full = model(ids[None])[0, 50:]
+    torch.testing.assert_close(fork_logits, full, atol=2e-5, rtol=1e-5)

@@ -157,7 +157,21 @@ def test_real_model_matches_transformers(model_dir, tokenizer):
         expected = hf(ids).logits
         got = model(ids)
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
-    # The default load (every level, default position mode) reads text sensibly too.
+    # A sliding window alone, history within it: the dense model exactly.
+    window = LongNetLM.from_pretrained(model_dir, segment_lengths=(8192,), dilation_rates=(1,),
+                                       local_window=8192)
+    with torch.no_grad():
+        torch.testing.assert_close(window(ids), expected, atol=1e-4, rtol=1e-4)
+    # The default load: the sliding window of the trained context plus far levels whose
+    # gates start nearly closed, so it reads as the dense model does (the far levels
+    # add a little, exp(-8) of their weight: no prediction changes).
     default = LongNetLM.from_pretrained(model_dir)
-    assert default.config.segment_lengths[0] == 2048
+    assert default.config.local_window == 8192 and default.config.level_gates
+    bias = default.layers[0].self_attn.level_bias
+    assert bias.shape == (9, default.config.num_levels)
+    assert torch.all(bias[:, 0] == 0) and torch.all(bias[:, 1:] == -8.0)
+    with torch.no_grad():
+        got = default(ids)
+    torch.testing.assert_close(got, expected, atol=0.1, rtol=0)
+    assert torch.equal(got.argmax(-1), expected.argmax(-1))
     assert default.weights_hash == model.weights_hash
