@@ -73,6 +73,55 @@ def start_memory(engine, fresh: bool, reason: str | None, say=None):
     return memory
 
 
+RATE_FILE = "memory-rate.json"  # in the data home: how fast the last build read the stream
+
+
+def record_build_rate(home, tokens: int, seconds: float, device: str | None = None) -> None:
+    """Remember the last build's speed, for the next build's ETA (a few tokens say little)."""
+    import os
+
+    if tokens < 2048 or seconds <= 1:
+        return
+    path = home / RATE_FILE
+    temp = path.with_name(f".{RATE_FILE}.{os.getpid()}.tmp")
+    try:
+        temp.write_text(json.dumps({"tokens_per_s": round(tokens / seconds, 1), "tokens": tokens,
+                                    "device": device,
+                                    "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}))
+        os.replace(temp, path)
+    except OSError:  # only an estimate: never a reason to fail a build
+        temp.unlink(missing_ok=True)
+
+
+def estimated_build_seconds(home, tokens: int,
+                            fallback_rate: float | None = None) -> tuple[float | None, str]:
+    """Seconds to read ``tokens`` into the memory and where the rate comes from: the last
+    build's measured speed, else the forward speed `memex train` measured, else unknown."""
+    rate, source = None, ""
+    try:
+        rate = float(json.loads((home / RATE_FILE).read_text())["tokens_per_s"])
+        source = f"at {rate:,.0f} tokens/s, the last build's speed"
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    if not rate:
+        if fallback_rate is None:
+            from assistant.trained import adapter_meta
+
+            fallback_rate = (adapter_meta(home) or {}).get("forward_tokens_per_s")
+        if fallback_rate:
+            rate = float(fallback_rate)
+            source = f"at {rate:,.0f} tokens/s, the forward speed measured by `memex train`"
+    if not rate:
+        return None, "no speed measured yet"
+    return tokens / rate, source
+
+
+def _eta_text(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
 def _human_bytes(n: int) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1024 or unit == "GB":
@@ -106,6 +155,11 @@ def build_memory(engine, fresh: bool = False, as_json: bool = False) -> dict:
         raise EngineError(f"{exc}\nrun `memex memory rebuild` to start it again") from None
     total = engine.stream_tokens()
     start_offset = memory.stream_offset
+    if not as_json and total > start_offset:
+        seconds, source = estimated_build_seconds(engine.home, total - start_offset)
+        when = (f"about {_eta_text(seconds)} ({source})" if seconds is not None
+                else "the bar shows the ETA once reading starts")
+        err.print(f"memory: {total - start_offset:,} tokens to read, {when}")
     started = time.perf_counter()
     done = [start_offset]
     if err.is_terminal and not as_json:
@@ -134,6 +188,7 @@ def build_memory(engine, fresh: bool = False, as_json: bool = False) -> dict:
 
         added = engine.catch_up(memory, progress=progress)
     elapsed = time.perf_counter() - started
+    record_build_rate(engine.home, added, elapsed, engine.device)
     return {"tokens": memory.tokens, "stream_tokens": total, "added_tokens": added,
             "state_bytes": memory.nbytes, "seconds": round(elapsed, 2),
             "tokens_per_s": round(added / elapsed, 1) if elapsed > 0 and added else None}

@@ -1,0 +1,146 @@
+"""`memex train` and `memex train --status` over a real store (real files, SQLite, the real
+tokenizer) with the tiny random Llama of test_engine as the model: the adapter lands
+beside the memory, the memory is marked for rebuild and refuses the trained model until
+rebuilt, Ctrl-C leaves a checkpoint that the next run resumes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from test_engine import tiny_model_dir  # noqa: F401  (fixture)
+from typer.testing import CliRunner
+
+from assistant.cli import app
+
+runner = CliRunner()
+
+DAYS = {
+    "2024-01-04": "Started the pottery class at Kelham Island. The teacher, Ruth, made us "
+                  "wedge clay for an hour before we touched the wheel.",
+    "2024-01-11": "Second pottery class. My first bowl collapsed twice; the third one stood up "
+                  "and Ruth called it honest.",
+    "2024-01-19": "Biscuit ate a whole tea towel and spent the night being sorry for himself. "
+                  "Vet says he will be fine.",
+    "2024-02-02": "Ran the Round Walk loop in 58 minutes, my best time since the ankle. "
+                  "Cold, bright, and the reservoir was frozen at the edges.",
+    "2024-02-14": "Maya and I cooked the mushroom risotto from the green book. Too much "
+                  "lemon, still good. We talked about Lisbon in May.",
+    "2024-02-20": "Work: the Fernleaf rota tool finally shipped. Priya bought cake for the "
+                  "whole floor and nobody found a bug all afternoon.",
+    "2024-03-01": "Planted the first broad beans at the allotment. Plot 14 still has the "
+                  "old rhubarb crown that Mr Okafor swears is forty years old.",
+    "2024-03-09": "Read half of The Left Hand of Darkness on the train to Leeds. The "
+                  "winter planet feels very close this month.",
+}
+
+
+@pytest.fixture
+def trained_home(tmp_path, home, tokenizer, tiny_model_dir):  # noqa: F811
+    import ingest
+    from assistant.config import set_value
+
+    root = tmp_path / "journal"
+    root.mkdir()
+    for day, text in DAYS.items():
+        (root / f"{day}.md").write_text((text + "\n") * 3, encoding="utf-8")
+    store = ingest.open_store(home)
+    ingest.add_source(store, root)
+    ingest.run(store, tokenizer, embed=False)
+    store.close()
+    set_value(home, "model", str(tiny_model_dir))
+    set_value(home, "embeddings", "false")
+    set_value(home, "today", "2024-04-01")
+    return home
+
+
+def invoke(home, *args):
+    return runner.invoke(app, ["--home", str(home), *args])
+
+
+def json_of(result) -> dict:
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+TRAIN = ("train", "--steps", "3", "--seq-len", "512", "--rank", "4", "--checkpoint-every", "1",
+         "--recall-ratio", "0.5", "--device", "cpu")
+
+
+def test_train_saves_the_adapter_and_marks_the_memory_for_rebuild(trained_home, tiny_model_dir):  # noqa: F811
+    import ingest
+    from assistant.trained import REBUILD_REASON, apply_trained_adapter, train_dir
+    from longnet import LongNetLM, Memory
+    from longnet.memory import MemoryMismatchError
+
+    status = json_of(invoke(trained_home, "train", "--status", "--json"))
+    assert status["trained"] is False and status["in_progress"] is None
+    # A memory built by the untrained model.
+    assert invoke(trained_home, "memory", "build").exit_code == 0
+
+    meta = json_of(invoke(trained_home, *TRAIN, "--json"))
+    stream_tokens = ingest.open_store(trained_home).stream.__len__()
+    assert meta["steps"] == 3 and meta["stream"]["tokens"] == stream_tokens
+    assert meta["stream"]["train_tokens"] + meta["stream"]["validation_tokens"] == stream_tokens
+    assert meta["ppl_before"] > 1 and meta["ppl_after"] > 1
+    assert meta["recall_windows"] >= 1  # entries and passkeys were mixed in
+    assert (train_dir(trained_home) / "adapter.safetensors").is_file()
+
+    status = json_of(invoke(trained_home, "train", "--status", "--json"))
+    assert status["trained"] is True and status["steps"] == 3 and status["kind"] == "lora"
+    assert status["ppl_before"] == meta["ppl_before"] and status["new_tokens_since"] == 0
+    text = invoke(trained_home, "train", "--status")
+    assert "perplexity:" in text.output and "before" in text.output
+
+    memory_status = json_of(invoke(trained_home, "memory", "status", "--json"))
+    assert memory_status["rebuild_needed"] == REBUILD_REASON
+
+    # The trained model refuses the old memory; the base model is unchanged without it.
+    model = LongNetLM.from_pretrained(tiny_model_dir, device="cpu")
+    base_hash = model.weights_hash
+    assert apply_trained_adapter(model, trained_home) is True
+    assert model.weights_hash != base_hash
+    with pytest.raises(MemoryMismatchError):
+        Memory.load(trained_home / "memory", model)
+
+    built = invoke(trained_home, "memory", "build")
+    assert "tokens to read, about" in built.output  # the ETA comes before the build
+    summary = json_of(invoke(trained_home, "memory", "status", "--json"))
+    assert summary["rebuild_needed"] is None and summary["tokens"] == stream_tokens
+
+
+def test_ctrl_c_keeps_a_checkpoint_and_the_next_run_resumes(trained_home, monkeypatch):
+    import longnet.train as train_mod
+
+    real_loss = train_mod.window_loss
+    calls = []
+
+    def interrupted(*args, **kwargs):
+        import torch
+
+        calls.append(torch.is_grad_enabled())  # validation runs without grad
+        if sum(calls) == 3:
+            raise KeyboardInterrupt
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "window_loss", interrupted)
+    stopped = invoke(trained_home, *TRAIN)
+    assert stopped.exit_code == 130, stopped.output
+    assert "stopped at step 2/3: checkpoint saved" in stopped.output
+    status = json_of(invoke(trained_home, "train", "--status", "--json"))
+    assert status["in_progress"]["step"] == 2 and status["trained"] is False
+
+    monkeypatch.setattr(train_mod, "window_loss", real_loss)
+    resumed = invoke(trained_home, "train", "--device", "cpu")  # other options: the run's own
+    assert resumed.exit_code == 0, resumed.output
+    assert "resuming at step 2/3" in resumed.output
+    status = json_of(invoke(trained_home, "train", "--status", "--json"))
+    assert status["trained"] is True and status["steps"] == 3 and status["in_progress"] is None
+
+
+def test_clear_errors_without_data_or_with_bad_options(home):
+    empty = invoke(home, "train", "--steps", "1")
+    assert empty.exit_code == 1 and "nothing ingested" in empty.output
+    bad = invoke(home, "train", "--dtype", "float8")
+    assert bad.exit_code == 1 and "dtype" in bad.output
+    assert "Traceback" not in empty.output + bad.output
