@@ -72,6 +72,7 @@ from longnet.attention import (
     _levels,
     level_attention,
     merge_levels,
+    sliding_window_attention,
 )
 from longnet.attention import (
     dilated_attention as _local_dilated_attention,
@@ -467,6 +468,57 @@ def _plan_level(layout: ShardLayout, level: int, w: int, r: int, n_q: int, n_kv:
                       prefix_start=s_lo * w if use_prefix else None)
 
 
+@dataclass(frozen=True)
+class _WindowPlan:
+    """This rank's part of a sliding level 0 (``local_window`` W): its queries at
+    positions [a, b) read keys [reach, b), ``reach = a - (W - 1)`` (at least 0). Keys
+    before ``layout.offset`` come from a memory's window rows (``window_prefix``), the
+    rest from the earlier ranks. A rank sends one buffer to all its readers: its rows
+    from the first position its NEAREST reader needs (a farther reader needs a suffix
+    of that), so the existing all-gather/reduce-scatter machinery applies unchanged."""
+
+    reach: int  # the first position this rank's queries read (== start for an empty shard)
+    exchange: _Exchange | None  # None: this rank neither sends nor receives
+    skips: tuple[int, ...] = ()  # per rank of exchange.recv_from: rows per head to drop
+
+
+@lru_cache(maxsize=256)
+def _plan_window(layout: ShardLayout, window: int, n_kv: int) -> _WindowPlan:
+    """Identical arithmetic on every rank, so all agree on who sends which rows."""
+    def need_from(p):  # the first position at or after the offset that rank p reads
+        return max(layout.offset, layout.start_of(p) - (window - 1))
+
+    def payload_from(p):  # the first position of rank p's buffer, None if nobody reads it
+        if not layout.lengths[p]:
+            return None
+        for m in range(p + 1, layout.world_size):
+            if layout.lengths[m]:
+                return max(layout.start_of(p), need_from(m)) if need_from(m) < layout.end_of(p) else None
+        return None
+
+    me, a, b = layout.rank, layout.start, layout.end
+    reach = max(0, a - (window - 1)) if b > a else a
+    send_to, recv_from, sizes, skips = [], [], [], []
+    mine = payload_from(me)
+    if mine is not None:
+        send_to = [m for m in range(me + 1, layout.world_size)
+                   if layout.lengths[m] and need_from(m) < b]
+    if b > a:
+        for p in range(me):
+            first = payload_from(p)
+            if first is None or need_from(me) >= layout.end_of(p):
+                continue
+            recv_from.append(p)
+            sizes.append(n_kv * (layout.end_of(p) - first))
+            skips.append(max(first, need_from(me)) - first)
+    if not send_to and not recv_from:
+        return _WindowPlan(reach, None)
+    rows = np.arange(mine, b) - a if mine is not None and send_to else np.zeros(0, np.int64)
+    exchange = _Exchange(-1, tuple(send_to), tuple(recv_from), tuple(sizes),
+                         np.repeat(np.arange(n_kv), len(rows)), np.tile(rows, n_kv))
+    return _WindowPlan(reach, exchange, tuple(skips))
+
+
 # --------------------------------------------------------------------------- tensors
 
 
@@ -667,6 +719,59 @@ class _Spec:
     scale: float
     rotary: Callable | None
     prefix: Sequence | None  # per level: a Memory LevelState or None
+    local_window: int | None = None  # level 0 is a sliding window of this many positions
+    window_prefix: tuple | None = None  # (k, v [Hkv, n, D], first position) of a Memory
+
+
+def _attend_window(q, k, v, spec: _Spec, plan: _WindowPlan, gathered: list):
+    """(out, lse) of the sliding level 0 for this rank's queries: one
+    ``sliding_window_attention`` call on [memory rows, earlier ranks' rows, own rows],
+    own rows bottom-right aligned. With rotary, rows are rotated at their true positions
+    (as the single-process model does: same angles, same rounding) or, reading a memory
+    (``window_prefix`` given), at their position minus ``plan.reach``, as a Memory does
+    (rotary is relative, and angles computed for small numbers stay precise however long
+    the stream); the memory's keys, stored rotated at ``position - first``, are turned by
+    ``first - reach``."""
+    layout, rotary = spec.layout, spec.rotary
+    B, n_kv, D = k.shape[0], k.shape[1], k.shape[3]
+    origin = 0 if spec.window_prefix is None else plan.reach
+    keys, values = [], []
+    if plan.reach < layout.offset:
+        if spec.window_prefix is None:
+            raise ValueError(f"the sliding local window reaches back to position {plan.reach}, "
+                             f"before the layout's offset {layout.offset}: pass the memory's "
+                             "window rows as window_prefix")
+        pk, pv, first = spec.window_prefix
+        first = int(first)
+        if not first <= plan.reach or first + pk.shape[1] != layout.offset:
+            raise ValueError(f"window_prefix holds positions {first}..{first + pk.shape[1] - 1}; "
+                             f"the window needs {plan.reach}..{layout.offset - 1}")
+        pk = pk[:, plan.reach - first:].to(k.dtype)
+        pv = pv[:, plan.reach - first:].to(v.dtype)
+        if rotary is not None and first != origin:
+            pk = rotary(pk, torch.full((pk.shape[1],), first - origin, dtype=torch.long,
+                                       device=pk.device))
+        keys.append(pk[None].expand(B, -1, -1, -1))
+        values.append(pv[None].expand(B, -1, -1, -1))
+    fresh_k, fresh_v = [], []
+    for g in gathered:
+        for x, skip in zip(g.received, plan.skips):
+            rows = x.view(2, B, n_kv, -1, D)[:, :, :, skip:]
+            fresh_k.append(rows[0])
+            fresh_v.append(rows[1])
+    fresh_k.append(k)
+    fresh_v.append(v)
+    fresh_k = torch.cat(fresh_k, 2) if len(fresh_k) > 1 else fresh_k[0]
+    if rotary is not None:
+        first_fresh = layout.end - fresh_k.shape[2]
+        fresh_k = rotary(fresh_k, torch.arange(first_fresh - origin, layout.end - origin,
+                                               device=k.device))
+        q = rotary(q, torch.arange(layout.start - origin, layout.end - origin, device=q.device))
+    keys.append(fresh_k)
+    values.extend(fresh_v)
+    keys = torch.cat(keys, 2) if len(keys) > 1 else keys[0]
+    values = torch.cat(values, 2) if len(values) > 1 else values[0]
+    return sliding_window_attention(q, keys, values, spec.local_window, scale=spec.scale)
 
 
 def _run(spec: _Spec, q, k, v, level_bias, track: bool):
@@ -675,6 +780,8 @@ def _run(spec: _Spec, q, k, v, level_bias, track: bool):
     prefix = spec.prefix or [None] * len(spec.levels)
     plans = []
     for i, (w, r) in enumerate(spec.levels):
+        if i == 0 and spec.local_window is not None:
+            continue  # the sliding window, planned apart
         state = prefix[i]
         start = None if state is None else int(state.start)
         plans.append(_plan_level(spec.layout, i, w, r, n_q, n_kv, spec.is_causal, start))
@@ -690,8 +797,21 @@ def _run(spec: _Spec, q, k, v, level_bias, track: bool):
         lses.append(lse)
         bias_columns.append(None)
     remote = [p for p in plans if not p.local]
+    window_plan = None
+    if spec.local_window is not None:
+        window_plan = _plan_window(spec.layout, spec.local_window, n_kv)
+        exchanges = () if window_plan.exchange is None else (window_plan.exchange,)
+        # Tag 0: level 0's own segments are not exchanged when it is a window.
+        remote = [_LevelPlan(0, spec.local_window, 1, local=False, exchanges=exchanges)] + remote
     exchanged = _exchange_rows(k, v, remote, spec.group, track) if remote else []
     gathered_all = [g for level in exchanged for g in level]
+    if window_plan is not None:
+        remote, window_gathered, exchanged = remote[1:], exchanged[0], exchanged[1:]
+        if q.shape[2]:
+            out, lse = _attend_window(q, k, v, spec, window_plan, window_gathered)
+            outs.append(out)
+            lses.append(lse)
+            bias_columns.append(0)
     for plan, gathered in zip(remote, exchanged):
         out, lse = _attend_level(q, k, v, plan, gathered, prefix[plan.level], spec.rotary,
                                  spec.scale, spec.is_causal)
@@ -789,6 +909,8 @@ def dilated_attention(
     rotary: Callable | None = None,
     layout: ShardLayout | None = None,
     prefix: Sequence | None = None,
+    local_window: int | None = None,
+    window_prefix: tuple | None = None,
 ):
     """Dilated attention over a sequence split across the ranks of ``group``.
 
@@ -803,9 +925,29 @@ def dilated_attention(
     to save that collective in every layer. ``prefix`` (used by ``memory_append``): per
     level, a ``longnet.memory.LevelState`` holding the selected rows of positions before
     ``layout.offset`` (causal, batch 1, keys already rotated).
+
+    ``local_window`` W: level 0 is a dense sliding window of the last W positions, as in
+    ``longnet.dilated_attention(..., local_window=W)`` (causal only, dilation rate 1,
+    ``level_bias[:, 0]`` is its bias). Each rank receives the previous W - 1 rows from
+    the earlier ranks (however many ranks that spans; gradients go back to their owners).
+    ``window_prefix`` (used by ``memory_append``): ``(k, v, first)``, k and v
+    ``[Hkv, n, D]`` holding positions ``first .. layout.offset - 1`` (a Memory's window
+    rows; keys rotated at ``position - first`` when ``rotary`` is given, else as the
+    queries are), needed when the window reaches back before ``layout.offset``.
     """
     levels = _levels(segment_lengths, dilation_rates)
     _check_inputs(q, k, v, levels, level_bias)
+    if local_window is not None:
+        local_window = int(local_window)
+        if local_window < 1:
+            raise ValueError(f"the sliding window must be >= 1 token; got {local_window}")
+        if not is_causal:
+            raise ValueError("a sliding local window needs is_causal=True")
+        if levels[0][1] != 1:
+            raise ValueError(f"the sliding local window replaces a dense level 0 (dilation "
+                             f"rate 1), not one with rate {levels[0][1]}")
+    if window_prefix is not None and (local_window is None or q.shape[0] != 1):
+        raise ValueError("window_prefix needs local_window and batch size 1")
     if q.shape[2] != k.shape[2]:
         raise ValueError(f"sharded attention is self-attention over the shard: q has "
                          f"{q.shape[2]} rows, k {k.shape[2]} (decode with a Memory instead)")
@@ -821,7 +963,8 @@ def dilated_attention(
         _ready(group)
     q, k, v = (x if x.stride(-1) == 1 else x.contiguous() for x in (q, k, v))
     spec = _Spec(levels, layout, group, is_causal,
-                 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale), rotary, prefix)
+                 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale), rotary, prefix,
+                 local_window, window_prefix)
     needs_grad = torch.is_grad_enabled() and any(
         x is not None and x.requires_grad for x in (q, k, v, level_bias))
     if needs_grad:
@@ -858,7 +1001,8 @@ def sharded_forward(model, input_ids: torch.Tensor, *, layout: ShardLayout | Non
             if c.position_mode == "absolute":
                 q, k, rotary = model.rotary(q, positions), model.rotary(k, positions), None
             return dilated_attention(q, k, v, c.segment_lengths, c.dilation_rates, is_causal=True,
-                                     group=group, rotary=rotary, level_bias=bias, layout=layout)
+                                     group=group, rotary=rotary, level_bias=bias, layout=layout,
+                                     local_window=c.local_window)
 
         return attend
 

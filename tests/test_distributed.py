@@ -80,7 +80,7 @@ def rotary_for(Hq, d):
 
 
 def compare_attention(rank, lengths, ws, rs, Hq, Hkv, B, rotary, bias, causal,
-                      dtype=F64, seed=0) -> dict:
+                      dtype=F64, seed=0, window=None) -> dict:
     """Max abs differences between this rank's sharded results and its rows of the
     single-process results (values, lse, and gradients of a random linear loss)."""
     g = torch.Generator().manual_seed(seed)
@@ -95,7 +95,7 @@ def compare_attention(rank, lengths, ws, rs, Hq, Hkv, B, rotary, bias, causal,
     full = [x.clone().requires_grad_() for x in (q, k, v)]
     full_bias = level_bias.clone().requires_grad_() if bias else None
     out, lse = single_attention(*full, ws, rs, is_causal=causal, return_lse=True, rotary=rot,
-                                level_bias=full_bias)
+                                level_bias=full_bias, local_window=window)
     (out * cotangent).sum().backward()
 
     layout = D.ShardLayout(tuple(lengths), rank)
@@ -104,7 +104,8 @@ def compare_attention(rank, lengths, ws, rs, Hq, Hkv, B, rotary, bias, causal,
     my_bias = level_bias.clone().requires_grad_() if bias else None
     with D.record_communication() as stats:
         out_s, lse_s = D.dilated_attention(*mine, ws, rs, is_causal=causal, return_lse=True,
-                                           rotary=rot, level_bias=my_bias, layout=layout)
+                                           rotary=rot, level_bias=my_bias, layout=layout,
+                                           local_window=window)
     (out_s * cotangent[:, :, a:b]).sum().backward()
 
     def diff(x, y):
