@@ -147,9 +147,9 @@ RESUME_SETTINGS = {"steps": 6, "seq_len": 48, "accumulate": 2, "checkpoint_every
                    "lr": 5e-3, "lora_dropout": 0.1, "recall_ratio": 0.5}
 
 
-def _final_weights(out_dir, resume=True, progress=None):
+def _final_weights(out_dir, resume=True, progress=None, **settings):
     model = tiny_model()
-    train(model, pattern_stream(900), TrainConfig(**RESUME_SETTINGS), out_dir,
+    train(model, pattern_stream(900), TrainConfig(**{**RESUME_SETTINGS, **settings}), out_dir,
           recall=passkeys, resume=resume, progress=progress)
     return trainable_state(model)
 
@@ -174,7 +174,7 @@ KILLED_RUN = textwrap.dedent("""
     def kill_at_step_3(p):
         if p.phase == "train" and p.step == 3:
             os.kill(os.getpid(), signal.SIGKILL)
-    t._final_weights({out!r}, progress=kill_at_step_3)
+    t._final_weights({out!r}, progress=kill_at_step_3, full=True)  # full: no peft import
 """)
 
 
@@ -186,8 +186,8 @@ def test_sigkill_then_resume_gives_the_uninterrupted_weights(tmp_path):
     assert run.returncode == -9, run.stderr[-2000:]
     assert read_checkpoint(out)["state"]["step"] == 2  # the checkpoint before the kill
     assert not list(out.glob(".*.tmp")) or read_checkpoint(out) is not None
-    resumed = _final_weights(out)
-    reference = _final_weights(tmp_path / "straight")
+    resumed = _final_weights(out, full=True)
+    reference = _final_weights(tmp_path / "straight", full=True)
     assert all(torch.equal(resumed[k], reference[k]) for k in reference)
 
 
