@@ -31,7 +31,7 @@ from ingest.readers import reader_for
 from ingest.readers.base import SkipFile
 from ingest.scan import FileInfo, TransientSkip, read_stable, stat_one, walk
 from ingest.store import DEFAULT_MAX_FILE_BYTES, Source, Store, StoreError, utc_now
-from ingest.stream import encode_batch
+from ingest.stream import encode_flat
 
 READ_BATCH_FILES = 256
 READ_BATCH_BYTES = 16 * 1024 * 1024
@@ -569,9 +569,22 @@ def _store_revision(store: Store, source: Source, info: FileInfo, row: _Known | 
              json.dumps(entry.tags) if entry.tags else None, header]).lastrowid
         for index, (start, end) in enumerate(chunk_spans(text)):
             chunk_rows.append((entry_id, document_id, index, text[start:end], start, end, when))
-    store.db.conn.executemany(
-        "INSERT INTO chunks(entry_id, document_id, ordinal, text, char_start, char_end, date, "
-        "status) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending')", chunk_rows)
+    _insert_chunks(store, chunk_rows)
+
+
+CHUNK_ROWS_PER_STATEMENT = 500
+
+
+def _insert_chunks(store: Store, rows: list[tuple]) -> None:
+    """Insert chunk rows, many per statement: the FTS5 trigger's index entries are
+    flushed at the end of each statement, so one row per statement (executemany) makes
+    FTS5 write and merge a segment per chunk, about four times the work."""
+    sql = ("INSERT INTO chunks(entry_id, document_id, ordinal, text, char_start, char_end, "
+           "date, status) VALUES ")
+    for start in range(0, len(rows), CHUNK_ROWS_PER_STATEMENT):
+        part = rows[start:start + CHUNK_ROWS_PER_STATEMENT]
+        store.db.conn.execute(sql + ",".join(["(?, ?, ?, ?, ?, ?, ?, 'pending')"] * len(part)),
+                              [value for row in part for value in row])
 
 
 def _mark_gone(store: Store, row: _Known, report: IngestReport) -> None:
@@ -603,10 +616,7 @@ def _append_texts(store: Store, tokenizer, texts: list[str]) -> tuple[int, np.nd
         while stop < len(texts) and (stop == index or size < TOKENIZE_SLICE_CHARS):
             size += len(texts[stop])
             stop += 1
-        encoded = [np.asarray(ids, dtype=np.uint32)
-                   for ids in encode_batch(tokenizer, texts[index:stop])]
-        lengths[index:stop] = [len(ids) for ids in encoded]
-        flat = np.concatenate(encoded) if encoded else np.zeros(0, dtype=np.uint32)
+        flat, lengths[index:stop] = encode_flat(tokenizer, texts[index:stop])
         store.stream.write_at(position, flat, sync=False)
         position += len(flat)
         index = stop

@@ -19,10 +19,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import struct
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timezone
+from itertools import accumulate, chain
 from pathlib import Path
 
 import numpy as np
@@ -69,19 +71,190 @@ def _plain_text_copy(backend):
     return cached[1]
 
 
-def encode_batch(tokenizer, texts: list[str]) -> list[list[int]]:
-    """Token ids of each text as plain text (no special tokens added or recognised)."""
-    if not texts:
-        return []
+def _plain_backend(tokenizer):
+    """The `tokenizers.Tokenizer` to encode with (a plain-text copy), or None for a slow one."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None and hasattr(tokenizer, "encode_batch"):
         backend = tokenizer
     if backend is not None and hasattr(backend, "encode_special_tokens"):
-        plain = _plain_text_copy(backend)
-        return [enc.ids for enc in plain.encode_batch(texts, add_special_tokens=False)]
-    if backend is not None:
-        return [enc.ids for enc in backend.encode_batch(texts, add_special_tokens=False)]
-    return [tokenizer.encode(text, add_special_tokens=False) for text in texts]
+        return _plain_text_copy(backend)
+    return backend
+
+
+def encode_batch(tokenizer, texts: list[str]) -> list[list[int]]:
+    """Token ids of each text as plain text (no special tokens added or recognised)."""
+    if not texts:
+        return []
+    backend = _plain_backend(tokenizer)
+    if backend is None:
+        return [tokenizer.encode(text, add_special_tokens=False) for text in texts]
+    flat, lengths = encode_flat(tokenizer, texts)
+    ends = np.cumsum(lengths)
+    return [flat[end - length:end].tolist() for end, length in zip(ends, lengths)]
+
+
+def encode_flat(tokenizer, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(all token ids one after another as uint32, tokens per text): the same ids as
+    ``encode_batch``, in the shape the stream writes, without a list per text."""
+    if not texts:
+        return np.zeros(0, dtype=TOKEN_DTYPE), np.zeros(0, dtype=np.int64)
+    backend = _plain_backend(tokenizer)
+    if backend is None:
+        encoded = [tokenizer.encode(text, add_special_tokens=False) for text in texts]
+    else:
+        fast = _word_cache_encoder(backend)
+        if fast is not None:
+            return fast.encode_flat(texts)
+        encoded = [enc.ids for enc in backend.encode_batch(texts, add_special_tokens=False)]
+    lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
+    flat = np.fromiter(chain.from_iterable(encoded), dtype=TOKEN_DTYPE, count=int(lengths.sum()))
+    return flat, lengths
+
+
+# -- the word cache ----------------------------------------------------------
+# A byte-level BPE tokenizer (GPT-2's scheme: ByteLevel pre-tokenizer with its regex,
+# no normalizer) cuts text into words with one fixed pattern and runs BPE on each word
+# alone, so a text's ids are the concatenation of its words' ids. Journals repeat the
+# same few thousand words, so splitting in Python and looking each word up in a cache
+# (filled by the library itself) is several times faster than re-running BPE on
+# everything. The pattern's character classes (letter, number, whitespace, other) are
+# asked of the library, one probe per character; the encoder checks itself against the
+# library on a probe text and is not used if they disagree or the tokenizer is built
+# another way.
+# (GPT-2's "'s|'t|'re|'ve|'m|'ll|'d| ?L+| ?N+| ?[^SLN]+|S+(?!\S)|S+" with the letter and number
+# branches first: they cannot match where a contraction starts, so the order is the same
+# in effect and most positions stop at the first branch.)
+_WORD_PATTERN = (" ?[{L}]+| ?[{N}]+|'(?:s|t|re|ve|m|ll|d)| ?[^{S}{L}{N}]+|[{S}]+(?![^{S}])"
+                 "|[{S}]+")
+_REPRESENTATIVE = {"L": "a", "N": "0", "S": "\t", "O": "!"}  # ASCII stand-ins per class
+WORD_CACHE_LIMIT = 300_000  # words; the cache is emptied when it grows past this
+
+_word_cache_encoders: dict[int, tuple[object, object]] = {}
+
+
+def _word_cache_encoder(plain):
+    cached = _word_cache_encoders.get(id(plain))
+    if cached is None or cached[0] is not plain:
+        encoder = _WordCacheEncoder.for_tokenizer(plain)
+        cached = _word_cache_encoders[id(plain)] = (plain, encoder)
+    return cached[1]
+
+
+class _WordCacheEncoder:
+    def __init__(self, plain):
+        self.plain = plain
+        self.pre_tokenizer = plain.pre_tokenizer
+        self.words: dict[str, tuple[int, ...]] = {}
+        self.char_class: dict[str, str] = {}
+        ascii_classes = {chr(code): self._ask_class(chr(code)) for code in range(128)}
+        members = {name: "".join(re.escape(c) for c, k in ascii_classes.items() if k == name)
+                   for name in "LNS"}
+        self.translation: dict[int, str] = {}
+        self.usable = (all(ascii_classes[rep] == name for name, rep in _REPRESENTATIVE.items())
+                       and ascii_classes[" "] == "S")
+        self.split_ascii = re.compile(_WORD_PATTERN.format(**members)).findall \
+            if self.usable else None
+
+    @classmethod
+    def for_tokenizer(cls, plain):
+        """The encoder for ``plain`` if it is a byte-level BPE it agrees with, else None."""
+        try:
+            config = json.loads(plain.to_str())
+        except Exception:
+            return None
+        pre = config.get("pre_tokenizer") or {}
+        model = config.get("model") or {}
+        if (config.get("normalizer") is not None or pre.get("type") != "ByteLevel"
+                or not pre.get("use_regex", True) or pre.get("add_prefix_space")
+                or model.get("type") != "BPE" or model.get("dropout")
+                or any(not token.get("special") for token in config.get("added_tokens", []))
+                or not getattr(plain, "encode_special_tokens", False)):
+            return None
+        encoder = cls(plain)
+        if not encoder.usable or not encoder.agrees_with_library(_SELF_CHECK_TEXTS):
+            return None
+        return encoder
+
+    def _ask_class(self, char: str) -> str:
+        """Letter, number, whitespace or other, as the library's pre-tokenizer sees it."""
+        pieces = len(self.pre_tokenizer.pre_tokenize_str(f"!{char}!"))
+        if pieces == 1:
+            return "O"
+        if len(self.pre_tokenizer.pre_tokenize_str(f"a{char}")) == 1:
+            return "L"
+        if len(self.pre_tokenizer.pre_tokenize_str(f"1{char}")) == 1:
+            return "N"
+        return "S"
+
+    def split(self, text: str) -> list[str] | None:
+        """The pre-tokenizer's words of ``text`` (None: leave this text to the library)."""
+        if text.isascii():
+            return self.split_ascii(text)
+        for char in set(text).difference(self.char_class):
+            if ord(char) < 128:
+                continue
+            try:
+                kind = self._ask_class(char)
+            except Exception:  # (a lone surrogate): the library decides what happens
+                return None
+            self.char_class[char] = kind
+            self.translation[ord(char)] = _REPRESENTATIVE[kind]
+        ends = list(accumulate(map(len, self.split_ascii(text.translate(self.translation)))))
+        if not ends or ends[-1] != len(text):
+            return None
+        return list(map(text.__getitem__, map(slice, [0, *ends[:-1]], ends)))
+
+    def encode_flat(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        split = [self.split(text) for text in texts]
+        words = self.words
+        seen = set().union(*(text_words for text_words in split if text_words is not None))
+        missing = {word for word in seen if word not in words}
+        if len(words) + len(missing) > WORD_CACHE_LIMIT:
+            words.clear()
+            missing = seen
+        if missing:
+            missing_list = list(missing)
+            for word, enc in zip(missing_list, self.plain.encode_batch(
+                    missing_list, add_special_tokens=False)):
+                words[word] = tuple(enc.ids)
+        lookup = words.__getitem__
+        leftovers = [text for text, text_words in zip(texts, split) if text_words is None]
+        whole = iter([tuple(enc.ids) for enc in self.plain.encode_batch(
+            leftovers, add_special_tokens=False)] if leftovers else [])
+        per_text = [list(map(lookup, text_words)) if text_words is not None else [next(whole)]
+                    for text_words in split]
+        lengths = np.fromiter((sum(map(len, pieces)) for pieces in per_text), dtype=np.int64,
+                              count=len(per_text))
+        flat = np.fromiter(chain.from_iterable(chain.from_iterable(per_text)),
+                           dtype=TOKEN_DTYPE, count=int(lengths.sum()))
+        return flat, lengths
+
+    def agrees_with_library(self, texts: list[str]) -> bool:
+        """Same words as the library's pre-tokenizer, and the same ids, for ``texts``."""
+        for text in texts:
+            pieces = self.pre_tokenizer.pre_tokenize_str(text)
+            if self.split(text) != [text[start:end] for _, (start, end) in pieces]:
+                return False
+        expected = [enc.ids for enc in self.plain.encode_batch(texts, add_special_tokens=False)]
+        flat, lengths = self.encode_flat(texts)
+        self.words.clear()
+        return (lengths.tolist() == [len(ids) for ids in expected]
+                and flat.tolist() == list(chain.from_iterable(expected)))
+
+
+def _self_check_texts() -> list[str]:
+    """Every ASCII character (and one or two others of each class) next to every class,
+    whitespace runs, contractions."""
+    characters = [chr(code) for code in range(1, 128)] + list("é日²٣\u00a0\u2009—🙂\u0301")
+    contexts = ["{c}", "a{c}b", " {c}", "{c}{c} x", "1{c}2", "\n{c}\t", "'{c}s", "x  {c}  y\n"]
+    texts = ["".join(context.format(c=c) for c in characters) for context in contexts]
+    texts += ["It's 'S they're we've I'm you'll he'd 'tis ''x'' ", "a  b   c\t\t d \n\n e \n",
+              "  lead\ntrail  ", " ", "\n\n", "Café naïve ½ ² 日本語 🙂👍🏽 \u00a0nbsp\u2009thin ü",
+              "x" * 500 + " " + "0123456789" * 20]
+    return texts
+
+
+_SELF_CHECK_TEXTS = _self_check_texts()
 
 
 def _write_header(fd: int, meta: dict) -> None:

@@ -80,3 +80,34 @@ def test_the_stream_of_a_fixed_tree_is_pinned(built):
     tokens = built.stream.read()
     digest = hashlib.sha256(np.ascontiguousarray(tokens, dtype="<u4").tobytes()).hexdigest()
     assert digest == PINNED_STREAM_SHA256, (len(tokens), digest)
+
+
+def test_the_word_cache_encoder_matches_the_library_on_random_text(tokenizer):
+    from ingest import stream
+
+    plain = stream._plain_backend(tokenizer)
+    assert stream._word_cache_encoder(plain) is not None  # the bundled tokenizer takes it
+    rng = random.Random(11)
+    ascii_chars = [chr(code) for code in range(128)]
+    other = list("éüßñçøÆŒ¿¡«»–—‘’“”…•€£¥½²³٣ⅫΩжשع日本語한🙂👍🏽\u0301\u00a0\u2009\u200b\u3000"
+                 "\u2028\ufeff")
+    words = ["the", " the", "It's", "'s", "'re", "don't", "  ", "\n\n", "\t", "2024-05-01",
+             "1,000", "...", "!!", "café", "naïve", "<|im_end|>"]
+    texts = []
+    for _ in range(300):
+        parts = []
+        for _ in range(rng.randint(0, 60)):
+            roll = rng.random()
+            if roll < 0.5:
+                parts.append(rng.choice(words))
+            elif roll < 0.85:
+                parts.append(rng.choice(ascii_chars))
+            else:
+                parts.append(rng.choice(other))
+        texts.append("".join(parts))
+    expected = [enc.ids for enc in plain.encode_batch(texts, add_special_tokens=False)]
+    for _ in range(2):  # cold cache, then warm
+        flat, lengths = stream.encode_flat(tokenizer, texts)
+        assert lengths.tolist() == [len(ids) for ids in expected]
+        assert flat.tolist() == [i for ids in expected for i in ids]
+    assert stream.encode_batch(tokenizer, texts[:20]) == expected[:20]
