@@ -1137,8 +1137,9 @@ def broadcast_tokens(token_ids, group=None, src: int = 0, device=None) -> torch.
 
 def broadcast_memory(memory, group=None, src: int = 0) -> None:
     """Make every rank's ``memory`` (built on the same model) a copy of rank ``src``'s:
-    counters, stream hash and level states (e.g. after rank 0 loaded it from disk)."""
-    from longnet.memory import LevelState, StreamHash
+    counters, stream hash, level states and the sliding window's rows (e.g. after rank 0
+    loaded it from disk)."""
+    from longnet.memory import LevelState, LocalWindowState, StreamHash
 
     rank, world = _rank_and_size(group)
     if world == 1:
@@ -1149,7 +1150,7 @@ def broadcast_memory(memory, group=None, src: int = 0) -> None:
     if rank == src:
         meta = [{"tokens": memory.tokens, "stream_offset": memory.stream_offset,
                  "hash": memory._hash.state(), "starts": memory._level_starts(),
-                 "dtype": str(memory.dtype)}]
+                 "local_first": memory._window_first(), "dtype": str(memory.dtype)}]
     dist.broadcast_object_list(meta, source, group=group)
     meta = meta[0]
     dtype = getattr(torch, meta["dtype"].removeprefix("torch."))
@@ -1175,6 +1176,22 @@ def broadcast_memory(memory, group=None, src: int = 0) -> None:
             dist.broadcast(both, source, group=group)
             if rank != src:
                 memory.states[layer][level] = LevelState(int(start), both.to(memory.device))
+        first = meta["local_first"]
+        if first is None:
+            if rank != src:
+                memory.local[layer] = None
+            continue
+        # The rows a next token can still see, keys rotated relative to the first of them
+        # (what Memory.state_dict and Memory.save hold).
+        rows = meta["tokens"] - int(first)
+        if rank == src:
+            both = torch.stack([tensors[f"layers.{layer}.local.k"],
+                                tensors[f"layers.{layer}.local.v"]]).to(device)
+        else:
+            both = torch.empty((2, c.num_kv_heads, rows, c.head_dim), dtype=dtype, device=device)
+        dist.broadcast(both, source, group=group)
+        if rank != src:
+            memory.local[layer] = LocalWindowState(int(first), rows, both.to(memory.device))
     if rank != src:
         memory.tokens = int(meta["tokens"])
         memory.stream_offset = int(meta["stream_offset"])
@@ -1226,7 +1243,7 @@ def _state_rows(layout: ShardLayout, w: int, r: int, n_q: int, n_kv: int, device
 
 @torch.inference_mode()
 def memory_append(memory, token_ids, *, group=None, stream_offset: int | None = None,
-                  align: int | None = None) -> None:
+                  align: int | None = None, return_logits: bool = False) -> torch.Tensor | None:
     """``memory.append(token_ids)`` with the tokens split across the ranks of ``group``.
 
     Every rank calls it with the same ``token_ids`` and the same memory (same model,
@@ -1234,8 +1251,16 @@ def memory_append(memory, token_ids, *, group=None, stream_offset: int | None = 
     process appending the same tokens would hold. Each rank runs its shard through the
     layers against the state (``prefix``) and the other ranks' rows, then the rows of
     each level's current segment are summed into place over the ranks (one all-reduce
-    per call, about (tokens / r) rows per level)."""
-    from longnet.memory import LevelState, StreamHash
+    per call, about (tokens / r) rows per level).
+
+    With a sliding level 0 (``config.local_window`` W) each rank's queries read the
+    previous W - 1 rows from the memory's window and the earlier ranks, and the last
+    W - 1 rows after the append (the new window) are summed into place the same way.
+
+    ``return_logits``: this rank's logits ``[n, V]`` (float32) for its shard, the tokens
+    at ``split_lengths(len(token_ids), world, offset=memory.tokens, align=align)``[rank]
+    (the same rows ``memory.append`` returns for them); else None."""
+    from longnet.memory import LevelState, LocalWindowState, StreamHash
     from longnet.model import autocast
 
     if memory._local_turn_start is not None:
@@ -1246,18 +1271,26 @@ def memory_append(memory, token_ids, *, group=None, stream_offset: int | None = 
         raise ValueError(f"token ids must lie in [0, {c.vocab_size})")
     rank, world = _rank_and_size(group)
     before = memory.tokens
-    if align is None:
-        align = c.segment_lengths[0] if c.dilation_rates[0] == 1 else 1
+    window = c.local_window
+    if align is None:  # cuts on level 0's segments keep it local (a window never is)
+        align = c.segment_lengths[0] if c.dilation_rates[0] == 1 and not window else 1
     layout = ShardLayout(split_lengths(ids.numel(), world, offset=before, align=align), rank, before)
     local = ids[layout.start - before: layout.end - before].to(memory.device)
     positions = torch.arange(layout.start, layout.end, device=memory.device)
-    plans = [_state_rows(layout, w, r, c.num_heads, c.num_kv_heads, memory.device)
-             for w, r in zip(c.segment_lengths, c.dilation_rates)]
+    plans = [None if window and level == 0 else
+             _state_rows(layout, w, r, c.num_heads, c.num_kv_heads, memory.device)
+             for level, (w, r) in enumerate(zip(c.segment_lengths, c.dilation_rates))]
+    end = before + ids.numel()
+    # The window after the append: positions [window_first, end); the new ones of them
+    # from window_new on (the older ones every rank already holds).
+    window_first = max(0, end - (window - 1)) if window else None
+    window_new = max(before, window_first) if window else None
     contributions: list[list[torch.Tensor | None]] = []
 
     def attend_for_layer(index):
         bias = _layer_bias(memory.model, index)
         prefix = [s if s is not None and s.start < before else None for s in memory.states[index]]
+        window_prefix = _window_prefix(memory, index) if window else None
 
         def attend(q, k, v):
             rotary = memory.model.rotary
@@ -1265,15 +1298,23 @@ def memory_append(memory, token_ids, *, group=None, stream_offset: int | None = 
                 q, k, rotary = rotary(q, positions), rotary(k, positions), None
             out = dilated_attention(q, k, v, c.segment_lengths, c.dilation_rates, is_causal=True,
                                     group=group, rotary=rotary, level_bias=bias, layout=layout,
-                                    prefix=prefix)
-            contributions.append([_contribution(plan, k[0], v[0], level, memory)
-                                  for level, plan in enumerate(plans)])
+                                    prefix=prefix, local_window=window,
+                                    window_prefix=window_prefix)
+            parts = [_contribution(plan, k[0], v[0], level, memory)
+                     for level, plan in enumerate(plans)]
+            if window:
+                parts.append(_window_contribution(layout, window_first, window_new, k[0], v[0],
+                                                  memory))
+            contributions.append(parts)
             return out
 
         return attend
 
+    logits = None
     with autocast(memory.device, memory.dtype):
-        memory.model.run_layers(local[None], attend_for_layer, logits=False)
+        hidden = memory.model.run_layers(local[None], attend_for_layer, logits=False)
+        if return_logits:
+            logits = memory.model.lm_head(hidden)[0].float()
 
     dtype = next((t.dtype for layer in contributions for t in layer if t is not None), memory.dtype)
     flat = [t.to(dtype).reshape(-1) for layer in contributions for t in layer if t is not None]
@@ -1291,8 +1332,12 @@ def memory_append(memory, token_ids, *, group=None, stream_offset: int | None = 
                          for layer in contributions]
 
     G = c.num_heads // c.num_kv_heads
-    new_states = []
+    new_states, new_windows = [], []
     for layer, parts in enumerate(contributions):
+        if window:
+            new_windows.append(_new_window(memory, layer, window_first, window_new, end,
+                                           parts[-1]))
+            parts = parts[:-1]
         layer_states = []
         for level, (plan, part) in enumerate(zip(plans, parts)):
             if plan is None:
@@ -1322,6 +1367,69 @@ def memory_append(memory, token_ids, *, group=None, stream_offset: int | None = 
     offset_after = memory.stream_offset + ids.numel() if stream_offset is None else int(stream_offset)
     memory.states, memory._hash, memory.tokens, memory.stream_offset = \
         new_states, hash_after, before + ids.numel(), offset_after
+    if window:
+        memory.local = new_windows
+    return logits
+
+
+def _window_prefix(memory, layer: int):
+    """The memory's window rows of one layer for ``dilated_attention``'s
+    ``window_prefix``: ``(k, v [Hkv, n, D], first)`` (n = 0 for an empty memory)."""
+    state = memory.local[layer]
+    if state is None:
+        if memory.tokens:
+            raise RuntimeError("the memory has read tokens but holds no sliding-window rows")
+        c = memory.config
+        empty = torch.zeros((c.num_kv_heads, 0, c.head_dim), dtype=memory.dtype,
+                            device=memory.device)
+        return empty, empty, memory.tokens
+    if state.first + state.rows != memory.tokens:
+        raise RuntimeError("the sliding window's rows do not end at the memory's tokens")
+    return state.kv[0, :, :state.rows], state.kv[1, :, :state.rows], state.first
+
+
+def _window_contribution(layout: ShardLayout, window_first: int, window_new: int, k, v,
+                         memory) -> torch.Tensor:
+    """This rank's rows of the new window (positions ``window_new ..`` the end), zeros
+    elsewhere: ``[2, Hkv, end - window_new, D]``. Keys as the memory stores them: rotated
+    at ``position - window_first`` ("dilated"), or already at their absolute position."""
+    end = layout.offset + layout.total
+    buffer = torch.zeros((2, k.shape[0], end - window_new, k.shape[-1]), dtype=k.dtype,
+                         device=k.device)
+    lo = max(layout.start, window_new)
+    if lo < layout.end:
+        keys = k[:, lo - layout.start:]
+        if memory.config.position_mode == "dilated":
+            keys = memory.model.rotary(keys, torch.arange(lo - window_first,
+                                                          layout.end - window_first,
+                                                          device=k.device))
+        rows = slice(lo - window_new, layout.end - window_new)
+        buffer[0, :, rows] = keys.to(buffer.dtype)
+        buffer[1, :, rows] = v[:, lo - layout.start:].to(buffer.dtype)
+    return buffer
+
+
+def _new_window(memory, layer: int, window_first: int, window_new: int, end: int, part):
+    """One layer's window after the append: the old rows still in it (re-rotated to the
+    new first position) and the new rows summed over the ranks."""
+    from longnet.memory import LocalWindowState
+
+    if end == 0:
+        return None
+    c = memory.config
+    kv = torch.zeros((2, c.num_kv_heads, end - window_first, c.head_dim), dtype=memory.dtype,
+                     device=memory.device)
+    kept = window_new - window_first
+    if kept:
+        old = memory.local[layer]
+        rows = old.kv[:, :, window_first - old.first: window_new - old.first]
+        kv[:, :, :kept] = rows
+        if c.position_mode == "dilated" and old.first != window_first:
+            rotary = memory.model.rotary
+            cos, sin = rotary.cos_sin(torch.tensor([old.first - window_first], device=kv.device))
+            kv[0, :, :kept] = rotary.rotate(rows[0], cos, sin).to(kv.dtype)
+    kv[:, :, kept:] = part.to(kv.dtype)
+    return LocalWindowState(window_first, end - window_first, kv)
 
 
 def _contribution(plan: _StateRows | None, k, v, level: int, memory) -> torch.Tensor | None:

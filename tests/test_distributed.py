@@ -126,12 +126,12 @@ def compare_attention(rank, lengths, ws, rs, Hq, Hkv, B, rotary, bias, causal,
     return errors
 
 
-def small_model(mode, segments, rates, seed=0, dtype=torch.float32, gates=False):
+def small_model(mode, segments, rates, seed=0, dtype=torch.float32, gates=False, window=None):
     torch.manual_seed(seed)
     config = LongNetConfig(vocab_size=64, hidden_size=48, num_layers=2, num_heads=6,
                            num_kv_heads=2, head_dim=8, intermediate_size=64,
                            segment_lengths=segments, dilation_rates=rates, position_mode=mode,
-                           level_gates=gates)
+                           level_gates=gates, local_window=window)
     model = LongNetLM(config).to(dtype)
     with torch.no_grad():  # gates away from 0, so they weigh the levels differently
         for layer in model.layers:
@@ -140,11 +140,12 @@ def small_model(mode, segments, rates, seed=0, dtype=torch.float32, gates=False)
     return model
 
 
-def check_train_step(rank, world) -> dict:
-    """Loss, gradients (level gates included) and one SGD step equal one process's."""
-    model = small_model("dilated", (5, 12, 30), (1, 3, 7), dtype=F64, gates=True)
+def check_train_step(rank, world, window=None, mode="dilated") -> dict:
+    """Logits, loss, gradients (level gates included) and one SGD step equal one
+    process's. ``window``: level 0 a sliding window of that many positions."""
+    model = small_model(mode, (5, 12, 30), (1, 3, 7), dtype=F64, gates=True, window=window)
     ids = torch.randint(0, 64, (2, 42), generator=torch.Generator().manual_seed(1))
-    single = small_model("dilated", (5, 12, 30), (1, 3, 7), dtype=F64, gates=True)
+    single = small_model(mode, (5, 12, 30), (1, 3, 7), dtype=F64, gates=True, window=window)
     logits = single(ids[:, :-1])
     loss = torch.nn.functional.cross_entropy(logits.reshape(-1, 64), ids[:, 1:].reshape(-1))
     loss.backward()
@@ -152,10 +153,13 @@ def check_train_step(rank, world) -> dict:
     torch.optim.SGD(single.parameters(), lr=0.5).step()
 
     inputs, targets, layout = D.next_token_shard(lambda a, b: ids[:, a:b], 41)
+    with torch.no_grad():
+        sharded_logits = D.sharded_forward(model, inputs, layout=layout)
     local_loss, mean = D.sequence_parallel_loss(model, inputs, targets, layout=layout)
     local_loss.backward()
     D.all_reduce_gradients(model.parameters())
-    errors = {"loss": abs(float(mean) - float(loss)),
+    errors = {"logits": float((sharded_logits - logits[:, layout.start:layout.end]).abs().max()),
+              "loss": abs(float(mean) - float(loss)),
               "grads": max(float((p.grad - reference[n]).abs().max())
                            for n, p in model.named_parameters())}
     optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
@@ -163,6 +167,10 @@ def check_train_step(rank, world) -> dict:
     errors["step_loss"] = abs(result["loss"] - float(loss))
     errors["params_after_step"] = max(float((p - q).abs().max()) for p, q in
                                       zip(model.parameters(), single.parameters()))
+    if window is not None:  # the gates' gradients are part of "grads"; make sure they exist
+        errors["level_bias_grad_missing"] = float(any(
+            layer.self_attn.level_bias.grad is None or not layer.self_attn.level_bias.grad.any()
+            for layer in model.layers))
     return errors
 
 
@@ -170,9 +178,10 @@ def memory_errors(single, distributed) -> dict:
     a, b = single.state_dict(), distributed.state_dict()
     if a.keys() != b.keys():
         return {"error": f"state keys differ: {sorted(a.keys() ^ b.keys())[:4]}"}
-    same = (single.tokens, single.stream_offset, single.stream_hash, single._level_starts()) == \
+    same = (single.tokens, single.stream_offset, single.stream_hash, single._level_starts(),
+            single._window_first()) == \
         (distributed.tokens, distributed.stream_offset, distributed.stream_hash,
-         distributed._level_starts())
+         distributed._level_starts(), distributed._window_first())
     return {"state": max(float((a[k] - b[k]).abs().max()) for k in a), "metadata": 0.0 if same else 1.0,
             "keys": len(a)}
 
@@ -188,10 +197,39 @@ def check_memory(rank, world, mode) -> dict:
     return memory_errors(single, memory)
 
 
-def check_memory_resume(rank, world) -> dict:
+def check_memory_window(rank, world, mode, window, tmp) -> dict:
+    """A sliding level 0: the logits of every round and the state after it equal one
+    process's (rounds whose shards are shorter and longer than the window); a single
+    process goes on from the state exactly; the state saves and loads."""
+    from longnet.memory import Memory
+
+    model = small_model(mode, (5, 12, 30), (1, 3, 7), gates=True, window=window).eval()
+    ids = torch.randint(0, 64, (110,), generator=torch.Generator().manual_seed(4))
+    single = model.memory()
+    reference = single.append(ids[:90])
+    memory = model.memory()
+    logits_error = 0.0
+    for a, b in ((0, 4), (4, 23), (23, 37), (37, 90)):
+        logits = D.memory_append(memory, ids[a:b], return_logits=True)
+        layout = D.ShardLayout(D.split_lengths(b - a, world, offset=a), rank, a)
+        assert logits.shape == (layout.local_length, 64)
+        if len(logits):
+            logits_error = max(logits_error, float((logits - reference[layout.start:layout.end])
+                                                   .abs().max()))
+    errors = memory_errors(single, memory)
+    errors["logits"] = logits_error
+    errors["window_rows"] = float(sum(s.rows for s in memory.local) != 2 * (window - 1))
+    memory.save(Path(tmp) / f"rank{rank}")
+    loaded = Memory.load(Path(tmp) / f"rank{rank}", model)
+    errors["saved"] = memory_errors(memory, loaded)["state"]
+    errors["continued"] = float((single.append(ids[90:]) - loaded.append(ids[90:])).abs().max())
+    return errors
+
+
+def check_memory_resume(rank, world, window=None) -> dict:
     """Rank 0 alone reads a prefix (as if loaded from disk), hands it to the others, and
     the ranks go on together."""
-    model = small_model("dilated", (5, 12, 30), (1, 3, 7)).eval()
+    model = small_model("dilated", (5, 12, 30), (1, 3, 7), window=window).eval()
     ids = torch.randint(0, 64, (80,), generator=torch.Generator().manual_seed(3))
     single = model.memory()
     single.append(ids)
@@ -222,7 +260,48 @@ def check_memory_build(rank, world, home) -> dict:
     return {"summary": summary}
 
 
-def run_checks(rank, world, home) -> dict:
+# Sliding level 0 (local_window W), run by worlds 2 and 3: shard lengths and W such that
+# shards are shorter than W (a rank reads rows of several earlier ranks), longer, and
+# empty; (config from ATTENTION, lengths, W).
+WINDOW_RUNS = {
+    2: [("r-not-dividing-w-rotary-bias", (13, 37), 16), ("geometric-gqa", (1, 40), 6),
+        ("mqa-one-long-level", (30, 20), 64)],
+    3: [("r-not-dividing-w-rotary-bias", (5, 9, 30), 12), ("geometric-gqa", (10, 0, 15), 12),
+        ("mqa-one-long-level", (20, 3, 2), 4)],
+}
+WINDOW_CHECKS = [(world, f"window/{name}/{'-'.join(map(str, lengths))}/{w}")
+                 for world, runs in WINDOW_RUNS.items() for name, lengths, w in runs]
+# Windows for the model-level checks: shards (~41/world and ~27/world tokens per round)
+# longer than 6, shorter than 30.
+MODEL_WINDOWS = (6, 30)
+
+
+def run_window_checks(rank, world, attempt, tmp) -> None:
+    for name, lengths, w in WINDOW_RUNS[world]:
+        ws, rs, Hq, Hkv, B, rotary, bias = ATTENTION[name]
+        attempt(f"window/{name}/{'-'.join(map(str, lengths))}/{w}", compare_attention,
+                rank, lengths, ws, rs, Hq, Hkv, B, rotary, bias, True, window=w)
+    attempt("window/not-causal", refuses_window_without_causal, rank, world)
+    for w in MODEL_WINDOWS:
+        attempt(f"window/train-step/{w}", check_train_step, rank, world, window=w)
+        attempt(f"window/memory/{w}", check_memory_window, rank, world, "dilated", w, tmp)
+    attempt("window/train-step-absolute", check_train_step, rank, world, window=6,
+            mode="absolute")
+    attempt("window/memory-absolute", check_memory_window, rank, world, "absolute", 6, tmp)
+    attempt("window/memory-resume", check_memory_resume, rank, world, window=6)
+
+
+def refuses_window_without_causal(rank, world) -> dict:
+    q = torch.zeros(1, 2, 4, 8)
+    layout = D.ShardLayout((4,) * world, rank)
+    try:
+        D.dilated_attention(q, q, q, (4, 8), (1, 2), is_causal=False, local_window=4, layout=layout)
+    except ValueError as error:
+        return {"refused": 0.0 if "is_causal" in str(error) else 1.0}
+    return {"refused": 1.0}
+
+
+def run_checks(rank, world, home, window_home=None, suite="all", tmp=None) -> dict:
     results = {}
 
     def attempt(name, fn, *args, **kwargs):
@@ -231,6 +310,12 @@ def run_checks(rank, world, home) -> dict:
         except Exception:  # noqa: BLE001 -- reported by the test that reads it
             results[name] = {"error": traceback.format_exc()}
 
+    if world in WINDOW_RUNS:
+        run_window_checks(rank, world, attempt, tmp)
+    if window_home is not None:
+        attempt("memory-build-window", check_memory_build, rank, world, window_home)
+    if suite == "window":
+        return results
     for name, causal, i in ATTENTION_RUNS[world]:
         ws, rs, Hq, Hkv, B, rotary, bias = ATTENTION[name]
         attempt(f"{name}/{'causal' if causal else 'full'}/{i}", compare_attention,
@@ -246,20 +331,22 @@ def run_checks(rank, world, home) -> dict:
     return results
 
 
-def worker(rank, world, port, out_dir, home):
+def worker(rank, world, port, out_dir, home, window_home, suite):
     os.environ.update(loopback_env())
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
                             world_size=world, timeout=timedelta(seconds=60))
     try:
-        results = run_checks(rank, world, home)
+        results = run_checks(rank, world, home, window_home, suite, out_dir)
     finally:
         dist.destroy_process_group()
     Path(out_dir, f"rank{rank}.json").write_text(json.dumps(results))
 
 
-def spawn(world: int, out_dir: Path, home: Path | None = None, timeout_s: float = 240) -> list[dict]:
-    context = mp.spawn(worker, args=(world, free_port(), str(out_dir), home and str(home)),
+def spawn(world: int, out_dir: Path, home: Path | None = None, timeout_s: float = 240,
+          window_home: Path | None = None, suite: str = "all") -> list[dict]:
+    context = mp.spawn(worker, args=(world, free_port(), str(out_dir), home and str(home),
+                                     window_home and str(window_home), suite),
                        nprocs=world, join=False)
     deadline = time.monotonic() + timeout_s
     while not context.join(timeout=1):
@@ -284,8 +371,25 @@ def homes(tmp_path_factory, tokenizer):
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory, homes):
-    return {2: spawn(2, tmp_path_factory.mktemp("world2"), homes[0]),
+def window_homes(tmp_path_factory, tokenizer):
+    """A data home with the default level schedule ("auto"): the pretrained defaults give
+    the model a sliding window (its trained context, 48 tokens here) and closed far
+    gates, as for SmolLM2; and its twin for ``memex memory build``."""
+    tmp = tmp_path_factory.mktemp("window-homes")
+    home = make_home(tmp, tokenizer, levels="auto")
+    from assistant.config import set_value
+
+    set_value(home, "model", str(tiny_model_folder(tmp, context=48)))
+    twin = tmp / "twin"
+    shutil.copytree(home, twin)
+    return home, twin
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory, homes, window_homes):
+    return {2: spawn(2, tmp_path_factory.mktemp("world2"), homes[0],
+                     window_home=window_homes[0]),
+            3: spawn(3, tmp_path_factory.mktemp("world3"), suite="window"),
             4: spawn(4, tmp_path_factory.mktemp("world4"))}
 
 
@@ -331,6 +435,36 @@ def test_memory_state_equals_single_process(results, world, check):
     assert all(r["keys"] > 0 for r in per_rank)
 
 
+@pytest.mark.parametrize(("world", "check"), WINDOW_CHECKS)
+def test_sharded_sliding_window_equals_single_process(results, world, check):
+    """Outputs, lse and gradients (q, k, v, level bias) of a sliding level 0 mixed with
+    far levels equal ``longnet.dilated_attention(..., local_window=W)``."""
+    assert_small([r[check] for r in results[world]], 1e-10)
+
+
+@pytest.mark.parametrize("world", [2, 3])
+@pytest.mark.parametrize("check", [f"window/train-step/{w}" for w in MODEL_WINDOWS]
+                         + ["window/train-step-absolute"])
+def test_sharded_forward_with_window_equals_model(results, world, check):
+    """sharded_forward's logits, the loss, every gradient (level gates included) and a
+    step equal ``model(whole)``'s with ``config.local_window`` set."""
+    assert_small([r[check] for r in results[world]], 1e-10)
+
+
+@pytest.mark.parametrize("world", [2, 3])
+@pytest.mark.parametrize("check", [f"window/memory/{w}" for w in MODEL_WINDOWS]
+                         + ["window/memory-absolute", "window/memory-resume"])
+def test_memory_append_with_window_equals_single_process(results, world, check):
+    per_rank = [r[check] for r in results[world]]
+    assert_small(per_rank, 2e-5)
+    assert all(r["keys"] > 0 for r in per_rank)
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_window_needs_causal_attention(results, world):
+    assert_small([r["window/not-causal"] for r in results[world]], 0.0)
+
+
 def test_gathered_rows_do_not_grow_with_sequence_length():
     """Weak scaling: 64 tokens per rank, 2..256 ranks. The rows a rank receives at a
     level (from the planner that sizes every exchange) stop growing once the level's
@@ -372,7 +506,7 @@ def test_split_lengths_and_layout():
 # --------------------------------------------------------------------------- end to end
 
 
-def make_home(tmp_path: Path, tokenizer) -> Path:
+def make_home(tmp_path: Path, tokenizer, levels: str = "32:1,64:2,128:4,1024:8") -> Path:
     """A data home with a real store and stream (the tokenizer's ids), small levels."""
     import ingest
     from assistant.config import set_value
@@ -386,19 +520,20 @@ def make_home(tmp_path: Path, tokenizer) -> Path:
     ingest.add_source(store, notes)
     ingest.run(store, tokenizer, embed=False)
     store.close()
-    set_value(home, "levels", "32:1,64:2,128:4,1024:8")
+    set_value(home, "levels", levels)
     return home
 
 
-def tiny_model_folder(tmp_path: Path) -> Path:
+def tiny_model_folder(tmp_path: Path, context: int = 8192) -> Path:
     """A small random Llama folder over the real vocabulary (loading the 135M model in
-    every process would cost this test most of its budget)."""
+    every process would cost this test most of its budget); ``context``: its trained
+    context (max_position_embeddings), the sliding window it loads with by default."""
     from longnet.train_distributed import save_hf_folder
 
     torch.manual_seed(0)
     config = LongNetConfig(vocab_size=49152, hidden_size=32, num_layers=2, num_heads=4,
-                           num_kv_heads=2, intermediate_size=64)
-    folder = tmp_path / "tiny-llama"
+                           num_kv_heads=2, intermediate_size=64, max_position_embeddings=context)
+    folder = tmp_path / f"tiny-llama-{context}"
     save_hf_folder(LongNetLM(config), folder)
     return folder
 
@@ -406,14 +541,29 @@ def tiny_model_folder(tmp_path: Path) -> Path:
 def test_distributed_memory_build_saves_what_one_process_saves(results, homes):
     """Two ranks ran ``build_memory_distributed`` on a real store; ``memex memory build``
     on a copy of the home saves the same metadata and (to rounding) the same state."""
+    home, twin = homes
+    compare_builds([r["memory-build"] for r in results[2]], home, twin)
+
+
+def test_distributed_build_with_the_default_window_config(results, window_homes):
+    """The default (pretrained) configuration has a sliding level 0: two ranks build the
+    memory that ``memex memory build`` builds, window rows included."""
+    home, twin = window_homes
+    ours, state = compare_builds([r["memory-build-window"] for r in results[2]], home, twin)
+    assert ours["config"]["local_window"] == 48 and ours["tokens"] > 2 * 150
+    assert ours["local_first"] == ours["tokens"] - 47
+    assert state["layers.0.local.k"].shape[1] == 47
+
+
+def compare_builds(per_rank, home, twin):
+    """What ``build_memory_distributed`` saved in ``home`` equals what ``memex memory
+    build`` saves in ``twin``: metadata, and the state to rounding."""
     from safetensors.torch import load_file
 
     from assistant.cli_memory import build_memory
     from assistant.config import load_config
     from assistant.engine import Engine
 
-    home, twin = homes
-    per_rank = [r["memory-build"] for r in results[2]]
     assert all("error" not in r for r in per_rank), per_rank[0].get("error") or per_rank[1].get("error")
     summary = per_rank[0]["summary"]
     assert summary == {**per_rank[1]["summary"], "seconds": summary["seconds"],
@@ -430,6 +580,7 @@ def test_distributed_memory_build_saves_what_one_process_saves(results, homes):
     assert a.keys() == b.keys() and a
     for key in a:
         torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=1e-4, msg=key)
+    return ours, a
 
 
 def test_distributed_build_refuses_another_models_memory(tmp_path, tokenizer):
