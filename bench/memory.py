@@ -25,10 +25,19 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from _machine import cpu_name
+
 from longnet.generate import pick_token
 from longnet.memory import Memory
-from longnet.model import LongNetConfig, LongNetLM, autocast, choose_device, choose_dtype
-from _machine import cpu_name  # noqa: E402  (bench/ is on sys.path when run as a script)
+from longnet.model import (
+    LongNetConfig,
+    LongNetLM,
+    autocast,
+    choose_device,
+    choose_dtype,
+    level_schedule,
+    pretrained_defaults,
+)
 
 TTFT_HISTORIES = (10_000, 100_000, 1_000_000)
 QUESTION_TOKENS = 50
@@ -55,10 +64,14 @@ def load_model(args, device):
             import json
 
             folder = resolve_model_dir(args.model)
-            config = LongNetConfig.from_hf(json.loads((folder / "config.json").read_text()),
-                                           **overrides)
+            hf = json.loads((folder / "config.json").read_text())
         except (OSError, RuntimeError, ValueError):  # no weights here: SmolLM2-135M's shapes
-            config = LongNetConfig(rope_theta=100000.0, eos_token_id=2, **overrides)
+            hf = {"vocab_size": 49152, "hidden_size": 576, "num_hidden_layers": 30,
+                  "num_attention_heads": 9, "num_key_value_heads": 3, "intermediate_size": 1536,
+                  "rope_theta": 100000.0, "max_position_embeddings": 8192, "eos_token_id": 2,
+                  "tie_word_embeddings": True, "rms_norm_eps": 1e-5}
+        # The levels a pretrained model loads with (sliding window, closed far gates).
+        config = LongNetConfig.from_hf(hf, **pretrained_defaults(hf, overrides))
         torch.manual_seed(0)
         model = LongNetLM(config).to(device).eval()
         model.model_id = "random-init (SmolLM2-135M shapes)"
@@ -94,14 +107,22 @@ def synthetic_memory(model, dtype, tokens: int) -> Memory:
 
     Attention cost depends only on the state's shapes, so this times a question after
     a 1M-token history without reading 1M tokens first (where that takes hours)."""
-    from longnet.memory import LevelState
+    from longnet.memory import LevelState, LocalWindowState
 
     c = model.config
     group = c.num_heads // c.num_kv_heads
     memory = Memory(model, dtype=dtype)
     memory.tokens = memory.stream_offset = tokens
     generator = torch.Generator().manual_seed(tokens)
+    if c.local_window:  # the sliding window: its last local_window - 1 rows
+        rows = min(tokens, c.local_window - 1)
+        for layer in range(c.num_layers):
+            kv = torch.randn((2, c.num_kv_heads, rows, c.head_dim), generator=generator)
+            memory.local[layer] = LocalWindowState(tokens - rows, rows,
+                                                   kv.to(memory.device, memory.dtype))
     for level, (w, r) in enumerate(zip(c.segment_lengths, c.dilation_rates)):
+        if level == 0 and c.local_window:
+            continue
         start = (tokens // w) * w
         if start == tokens:
             continue
@@ -169,6 +190,11 @@ def state_bytes_bf16(memory: Memory) -> int:
             if state is not None:
                 _, kv_heads, slots, _, dim = state.kv.shape
                 total += 2 * kv_heads * slots * memory.valid_blocks(level, state.start) * dim * 2
+    for window in memory.local:  # saved: the last local_window - 1 rows
+        if window is not None:
+            _, kv_heads, _, dim = window.kv.shape
+            rows = min(window.rows, memory.config.local_window - 1)
+            total += 2 * kv_heads * rows * dim * 2
     return total
 
 
@@ -176,8 +202,12 @@ def state_bound_bf16(config, history: int) -> int:
     """The most the state can hold (bf16) at any point of a history of ``history`` tokens:
     per layer and level, min(G, r) slots of ceil(min(w, history) / r) rows per kv head."""
     group = config.num_heads // config.num_kv_heads
-    rows = sum(min(group, r) * -(-min(w, history) // r)
-               for w, r in zip(config.segment_lengths, config.dilation_rates))
+    levels = list(zip(config.segment_lengths, config.dilation_rates))
+    rows = 0
+    if config.local_window:  # the sliding window keeps its last local_window - 1 rows
+        rows += min(history, config.local_window - 1)
+        levels = levels[1:]
+    rows += sum(min(group, r) * -(-min(w, history) // r) for w, r in levels)
     return 2 * config.num_layers * config.num_kv_heads * rows * config.head_dim * 2
 
 
@@ -313,23 +343,40 @@ def bench_positions(args, device, dtype) -> str:
         nll = torch.nn.functional.cross_entropy(logits.float(), targets)
         return float(torch.exp(nll))
 
-    results = []
-    for mode in ("absolute", "dilated"):
-        model = LongNetLM.from_pretrained(args.model, device=device, position_mode=mode)
+    def memory_ppl(model):
         memory = Memory(model, dtype=dtype, chunk_size=args.chunk)
         memory.append(ids[:window - scored - 1], return_logits=False)
-        logits = memory.append(ids[window - scored - 1:window - 1])
+        return perplexity(memory.append(ids[window - scored - 1:window - 1]))
+
+    results = []
+    wanted = set(args.ppl_configs.split(","))
+    if "default" in wanted:  # what from_pretrained gives: sliding window + closed far gates
+        model = LongNetLM.from_pretrained(args.model, device=device)
+        c = model.config
+        name = (f"default: sliding window {c.local_window:,} + {c.num_levels - 1} far levels, "
+                f"gates closed ({c.far_gate_init:g})")
+        results.append((name, memory_ppl(model)))
+        del model
+    if "window" in wanted:  # the sliding window alone
+        model = LongNetLM.from_pretrained(args.model, device=device, segment_lengths=(8192,),
+                                          dilation_rates=(1,), local_window=8192)
+        results.append(("sliding window 8,192 alone", memory_ppl(model)))
+        del model
+    for mode in ("absolute", "dilated"):
+        if f"paper-{mode}" not in wanted:
+            continue
+        # The paper's levels: absolute segments from level 0, every gate open.
+        segments, rates = level_schedule()
+        model = LongNetLM.from_pretrained(args.model, device=device, position_mode=mode,
+                                          segment_lengths=segments, dilation_rates=rates)
         results.append((f"LongNet levels w=2048·2^i r=2^i, position_mode={mode}",
-                        perplexity(logits)))
-        del model, memory
+                        memory_ppl(model)))
+        del model
     if args.ppl_local:
         local = LongNetLM.from_pretrained(args.model, device=device, segment_lengths=(2048,),
                                           dilation_rates=(1,))
-        memory = Memory(local, dtype=dtype, chunk_size=args.chunk)
-        memory.append(ids[:window - scored - 1], return_logits=False)
-        results.append(("one level w=2048 r=1 (absolute segments, local only)",
-                        perplexity(memory.append(ids[window - scored - 1:window - 1]))))
-        del local, memory
+        results.append(("one level w=2048 r=1 (absolute segments, local only)", memory_ppl(local)))
+        del local
     hf = load_hf_model(args.model, attn_implementation="sdpa").to(device)
     dense_window = min(8192, window)
     with torch.inference_mode(), autocast(device, dtype):
@@ -404,6 +451,9 @@ def main(argv=None):
                                                  / "examples" / "journal"))
     parser.add_argument("--ppl-window", type=int, default=16_384)
     parser.add_argument("--ppl-scored", type=int, default=4096)
+    parser.add_argument("--ppl-configs", default="default,window,paper-absolute,paper-dilated",
+                        help="comma-separated LongNet rows of the --positions table: default, "
+                             "window, paper-absolute, paper-dilated")
     parser.add_argument("--ppl-local", action="store_true",
                         help="also the dense local level alone (one more pass)")
     parser.add_argument("--check", action="store_true",
