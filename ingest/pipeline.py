@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -423,6 +424,7 @@ def _apply_batch(store: Store, batch: list, missing: dict[int, _Known],
         else:
             prepared.append((kind, info, row, source, payload, extra))
     with store.write():
+        chunk_rows: list[tuple] = []
         for kind, info, row, source, payload, extra in prepared:
             if kind == "skip":
                 _record_skip(store, source, info, row, payload, report)
@@ -433,7 +435,8 @@ def _apply_batch(store: Store, batch: list, missing: dict[int, _Known],
             elif isinstance(extra, SkipFile):
                 _record_skip(store, source, info, row, str(extra), report)
             else:
-                _store_revision(store, source, info, row, payload, extra, report)
+                chunk_rows += _store_revision(store, source, info, row, payload, extra, report)
+        _insert_chunks(store, chunk_rows)  # the batch's chunks together: see _insert_chunks
 
 
 def _record_skip(store: Store, source: Source, info: FileInfo, row: _Known | None, reason: str,
@@ -516,7 +519,9 @@ def _retire_entries(store: Store, document_id: int, status: str) -> None:
 
 
 def _store_revision(store: Store, source: Source, info: FileInfo, row: _Known | None, sha: str,
-                    parsed, report: IngestReport) -> None:
+                    parsed, report: IngestReport) -> list[tuple]:
+    """Record a new revision and its entries; returns its chunk rows for ``_insert_chunks``
+    (to be inserted in the same transaction)."""
     result, entries = parsed
     now = utc_now()
     warnings = "; ".join(result.warnings) or None
@@ -569,20 +574,26 @@ def _store_revision(store: Store, source: Source, info: FileInfo, row: _Known | 
              json.dumps(entry.tags) if entry.tags else None, header]).lastrowid
         for index, (start, end) in enumerate(chunk_spans(text)):
             chunk_rows.append((entry_id, document_id, index, text[start:end], start, end, when))
-    _insert_chunks(store, chunk_rows)
+    return chunk_rows
 
 
-CHUNK_ROWS_PER_STATEMENT = 500
+CHUNK_ROWS_PER_STATEMENT = 2000
 
 
 def _insert_chunks(store: Store, rows: list[tuple]) -> None:
-    """Insert chunk rows, many per statement: the FTS5 trigger's index entries are
-    flushed at the end of each statement, so one row per statement (executemany) makes
-    FTS5 write and merge a segment per chunk, about four times the work."""
+    """Insert chunk rows, many per statement: FTS5 flushes the trigger's pending index
+    entries to a new segment at the end of every statement, so one row per statement
+    (executemany) makes it write and merge a segment per chunk: about four times the
+    FTS work of a few large statements."""
     sql = ("INSERT INTO chunks(entry_id, document_id, ordinal, text, char_start, char_end, "
            "date, status) VALUES ")
-    for start in range(0, len(rows), CHUNK_ROWS_PER_STATEMENT):
-        part = rows[start:start + CHUNK_ROWS_PER_STATEMENT]
+    try:
+        variables = store.db.conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+    except AttributeError:  # Python 3.10 cannot ask: SQLite's smallest default
+        variables = 999
+    per_statement = min(CHUNK_ROWS_PER_STATEMENT, variables // 7)
+    for start in range(0, len(rows), per_statement):
+        part = rows[start:start + per_statement]
         store.db.conn.execute(sql + ",".join(["(?, ?, ?, ?, ?, ?, ?, 'pending')"] * len(part)),
                               [value for row in part for value in row])
 

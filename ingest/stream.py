@@ -144,8 +144,7 @@ class _WordCacheEncoder:
     def __init__(self, plain):
         self.plain = plain
         self.pre_tokenizer = plain.pre_tokenizer
-        self.words: dict[str, tuple[int, ...]] = {}
-        self.char_class: dict[str, str] = {}
+        self._reset()
         ascii_classes = {chr(code): self._ask_class(chr(code)) for code in range(128)}
         members = {name: "".join(re.escape(c) for c, k in ascii_classes.items() if k == name)
                    for name in "LNS"}
@@ -158,17 +157,16 @@ class _WordCacheEncoder:
     @classmethod
     def for_tokenizer(cls, plain):
         """The encoder for ``plain`` if it is a byte-level BPE it agrees with, else None."""
+        pre, model = plain.pre_tokenizer, plain.model
         try:
-            config = json.loads(plain.to_str())
-        except Exception:
-            return None
-        pre = config.get("pre_tokenizer") or {}
-        model = config.get("model") or {}
-        if (config.get("normalizer") is not None or pre.get("type") != "ByteLevel"
-                or not pre.get("use_regex", True) or pre.get("add_prefix_space")
-                or model.get("type") != "BPE" or model.get("dropout")
-                or any(not token.get("special") for token in config.get("added_tokens", []))
-                or not getattr(plain, "encode_special_tokens", False)):
+            added = plain.get_added_tokens_decoder().values()
+            if (plain.normalizer is not None or type(pre).__name__ != "ByteLevel"
+                    or not pre.use_regex or pre.add_prefix_space
+                    or type(model).__name__ != "BPE" or model.dropout
+                    or any(not token.special for token in added)
+                    or not plain.encode_special_tokens):
+                return None
+        except AttributeError:  # another kind of tokenizer, or another library version
             return None
         encoder = cls(plain)
         if not encoder.usable or not encoder.agrees_with_library(_SELF_CHECK_TEXTS):
@@ -190,44 +188,73 @@ class _WordCacheEncoder:
         """The pre-tokenizer's words of ``text`` (None: leave this text to the library)."""
         if text.isascii():
             return self.split_ascii(text)
-        for char in set(text).difference(self.char_class):
-            if ord(char) < 128:
-                continue
-            try:
-                kind = self._ask_class(char)
-            except Exception:  # (a lone surrogate): the library decides what happens
-                return None
-            self.char_class[char] = kind
-            self.translation[ord(char)] = _REPRESENTATIVE[kind]
-        ends = list(accumulate(map(len, self.split_ascii(text.translate(self.translation)))))
+        mapped = text.translate(self.translation)
+        if not mapped.isascii():  # characters not seen before: ask the library once each
+            for char in set(mapped):
+                if ord(char) < 128:
+                    continue
+                try:
+                    kind = self._ask_class(char)
+                except Exception:  # (a lone surrogate): the library decides what happens
+                    return None
+                self.translation[ord(char)] = _REPRESENTATIVE[kind]
+            mapped = text.translate(self.translation)
+        ends = list(accumulate(map(len, self.split_ascii(mapped))))
         if not ends or ends[-1] != len(text):
             return None
         return list(map(text.__getitem__, map(slice, [0, *ends[:-1]], ends)))
 
     def encode_flat(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        split = [self.split(text) for text in texts]
-        words = self.words
-        seen = set().union(*(text_words for text_words in split if text_words is not None))
-        missing = {word for word in seen if word not in words}
-        if len(words) + len(missing) > WORD_CACHE_LIMIT:
-            words.clear()
-            missing = seen
-        if missing:
-            missing_list = list(missing)
-            for word, enc in zip(missing_list, self.plain.encode_batch(
-                    missing_list, add_special_tokens=False)):
-                words[word] = tuple(enc.ids)
-        lookup = words.__getitem__
-        leftovers = [text for text, text_words in zip(texts, split) if text_words is None]
-        whole = iter([tuple(enc.ids) for enc in self.plain.encode_batch(
-            leftovers, add_special_tokens=False)] if leftovers else [])
-        per_text = [list(map(lookup, text_words)) if text_words is not None else [next(whole)]
-                    for text_words in split]
-        lengths = np.fromiter((sum(map(len, pieces)) for pieces in per_text), dtype=np.int64,
-                              count=len(per_text))
-        flat = np.fromiter(chain.from_iterable(chain.from_iterable(per_text)),
-                           dtype=TOKEN_DTYPE, count=int(lengths.sum()))
-        return flat, lengths
+        # A text the split cannot take goes to the library whole, as one "word".
+        split = [self.split(text) or [text] for text in texts]
+        words = list(chain.from_iterable(split))
+        try:
+            index = self._indices(words)
+        except KeyError:
+            seen = set(words)
+            missing = [word for word in seen if word not in self.index]
+            if len(self.index) + len(missing) > WORD_CACHE_LIMIT:
+                self._reset()
+                missing = list(seen)
+            self._learn(missing)
+            index = self._indices(words)
+        # Gather each word's ids from the table, all words at once.
+        counts = self.counts[index]
+        token_ends = np.cumsum(counts)
+        total = int(token_ends[-1]) if len(token_ends) else 0
+        source = np.repeat(self.starts[index] - (token_ends - counts), counts)
+        flat = self.table[source + np.arange(total)]
+        word_ends = np.cumsum([len(text_words) for text_words in split])
+        token_bounds = np.concatenate([[0], token_ends])
+        lengths = np.diff(token_bounds[np.concatenate([[0], word_ends])])
+        return flat, lengths.astype(np.int64)
+
+    def _indices(self, words: list[str]) -> np.ndarray:
+        return np.fromiter(map(self.index.__getitem__, words), dtype=np.int64, count=len(words))
+
+    def _learn(self, words: list[str]) -> None:
+        """Encode new words with the library and add their ids to the table."""
+        encoded = [enc.ids for enc in self.plain.encode_batch(words, add_special_tokens=False)]
+        counts = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
+        ids = np.fromiter(chain.from_iterable(encoded), dtype=TOKEN_DTYPE, count=int(counts.sum()))
+        first = len(self.counts)
+        self.counts = np.concatenate([self.counts, counts])
+        self.starts = np.concatenate([self.starts, self.size + np.cumsum(counts) - counts])
+        if self.size + len(ids) > len(self.table):
+            grown = np.zeros(max(2 * len(self.table), self.size + len(ids)), dtype=TOKEN_DTYPE)
+            grown[:self.size] = self.table[:self.size]
+            self.table = grown
+        self.table[self.size:self.size + len(ids)] = ids
+        self.size += len(ids)
+        self.index.update(zip(words, range(first, first + len(words))))
+
+    def _reset(self) -> None:
+        """Forget every cached word (word -> row of counts/starts -> ids in table)."""
+        self.index: dict[str, int] = {}
+        self.counts = np.zeros(0, dtype=np.int64)
+        self.starts = np.zeros(0, dtype=np.int64)
+        self.table = np.zeros(1 << 16, dtype=TOKEN_DTYPE)
+        self.size = 0
 
     def agrees_with_library(self, texts: list[str]) -> bool:
         """Same words as the library's pre-tokenizer, and the same ids, for ``texts``."""
@@ -237,7 +264,7 @@ class _WordCacheEncoder:
                 return False
         expected = [enc.ids for enc in self.plain.encode_batch(texts, add_special_tokens=False)]
         flat, lengths = self.encode_flat(texts)
-        self.words.clear()
+        self._reset()
         return (lengths.tolist() == [len(ids) for ids in expected]
                 and flat.tolist() == list(chain.from_iterable(expected)))
 
