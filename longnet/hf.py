@@ -11,9 +11,11 @@ is padded) instead of a dense 4-D one: causality and the dilated pattern are bui
 into the kernel, and padding must not vanish.
 
 Levels come from the model config: ``config.longnet_segment_lengths`` and
-``config.longnet_dilation_rates`` (lists of equal length). Without them the levels are
-``w = 2048 * 2^i, r = 2^i`` up to the first ``w >= kv_len``, so sequences of at most
-2048 tokens get exact dense causal attention.
+``config.longnet_dilation_rates`` (lists of equal length), and optionally
+``config.longnet_local_window`` (level 0 then is a dense sliding window of that many
+tokens, as in ``LongNetLM``). Without them the levels are ``w = 2048 * 2^i, r = 2^i`` up
+to the first ``w >= kv_len``, so sequences of at most 2048 tokens get exact dense causal
+attention.
 
 Padding: each padded batch row is attended as if its padding were not there (its real
 tokens compacted, in order, then dilated attention, so segments count real tokens
@@ -92,9 +94,11 @@ def dilated_attention_forward(
     is_causal = getattr(module, "is_causal", True) if is_causal is None else bool(is_causal)
     n_keys, n_queries = key.shape[2], query.shape[2]
     ws, rs = levels_for(module, n_keys)
+    window = getattr(getattr(module, "config", None), "longnet_local_window", None)
     valid = _valid_keys(attention_mask, n_keys)
     if valid is None:
-        out = dilated_attention(query, key, value, ws, rs, is_causal=is_causal, scale=scaling)
+        out = dilated_attention(query, key, value, ws, rs, is_causal=is_causal, scale=scaling,
+                                local_window=window)
         return out.transpose(1, 2).contiguous(), None
 
     out = query.new_zeros(query.shape)
@@ -102,7 +106,7 @@ def dilated_attention_forward(
     if bool(unpadded.any()):
         rows = unpadded.nonzero().squeeze(-1)
         out[rows] = dilated_attention(query[rows], key[rows], value[rows], ws, rs,
-                                      is_causal=is_causal, scale=scaling)
+                                      is_causal=is_causal, scale=scaling, local_window=window)
     for b in (~unpadded).nonzero().squeeze(-1).tolist():
         keys = valid[b].nonzero().squeeze(-1)
         query_rows = valid[b, n_keys - n_queries:].nonzero().squeeze(-1)
@@ -111,7 +115,8 @@ def dilated_attention_forward(
         # The real queries are the last real keys (queries are the last positions), so
         # the compacted problem keeps dilated_attention's bottom-right alignment.
         part = dilated_attention(query[b:b + 1, :, query_rows], key[b:b + 1, :, keys],
-                                 value[b:b + 1, :, keys], ws, rs, is_causal=is_causal, scale=scaling)
+                                 value[b:b + 1, :, keys], ws, rs, is_causal=is_causal,
+                                 scale=scaling, local_window=window)
         out[b, :, query_rows] = part[0]
     return out.transpose(1, 2).contiguous(), None
 

@@ -139,3 +139,30 @@ def test_real_model_generation_identical_to_sdpa(model_dir, tokenizer):
         with torch.no_grad():
             outputs[implementation] = model.generate(ids, max_new_tokens=8, do_sample=False)
     assert torch.equal(outputs["longnet_dilated"], outputs["sdpa"])
+
+
+def test_local_window_from_config_matches_longnet_lm(tiny_llama):
+    """config.longnet_local_window: level 0 is the sliding window, as in LongNetLM."""
+    ids = torch.randint(3, 128, (1, 40), generator=torch.Generator().manual_seed(3))
+    tiny_llama.set_attn_implementation("longnet_dilated")
+    config = tiny_llama.config
+    config.longnet_segment_lengths, config.longnet_dilation_rates = [6, 16], [1, 4]
+    try:
+        with torch.no_grad():
+            absolute = tiny_llama(ids).logits
+            config.longnet_local_window = 6
+            window = tiny_llama(ids).logits
+    finally:
+        for name in ("longnet_local_window", "longnet_segment_lengths", "longnet_dilation_rates"):
+            if hasattr(config, name):
+                delattr(config, name)
+    from longnet.model import LongNetConfig, LongNetLM
+
+    lm = LongNetLM(LongNetConfig.from_hf(config.to_dict(), segment_lengths=(6, 16),
+                                         dilation_rates=(1, 4), local_window=6,
+                                         position_mode="absolute")).eval()
+    state = {k.removeprefix("model."): v for k, v in tiny_llama.state_dict().items()}
+    lm.load_state_dict(state, strict=False)
+    with torch.no_grad():
+        torch.testing.assert_close(lm(ids), window, atol=1e-4, rtol=1e-4)
+    assert (window - absolute).abs().max() > 1e-3  # the window really replaced level 0
