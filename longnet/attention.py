@@ -659,7 +659,7 @@ class _DilatedAttentionFunction(torch.autograd.Function):
 # --------------------------------------------------------------------------- sliding window
 
 
-_SLIDING_CHUNK = 1024  # query rows per kernel call of the sliding window
+_SLIDING_CHUNK = 2048  # query rows per kernel call of the sliding window
 
 
 @dataclass(frozen=True)
