@@ -16,7 +16,10 @@ which is checked). The stream is read in rounds of ``tokens_per_rank × world si
 tokens; each round is split across the ranks and read with
 ``longnet.distributed.memory_append``, which leaves every rank with the state one
 process reading the same tokens would hold. A round's activations are bounded by
-``tokens_per_rank``, so any history fits.
+``tokens_per_rank``, so any history fits. With the default configuration of a
+pretrained model (level 0 a sliding window of its trained context, W tokens) each rank
+also reads the previous W - 1 rows from the memory's window and the earlier ranks, and
+every rank ends the round holding the same window rows (``Memory.local``).
 """
 
 from __future__ import annotations

@@ -1260,7 +1260,7 @@ def memory_append(memory, token_ids, *, group=None, stream_offset: int | None = 
     ``return_logits``: this rank's logits ``[n, V]`` (float32) for its shard, the tokens
     at ``split_lengths(len(token_ids), world, offset=memory.tokens, align=align)``[rank]
     (the same rows ``memory.append`` returns for them); else None."""
-    from longnet.memory import LevelState, LocalWindowState, StreamHash
+    from longnet.memory import LevelState, StreamHash
     from longnet.model import autocast
 
     if memory._local_turn_start is not None:

@@ -208,7 +208,10 @@ def train(args, tokens: np.ndarray) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         if step:
             print(f"resuming at step {step} from {checkpoint}", file=sys.stderr)
-    align = model.config.segment_lengths[0] if model.config.dilation_rates[0] == 1 else 1
+    # Cuts on level 0's segments keep that level local; a sliding window always reads
+    # the previous rows, so with one the shards are simply near-equal.
+    c = model.config
+    align = c.segment_lengths[0] if c.dilation_rates[0] == 1 and not c.local_window else 1
 
     progress = None
     if rank == 0 and sys.stderr.isatty():

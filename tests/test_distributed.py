@@ -625,7 +625,7 @@ def test_train_distributed_cli_runs_and_resumes(tmp_path, monkeypatch):
     config.write_text(json.dumps({"vocab_size": 64, "hidden_size": 32, "num_layers": 1,
                                   "num_heads": 4, "num_kv_heads": 2, "intermediate_size": 48,
                                   "segment_lengths": [16, 32, 64], "dilation_rates": [1, 2, 4],
-                                  "level_gates": True}))
+                                  "level_gates": True, "local_window": 24, "far_gate_init": -8.0}))
     out = tmp_path / "run"
     args = ["--tokens", str(tokens), "--config", str(config), "--out", str(out),
             "--seq-len", "96", "--warmup", "1", "--save-every", "1"]
@@ -637,7 +637,7 @@ def test_train_distributed_cli_runs_and_resumes(tmp_path, monkeypatch):
     assert all(np.isfinite(entry["loss"]) for entry in log)
     fields = json.loads((out / "final" / "longnet.json").read_text())
     model = LongNetLM.from_pretrained(out / "final", **fields)
-    assert model.config.segment_lengths == (16, 32, 64)
+    assert model.config.segment_lengths == (16, 32, 64) and model.config.local_window == 24
     saved = torch.load(out / "checkpoint.pt", weights_only=False)
     assert saved["step"] == 3
     for name, tensor in model.state_dict().items():
