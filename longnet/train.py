@@ -213,7 +213,7 @@ def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return state
 
 
-class _CheckpointedBlocks:
+class CheckpointedBlocks:
     """Recompute each block's activations in the backward pass instead of keeping them
     (per-block ``torch.utils.checkpoint``), without touching the model's code: the
     blocks' ``forward`` is wrapped for the duration."""
@@ -236,10 +236,14 @@ class _CheckpointedBlocks:
                 block.__dict__.pop("forward", None)
 
 
-def hidden_states(model: LongNetLM, input_ids: torch.Tensor) -> torch.Tensor:
-    """The last hidden states ``[B, T, H]`` of one window starting at position 0."""
-    positions = torch.arange(input_ids.shape[1], device=input_ids.device)
-    return model.run_layers(input_ids, model.dilated_attend(positions), logits=False)
+def hidden_states(model: LongNetLM, input_ids: torch.Tensor, attend_for_layer=None
+                  ) -> torch.Tensor:
+    """The last hidden states ``[B, T, H]`` of one window starting at position 0, read
+    with the model's dilated attention unless ``attend_for_layer`` says otherwise."""
+    if attend_for_layer is None:
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        attend_for_layer = model.dilated_attend(positions)
+    return model.run_layers(input_ids, attend_for_layer, logits=False)
 
 
 def _chunk_loss(lm_head: nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -247,12 +251,13 @@ def _chunk_loss(lm_head: nn.Module, hidden: torch.Tensor, targets: torch.Tensor)
 
 
 def window_loss(model: LongNetLM, input_ids: torch.Tensor, targets: torch.Tensor,
-                mask: torch.Tensor, chunk: int = 4096, checkpointed: bool = True) -> torch.Tensor:
+                mask: torch.Tensor, chunk: int = 4096, checkpointed: bool = True,
+                attend_for_layer=None) -> torch.Tensor:
     """Summed next-token loss over the rows where ``mask`` is true (one window, B=1).
 
     Only masked rows go through the LM head, a chunk at a time; with ``checkpointed``
     each chunk's logits are recomputed in the backward pass rather than kept."""
-    hidden = hidden_states(model, input_ids[None])[0]
+    hidden = hidden_states(model, input_ids[None], attend_for_layer)[0]
     rows = mask.nonzero().squeeze(1)
     hidden, targets = hidden[rows], targets[rows]
     total = hidden.new_zeros((), dtype=torch.float32)
@@ -636,7 +641,7 @@ def train(model: LongNetLM, tokens, config: TrainConfig, out_dir, *,
 
     model.train()
     step_rng = _rng_state()
-    with _StopGuard() as guard, _CheckpointedBlocks(model, config.gradient_checkpointing):
+    with _StopGuard() as guard, CheckpointedBlocks(model, config.gradient_checkpointing):
         try:
             if state["step"] == 0 and state["ppl_before"] is None and validation > 1:
                 notify(TrainProgress("validate-before", 0, config.steps, elapsed_s=elapsed()))
@@ -843,6 +848,7 @@ def _file_sha256(path: Path) -> str:
 
 __all__ = [
     "LORA_TARGETS",
+    "CheckpointedBlocks",
     "RecallItem",
     "TrainConfig",
     "TrainProgress",
