@@ -33,6 +33,7 @@ CATCH_UP_LIMIT = 4096
 # Sentences scoring below this (no shared content word, weak embedding match) mean
 # "nothing relevant".
 RELEVANCE_FLOOR = 0.3
+CANDIDATE_FACTOR = 2  # entries searched for sentences = passages setting × this
 SAVE_EVERY_S = 60.0
 CATCH_UP_CHUNK = 2048  # stream tokens read into the memory per step
 
@@ -331,10 +332,14 @@ class Engine:
                                                 limit=self.config.passages)
             sentences = prompting.opening_sentences(passages, self.config.sentences + 2)
             return passages, sentences, False
-        passages = list(self.search(query, date_range, self.config.passages))
+        query = prompting.search_query(query)
+        # Sentences are picked from more entries than the prompt will name: the entry
+        # holding the answer often ranks below others that share the question's words.
+        pool = self.config.passages * CANDIDATE_FACTOR
+        passages = list(self.search(query, date_range, pool))
         fell_back = False
         if not passages and date_range is not None:
-            passages = list(self.search(query, None, self.config.passages))
+            passages = list(self.search(query, None, pool))
             fell_back = bool(passages)
         weights = [1.0 / (1 + rank) for rank in range(len(passages))]
         sentences = prompting.select_sentences(query, passages, self.config.sentences,
@@ -364,7 +369,7 @@ class Engine:
             notes_text = None
             if mode in ("hybrid", "retrieval", "memory"):
                 passages, sentences, fell_back = self.gather(question, answer.date_range)
-                relevant = [s for s in sentences if s.score >= RELEVANCE_FLOOR]
+                relevant = relevant_sentences(sentences)
                 if mode != "memory":
                     if not relevant:
                         return self._nothing_found(answer, timer, on_token)
@@ -744,6 +749,16 @@ class Engine:
             reflection.text = emit.text.strip()
             reflection.timings = timer.timings()
             return reflection
+
+
+def relevant_sentences(sentences) -> list:
+    """The chosen sentences, or none when even the best is below the relevance floor.
+
+    The floor decides "nothing relevant"; once the best sentence clears it, the others
+    need only half of it (a date-filtered question's sentences score low on words)."""
+    if not sentences or max(s.score for s in sentences) < RELEVANCE_FLOOR:
+        return []
+    return [s for s in sentences if s.score >= RELEVANCE_FLOOR / 2]
 
 
 def _first_line(text: str | None, width: int = 160) -> str:

@@ -3,8 +3,11 @@
 SmolLM2-135M reads poorly: handed whole entries it answers from the wrong line.
 So retrieved chunks are cut into sentences, each scored by the question's content
 words it shares (weighted by rarity) plus, when an embedder is given, cosine
-similarity to the question; the best few go in, oldest first, each with its entry
-date in front.
+similarity to the question. A sentence keeps what it sits under (the entry's title,
+the section heading above it: "Lisbon", "Result"), because the small model cannot
+answer "which city?" from "Landed just after two" alone. The chosen sentences go in
+grouped by entry, each entry behind its date written out ("16 November 2024") and
+its heading, the best entry last, nearest the question.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import date as _date
 
 STOPWORDS = frozenset("""
 a about above after again against all am an and any are as at be because been before being
@@ -32,6 +36,7 @@ SYSTEM_PROMPT = (
     "Reply with one short sentence that states the answer. "
     "If the notes do not answer the question, say that the notes do not say."
 )
+CONTEXT_WEIGHT = 0.5  # a question word found in the heading, not the sentence
 NOTHING_FOUND = "I couldn't find anything in your notes about that."
 
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
@@ -51,6 +56,19 @@ def stem(word: str) -> str:
     return word[:7]
 
 
+# Leading question phrases whose words are not about the topic ("How long was the
+# Quiraing walk?" is not about the word "long").
+_QUESTION_LEAD = re.compile(
+    r"^\s*(?:how\s+(?:long|many|much|far|old|often|big|fast|hot|cold|tall)|what\s+time"
+    r"|what\s+(?:was|is|were)\s+the\s+name\s+of|what\s+kind\s+of)\b", re.IGNORECASE)
+
+
+def search_query(question: str) -> str:
+    """The question as a search query: its leading question phrase dropped."""
+    stripped = _QUESTION_LEAD.sub(" ", question).strip()
+    return stripped if content_words(stripped) else question
+
+
 def content_words(text: str) -> list[str]:
     return [stem(w) for w in _WORD.findall(text.lower()) if w not in STOPWORDS and len(w) > 1]
 
@@ -62,6 +80,7 @@ class Sentence:
     passage_index: int
     position: int  # index of the sentence within its passage
     score: float = 0.0
+    context: str = ""  # the entry's title and the heading the sentence sits under
 
 
 def split_sentences(text: str) -> list[str]:
@@ -80,6 +99,53 @@ def split_sentences(text: str) -> list[str]:
     return out
 
 
+_ISO_DATE = re.compile(r"\b\d{4}-\d{2}-\d{2}\b")
+_PATH_LIKE = re.compile(r"\S+/\S+\.\w+")
+_WEEKDAY_NAME = re.compile(r"\b(?:mon|tue|wed|thu|fri|sat|sun)[a-z]*\b\.?", re.IGNORECASE)
+_DAY_MONTH_YEAR = re.compile(
+    r"\b\d{1,2}(?:st|nd|rd|th)?\s+(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?"
+    r"\s+\d{4}\b", re.IGNORECASE)
+_ORG_TIMESTAMP = re.compile(r"<\d{4}-\d{2}-\d{2}[^>]*>")
+
+
+def heading_text(line: str) -> str:
+    """What a heading line names once its markup and dates are gone ("" if nothing)."""
+    text = re.sub(r"^\s*#\+\w+:\s*", "", line)
+    text = re.sub(r"^\s*(?:#{1,6}|\*{1,6}(?=\s))\s*", "", text)
+    for pattern in (_ORG_TIMESTAMP, _PATH_LIKE, _ISO_DATE, _DAY_MONTH_YEAR, _WEEKDAY_NAME):
+        text = pattern.sub(" ", text)
+    text = re.sub(r"\s+", " ", text).strip(" \t-–—·:|,*#")
+    return text if re.search(r"[A-Za-z]{2}", text) else ""
+
+
+def _is_heading(line: str) -> bool:
+    return bool(re.match(r"^\s*(?:#{1,6}\s|\*{1,6}\s)", line))
+
+
+def passage_sentences(text: str, title: str | None = None) -> list[tuple[str, str]]:
+    """(context, sentence) pairs of a chunk: each sentence with the entry's title and
+    the heading it sits under (markdown ``#`` and org ``*`` headings)."""
+    heading = ""
+    out = []
+    for line in (text or "").splitlines():
+        if _is_heading(line):
+            heading = heading_text(line)
+            continue
+        for sentence in split_sentences(line):
+            out.append((join_context(title, heading), sentence))
+    return out
+
+
+def join_context(*parts: str | None, width: int = 60) -> str:
+    seen: list[str] = []
+    for part in parts:
+        part = (part or "").strip()
+        if part and not any(part.lower() in other.lower() for other in seen):
+            seen.append(part)
+    text = " · ".join(seen)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
 def select_sentences(question: str, passages: Sequence, limit: int = 4,
                      embed: Callable[[list[str]], object] | None = None,
                      passage_weights: Sequence[float] | None = None,
@@ -92,26 +158,32 @@ def select_sentences(question: str, passages: Sequence, limit: int = 4,
     candidates: list[Sentence] = []
     seen: set[str] = set()
     for index, passage in enumerate(passages):
-        for position, text in enumerate(split_sentences(passage.text or "")):
+        title = getattr(passage, "title", None)
+        for position, (heading, text) in enumerate(passage_sentences(passage.text or "", title)):
             key = text.lower()
             if key in seen:
                 continue
             seen.add(key)
-            candidates.append(Sentence(text, passage.date, index, position))
+            candidates.append(Sentence(text, passage.date, index, position, context=heading))
     if not candidates:
         return []
     query = set(content_words(question))
     words = [set(content_words(s.text)) for s in candidates]
+    # The heading's words count for less than the sentence's own.
+    context_words = [set(content_words(s.context)) - own for s, own in zip(candidates, words)]
     # Rarer words say more: idf over the candidate sentences themselves.
     total = len(candidates)
-    idf = {w: math.log(1 + total / (1 + sum(w in ws for ws in words))) for w in query}
+    idf = {w: math.log(1 + total / (1 + sum(w in ws or w in cs for ws, cs in zip(words, context_words))))
+           for w in query}
     norm = sum(idf.values()) or 1.0
     similarity = None
-    vectors = embed([question] + [s.text for s in candidates]) if embed is not None else None
+    texts = [f"{s.context}: {s.text}" if s.context else s.text for s in candidates]
+    vectors = embed([question] + texts) if embed is not None else None
     if vectors is not None:
         similarity = (vectors[1:] @ vectors[0]).tolist()
     for i, sentence in enumerate(candidates):
-        overlap = sum(idf[w] for w in query & words[i]) / norm
+        overlap = (sum(idf[w] for w in query & words[i])
+                   + CONTEXT_WEIGHT * sum(idf[w] for w in query & context_words[i])) / norm
         score = overlap
         if similarity is not None:
             score += 0.6 * similarity[i]
@@ -124,35 +196,71 @@ def select_sentences(question: str, passages: Sequence, limit: int = 4,
             score *= 0.85
         sentence.score = score
     best = sorted(candidates, key=lambda s: -s.score)[:limit]
-    # The answer often sits in the line after the one that matches the question
-    # ("Distance: 32 km" / "Time: 3:21:40"): the best lines bring their next line along.
+    # The answer often sits in the line next to the one that matches the question
+    # ("Long run: 32 km" / "Time: 3:21:40"; "... first project: Project Heron." / "Move
+    # the 37 nightly jobs ..."): the best lines bring their neighbours along.
     chosen = {(s.passage_index, s.position) for s in best}
     by_place = {(s.passage_index, s.position): s for s in candidates}
     for top in best[:context]:
-        neighbour = by_place.get((top.passage_index, top.position + 1))
-        if neighbour is not None and (neighbour.passage_index, neighbour.position) not in chosen:
-            neighbour.score = max(neighbour.score, top.score * 0.9)
-            best.append(neighbour)
-            chosen.add((neighbour.passage_index, neighbour.position))
+        for step in (1, -1):
+            neighbour = by_place.get((top.passage_index, top.position + step))
+            if neighbour is not None and (neighbour.passage_index, neighbour.position) not in chosen:
+                neighbour.score = max(neighbour.score, top.score * 0.9)
+                best.append(neighbour)
+                chosen.add((neighbour.passage_index, neighbour.position))
     return sorted(best, key=lambda s: (s.date or "", s.passage_index, s.position))
 
 
 def opening_sentences(passages: Sequence, limit: int) -> list[Sentence]:
     """The first lines of each passage in turn (for questions that name only a period);
     they count as relevant: the date already chose them."""
-    per_passage = [split_sentences(p.text or "") for p in passages]
+    per_passage = [passage_sentences(p.text or "", getattr(p, "title", None)) for p in passages]
     out: list[Sentence] = []
     depth = 0
     while len(out) < limit and any(depth < len(s) for s in per_passage):
         for index, sentences in enumerate(per_passage):
             if depth < len(sentences) and len(out) < limit:
-                out.append(Sentence(sentences[depth], passages[index].date, index, depth, score=1.0))
+                context, text = sentences[depth]
+                out.append(Sentence(text, passages[index].date, index, depth, score=1.0,
+                                    context=context))
         depth += 1
     return sorted(out, key=lambda s: (s.date or "", s.passage_index, s.position))
 
 
+def spoken_date(iso: str | None) -> str:
+    """"2024-11-16" → "16 November 2024" (what people write, and ask about)."""
+    if not iso:
+        return "undated"
+    try:
+        day = _date.fromisoformat(iso[:10])
+    except ValueError:
+        return iso
+    return f"{day.day} {day:%B} {day.year}"
+
+
 def format_notes(sentences: Sequence[Sentence]) -> str:
-    return "\n".join(f"[{s.date or 'undated'}] {s.text}" for s in sentences)
+    """One line per entry: its date and heading, then its chosen sentences in order.
+    Entries go weakest first, so the best evidence sits right above the question."""
+    groups: dict[int, list[Sentence]] = {}
+    for sentence in sentences:
+        groups.setdefault(sentence.passage_index, []).append(sentence)
+    ordered = sorted(groups.values(), key=lambda group: (max(s.score for s in group),
+                                                         -group[0].passage_index))
+    lines = []
+    for group in ordered:
+        group.sort(key=lambda s: s.position)
+        contexts = [s.context for s in group if s.context]
+        label = spoken_date(group[0].date)
+        if contexts:
+            label += " · " + contexts[0]
+        text = " ".join(_as_sentence(s.text) for s in group)
+        lines.append(f"[{label}] {text}")
+    return "\n".join(lines)
+
+
+def _as_sentence(text: str) -> str:
+    text = text.strip()
+    return text if text.endswith((".", "!", "?", '"', "'", ")", "…")) else text + "."
 
 
 def answer_messages(question: str, notes: str | None, history: Sequence[tuple[str, str]] = (),

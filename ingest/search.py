@@ -5,7 +5,9 @@ each word is quoted as an FTS5 string, and the words are OR-ed (BM25 ranks
 chunks holding more and rarer words first). Quotes, dashes, ``AND``/``OR``/
 ``NEAR`` and ``col:`` are plain words here. With an embedder and stored vectors,
 the cosine ranking is fused with BM25 by reciprocal rank fusion; without them
-search is FTS alone.
+search is FTS alone. A third ranking reads what describes an entry rather than its
+text: its title, front-matter tags and file path ("notes/proposal.md" answers
+"when did I propose?" even when the text never says "propose").
 """
 
 from __future__ import annotations
@@ -106,6 +108,77 @@ def fts_ranking(store, query: str, since=None, until=None, limit: int = CANDIDAT
     return [row[0] for row in rows]
 
 
+# Entry descriptions (title, tags, path words) live in a TEMP FTS5 table of the
+# connection, rebuilt when the live entries or documents change (the store's schema
+# has no such index; a temp table never touches the database file).
+_META_TABLE = "memex_entry_meta"
+
+
+def _describe(title: str | None, tags: str | None, path: str) -> str:
+    """Words that name an entry: title, tags, folders and file name (dates dropped)."""
+    words = [title or ""]
+    if tags:
+        words.append(" ".join(re.findall(r"[^\W_]+", tags)))
+    stem = re.sub(r"\.[A-Za-z0-9]+$", "", path)
+    words.append(" ".join(w for w in re.findall(r"[^\W_]+", stem) if not w.isdigit()))
+    return " ".join(w for w in words if w)
+
+
+def _meta_signature(store) -> tuple:
+    entries = store.db.execute(
+        "SELECT count(*), max(id), total(id) FROM entries WHERE status IN ('live', 'pending')"
+    ).fetchone()
+    documents = store.db.execute(
+        "SELECT count(*), total(length(path)), max(updated_at) FROM documents WHERE status = 'live'"
+    ).fetchone()
+    return tuple(entries) + tuple(documents)
+
+
+def _ensure_meta_index(store) -> None:
+    signature = _meta_signature(store)
+    cached = getattr(store, "_memex_meta_signature", None)
+    if cached == signature:
+        return
+    db = store.db
+    # Python's sqlite3 opens a transaction for the inserts; close it at once (an open
+    # one would hold an old read snapshot and block the store's own write()).
+    was_open = db.conn.in_transaction
+    db.execute(f"DROP TABLE IF EXISTS temp.{_META_TABLE}")
+    db.execute(f"CREATE VIRTUAL TABLE temp.{_META_TABLE} USING fts5("
+               "text, tokenize='porter unicode61 remove_diacritics 2')")
+    rows = db.execute(
+        "SELECT e.id, e.title, e.tags, d.path FROM entries e "
+        "JOIN documents d ON d.id = e.document_id "
+        "WHERE e.status IN ('live', 'pending') AND d.status = 'live'").fetchall()
+    db.conn.executemany(f"INSERT INTO temp.{_META_TABLE}(rowid, text) VALUES (?, ?)",
+                        [(entry_id, _describe(title, tags, path)) for entry_id, title, tags, path in rows])
+    if not was_open and db.conn.in_transaction:
+        db.conn.commit()
+    try:
+        store._memex_meta_signature = signature
+    except AttributeError:  # a store that takes no attributes: rebuild every time
+        pass
+
+
+def meta_ranking(store, query: str, since=None, until=None, limit: int = CANDIDATES) -> list[int]:
+    """Chunk ids (each matching entry's first chunk) ranked by BM25 over the entries'
+    title, tags and path words."""
+    expression = fts_query(query)
+    if expression is None:
+        return []
+    _ensure_meta_index(store)
+    clause, params = _date_clause(since, until, "e.date")
+    rows = store.db.execute(
+        "SELECT (SELECT min(c.id) FROM chunks c WHERE c.entry_id = e.id "
+        "        AND c.status IN ('live', 'pending')) AS chunk_id "
+        f"FROM (SELECT rowid AS entry_id, bm25({_META_TABLE}) AS score FROM temp.{_META_TABLE} "
+        f"      WHERE {_META_TABLE} MATCH ?) m "
+        "JOIN entries e ON e.id = m.entry_id "
+        f"WHERE e.status IN ('live', 'pending'){clause} ORDER BY m.score LIMIT ?",
+        [expression, *params, limit]).fetchall()
+    return [row[0] for row in rows if row[0] is not None]
+
+
 def vector_ranking(store, query_vector: np.ndarray, since=None, until=None,
                    limit: int = CANDIDATES, min_similarity: float = MIN_SIMILARITY
                    ) -> list[tuple[int, float]]:
@@ -165,6 +238,7 @@ def search(store, query: str, since=None, until=None, limit: int = 10, embedder=
     limit = max(1, int(limit))
     candidates = max(CANDIDATES, limit * 3)
     fts_ids = fts_ranking(store, query, since, until, candidates)
+    meta_ids = meta_ranking(store, query, since, until, candidates)
     vector_hits: list[tuple[int, float]] = []
     if embedder is not None and query and query.strip():
         has_vectors = store.db.execute("SELECT 1 FROM embeddings LIMIT 1").fetchone()
@@ -174,8 +248,9 @@ def search(store, query: str, since=None, until=None, limit: int = 10, embedder=
     scores: dict[int, float] = {}
     fts_rank = {chunk_id: rank for rank, chunk_id in enumerate(fts_ids, 1)}
     vector_rank = {chunk_id: rank for rank, (chunk_id, _) in enumerate(vector_hits, 1)}
+    meta_rank = {chunk_id: rank for rank, chunk_id in enumerate(meta_ids, 1)}
     similarity = dict(vector_hits)
-    for ranking in (fts_rank, vector_rank):
+    for ranking in (fts_rank, vector_rank, meta_rank):
         for chunk_id, rank in ranking.items():
             scores[chunk_id] = scores.get(chunk_id, 0.0) + 1.0 / (RRF_K + rank)
     ordered = sorted(scores, key=lambda cid: (-scores[cid], fts_rank.get(cid, 10**9)))[:limit]

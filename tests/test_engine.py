@@ -101,7 +101,58 @@ def test_select_sentences_finds_the_line_and_its_neighbour():
     texts = [s.text for s in chosen]
     assert texts == ["Long run: 32 km", "Time: 3:21:40"]
     notes = prompting.format_notes(chosen)
-    assert notes.splitlines()[0] == "[2024-03-24] Long run: 32 km"
+    assert notes.splitlines() == ["[24 March 2024] Long run: 32 km. Time: 3:21:40."]
+
+
+def test_sentences_keep_their_heading_and_the_best_entry_goes_last():
+    passages = [
+        Passage("# Travel log\n\n## 2023-05-18 · Lisbon\n\nLanded just after two. Taxi to the "
+                "guesthouse.\n\n## 2023-05-21 · Sintra\n\nDay trip on the train.", "2023-05-18"),
+        Passage("# Friday 26 May 2023\n\nHilly 7 km on the canal towpath.", "2023-05-26"),
+    ]
+    pairs = prompting.passage_sentences(passages[0].text)
+    assert pairs[0] == ("Lisbon", "Landed just after two.")
+    assert pairs[-1] == ("Sintra", "Day trip on the train.")
+    assert prompting.passage_sentences(passages[1].text, title="Towpath") == [
+        ("Towpath", "Hilly 7 km on the canal towpath.")]
+    chosen = prompting.select_sentences("Where did we go on the day trip by train?", passages, limit=1,
+                                        context=0)
+    assert [(s.context, s.text) for s in chosen] == [("Sintra", "Day trip on the train.")]
+    # Weakest entry first, best last (nearest the question), dates written out.
+    chosen = prompting.select_sentences("day trip train towpath Sintra", passages, limit=2, context=0)
+    lines = prompting.format_notes(chosen).splitlines()
+    assert lines == ["[26 May 2023] Hilly 7 km on the canal towpath.",
+                     "[18 May 2023 · Sintra] Day trip on the train."]
+
+
+@pytest.mark.parametrize("line, expected", [
+    ("# Sunday 1 January 2023", ""),
+    ("## 2023-05-18 · Lisbon", "Lisbon"),
+    ("* Result", "Result"),
+    ("# 2024-03-05 · journal/daily/2024-03-05.md", ""),
+    ("#+TITLE: Riverside Half Marathon", "Riverside Half Marathon"),
+])
+def test_heading_text(line, expected):
+    assert prompting.heading_text(line) == expected
+
+
+def test_search_query_drops_the_question_phrase_only():
+    assert prompting.search_query("How long was the Quiraing walk?") == "was the Quiraing walk?"
+    assert prompting.search_query("How many books did I read?") == "books did I read?"
+    assert prompting.search_query("How long?") == "How long?"  # nothing else left: kept
+    assert prompting.search_query("Where is the longest run?") == "Where is the longest run?"
+
+
+def test_relevant_sentences_floor_is_for_the_best_one():
+    from assistant.engine import RELEVANCE_FLOOR, relevant_sentences
+
+    def sentence(score):
+        return prompting.Sentence("x", None, 0, 0, score=score)
+
+    weak = [sentence(RELEVANCE_FLOOR * 0.9), sentence(0.1)]
+    assert relevant_sentences(weak) == []
+    mixed = [sentence(RELEVANCE_FLOOR * 2), sentence(RELEVANCE_FLOOR * 0.6), sentence(0.01)]
+    assert [s.score for s in relevant_sentences(mixed)] == [s.score for s in mixed[:2]]
 
 
 def test_split_sentences_drops_markup():
