@@ -24,6 +24,13 @@ all-gather restricted to the segment, causal ranks receiving only what they atte
 Its backward sends each received buffer's gradient back to its owner, which sums them:
 the reduce-scatter of the gradients.
 - Levels are mixed by their log-sum-exps exactly as ``longnet.attention.merge_levels``.
+- A sliding level 0 (``local_window`` W, ``LongNetConfig.local_window``): each rank's
+  queries read the previous W - 1 rows, which may lie on several earlier ranks when
+  shards are shorter than W. Each rank sends its rows from the first position its
+  nearest reader needs to every later rank that reads any of them (a farther reader
+  reads a suffix of the same buffer), through the same exchange and gradient return as
+  the far levels, then runs ``longnet.attention.sliding_window_attention`` with its
+  queries bottom-right aligned, mixed with the far levels with bias column 0.
 
 The result equals ``longnet.attention.dilated_attention`` on the concatenated sequence
 (same segments ``t // w``, head offsets ``(t % w) % r == h % r``, grouped-query heads,
@@ -737,10 +744,6 @@ def _attend_window(q, k, v, spec: _Spec, plan: _WindowPlan, gathered: list):
     origin = 0 if spec.window_prefix is None else plan.reach
     keys, values = [], []
     if plan.reach < layout.offset:
-        if spec.window_prefix is None:
-            raise ValueError(f"the sliding local window reaches back to position {plan.reach}, "
-                             f"before the layout's offset {layout.offset}: pass the memory's "
-                             "window rows as window_prefix")
         pk, pv, first = spec.window_prefix
         first = int(first)
         if not first <= plan.reach or first + pk.shape[1] != layout.offset:
@@ -800,6 +803,11 @@ def _run(spec: _Spec, q, k, v, level_bias, track: bool):
     window_plan = None
     if spec.local_window is not None:
         window_plan = _plan_window(spec.layout, spec.local_window, n_kv)
+        if window_plan.reach < spec.layout.offset and spec.window_prefix is None:
+            raise ValueError(f"the sliding local window reaches back to position "
+                             f"{window_plan.reach}, before the layout's offset "
+                             f"{spec.layout.offset}: pass the memory's window rows as "
+                             "window_prefix")
         exchanges = () if window_plan.exchange is None else (window_plan.exchange,)
         # Tag 0: level 0's own segments are not exchanged when it is a window.
         remote = [_LevelPlan(0, spec.local_window, 1, local=False, exchanges=exchanges)] + remote

@@ -1,4 +1,4 @@
-"""Sequence-parallel dilated attention on torch.distributed: gloo on CPU, 2 and 4
+"""Sequence-parallel dilated attention on torch.distributed: gloo on CPU, 2, 3 and 4
 processes on 127.0.0.1.
 
 Each process group runs every check once (one spawn per world size, results written
@@ -8,7 +8,8 @@ not, ragged and empty shards, grouped-query heads, r not dividing w, rotary, lev
 bias); levels whose segments stay inside a shard communicate nothing; a training step
 equals a single-process step; ``memory_append`` leaves the state a single process
 builds; and ``python -m assistant.memory_distributed`` under the real ``torchrun``
-saves the memory ``memex memory build`` saves.
+saves the memory ``memex memory build`` saves. The same with a sliding level 0
+(``local_window``) on 2 and 3 processes, shards shorter and longer than the window.
 """
 
 from __future__ import annotations
@@ -676,3 +677,16 @@ def test_cli_memory_build_distributed_flag_as_a_group_of_one(tmp_path, tokenizer
     status = runner.invoke(app, ["--home", str(home), "memory", "status", "--json"])
     assert status.exit_code == 0, status.output
     assert json.loads(status.output)["tokens"] == summary["tokens"]
+
+
+def test_window_reaching_before_the_offset_needs_the_memory_rows():
+    """A shard whose window reaches before ``layout.offset`` cannot compute it without
+    the memory's window rows: a clear error naming ``window_prefix``, not a wrong result."""
+    x = torch.zeros(1, 2, 4, 8)
+    with pytest.raises(ValueError, match="window_prefix"):
+        D.dilated_attention(x, x, x, (4, 8), (1, 2), local_window=4,
+                            layout=D.ShardLayout((4,), 0, offset=16))
+    # Reaching only rows at or after the offset needs nothing else.
+    out = D.dilated_attention(x, x, x, (4, 8), (1, 2), local_window=1,
+                              layout=D.ShardLayout((4,), 0, offset=16))
+    assert out.shape == x.shape
