@@ -3,6 +3,8 @@
     python bench/ingest.py                         # 10k files / 200 MB (issue 5's corpus)
     python bench/ingest.py --files 2000 --mb 40    # scaled down
     python bench/ingest.py --out bench/results/ingest-cpu.txt
+    git worktree add /tmp/memex-before fe0a77a      # the code before the speed work
+    python bench/ingest.py --baseline /tmp/memex-before   # both, side by side, one corpus
 
 The corpus is journal-like Markdown (80 %) and plain text (20 %) in year/month
 folders: front matter on some files, date headings splitting others, Zipf-
@@ -15,6 +17,12 @@ RSS (``ru_maxrss``) is its own:
   peak RSS for both.
 * **no-change rescan**: ``memex ingest`` again over the unchanged tree (median of 3).
 * **embeddings**: all-MiniLM-L6-v2 over a sample of chunks, in MiniLM tokens/s.
+
+With ``--baseline PATH`` (a checkout of older code) the first build, rescans and
+embeddings also run with that code, on the same corpus in the same run, and the
+table shows both. The machine's 2 cores are shared: each row records the load
+average when it started, and CPU-seconds (all threads of the process) are the
+figure least moved by other work.
 
 Targets (issue 5): >= 5 MB/s into stream + FTS on 2 cores; rescan of 10k files < 2 s.
 """
@@ -37,7 +45,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+# Children measuring a baseline import its code instead (put first on the path).
+CODE = Path(os.environ.get("MEMEX_BENCH_CODE") or REPO)
+sys.path.insert(0, str(CODE))
 from _machine import cpu_name  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 # Common English words (a Zipf draw over them reads like plain prose to a BPE
@@ -154,6 +164,8 @@ def child_ingest(home: str, roots: list[str], repeat_rescans: int) -> dict:
     import ingest
     from longnet.weights import load_tokenizer
 
+    assert Path(ingest.__file__).resolve().is_relative_to(CODE.resolve()), ingest.__file__
+    load = os.getloadavg()[0]
     tokenizer = load_tokenizer(None, None)
     store = ingest.open_store(home, tokenizer)
     baseline = psutil.Process().memory_info().rss / 2**20  # imports + tokenizer
@@ -176,7 +188,7 @@ def child_ingest(home: str, roots: list[str], repeat_rescans: int) -> dict:
             "files": report.new, "tokens": report.tokens_appended, "rescans": rescans,
             "chunks": status["chunks"],
             "db_bytes": status["bytes"]["memex.db"] + status["bytes"]["memex.db-wal"],
-            "baseline_mb": baseline,
+            "baseline_mb": baseline, "load": load,
             "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
@@ -184,22 +196,27 @@ def child_embed(home: str, sample: int) -> dict:
     import ingest
     from ingest.embeddings import Embedder
 
+    load = os.getloadavg()[0]
     store = ingest.open_store(home)
-    texts = [row[0] for row in store.db.execute(
-        "SELECT text FROM chunks ORDER BY random() LIMIT ?", [sample])]
+    texts = [row[0] for row in store.db.execute(  # the same sample for every run
+        "SELECT text FROM chunks ORDER BY (id * 2654435761) % 4294967296 LIMIT ?", [sample])]
     store.close()
     embedder = Embedder()
     embedder.embed(texts[:8])  # warm up
     tokens = embedder.count_tokens(texts)
-    began = time.perf_counter()
+    began, cpu_began = time.perf_counter(), time.process_time()
     embedder.embed(texts)
-    seconds = time.perf_counter() - began
-    return {"chunks": len(texts), "tokens": tokens, "seconds": seconds,
-            "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    seconds, cpu = time.perf_counter() - began, time.process_time() - cpu_began
+    return {"chunks": len(texts), "tokens": tokens, "seconds": seconds, "cpu_s": cpu,
+            "load": load, "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def run_child(*args: str) -> dict:
-    result = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True)
+def run_child(*args: str, code: Path | None = None) -> dict:
+    env = dict(os.environ)
+    if code is not None:
+        env["MEMEX_BENCH_CODE"] = str(code)
+    result = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True,
+                            env=env)
     if result.returncode != 0:
         raise SystemExit(f"child {args[:2]} failed:\n{result.stderr[-4000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -221,6 +238,9 @@ def main() -> None:
     parser.add_argument("--rescans", type=int, default=3)
     parser.add_argument("--out", type=Path, help="also write the table here")
     parser.add_argument("--keep", type=Path, help="generate the corpus here and keep it")
+    parser.add_argument("--baseline", type=Path,
+                        help="a checkout of older code to measure side by side (whole corpus)")
+    parser.add_argument("--baseline-label", default=None, help="its name in the table")
     parser.add_argument("--child-ingest", nargs="+", help=argparse.SUPPRESS)
     parser.add_argument("--child-embed", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -251,50 +271,85 @@ def main() -> None:
 
         console.print("first build of a quarter of the corpus …")
         small = run_child("--child-ingest", str(work / "home-quarter"), "0", str(parts[0]))
+        before = None
+        if args.baseline:
+            console.print(f"first build of the whole corpus with {args.baseline} …")
+            before = run_child("--child-ingest", str(work / "home-before"), str(args.rescans),
+                               *map(str, parts), code=args.baseline)
+            before["embed"] = run_child("--child-embed", str(work / "home-before"),
+                                        str(args.embed_sample), code=args.baseline)
+            shutil.rmtree(work / "home-before", ignore_errors=True)
         console.print("first build of the whole corpus, then rescans …")
         full = run_child("--child-ingest", str(work / "home-full"), str(args.rescans),
                          *map(str, parts))
         console.print("embeddings …")
-        embed = run_child("--child-embed", str(work / "home-full"), str(args.embed_sample))
+        full["embed"] = run_child("--child-embed", str(work / "home-full"), str(args.embed_sample))
+        end_load = os.getloadavg()[0]
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
 
-    mb = full["bytes"] / 1e6
-    rescan = statistics.median(full["rescans"]) if full["rescans"] else float("nan")
-    rows = [
-        ("corpus", f"{full['files']:,} files, {mb:.1f} MB, {full['tokens']:,} tokens, "
-                   f"{full['chunks']:,} chunks"),
-        ("first build (read + FTS5 + stream)", f"{full['seconds']:.1f} s = "
-                                               f"{mb / full['seconds']:.2f} MB/s"),
-        ("  CPU time of the first build", f"{full['cpu_s']:.1f} CPU-s = "
-                                          f"{mb / full['cpu_s']:.2f} MB per CPU-second"),
-        ("  scan, read, chunk, FTS5", f"{full['read_s']:.1f} s = {mb / full['read_s']:.2f} MB/s"),
-        ("  tokenize + append to stream", f"{full['stream_s']:.1f} s = "
-                                          f"{mb / full['stream_s']:.2f} MB/s, "
-                                          f"{full['tokens'] / full['stream_s']:,.0f} tokens/s"),
-        (f"no-change rescan of {full['files']:,} files",
-         f"{rescan:.2f} s (median of {len(full['rescans'])})"),
-        ("embeddings (MiniLM-L6, CPU)", f"{embed['tokens'] / embed['seconds']:,.0f} tokens/s "
-                                        f"({embed['chunks']} chunks, {embed['seconds']:.1f} s)"),
-        ("peak RSS, quarter corpus", f"{small['maxrss_mb']:.0f} MB, "
-                                     f"{small['maxrss_mb'] - small['baseline_mb']:.0f} MB above "
-                                     f"imports + tokenizer ({small['bytes'] / 1e6:.1f} MB)"),
-        ("peak RSS, whole corpus", f"{full['maxrss_mb']:.0f} MB, "
-                                   f"{full['maxrss_mb'] - full['baseline_mb']:.0f} MB above "
-                                   f"imports + tokenizer ({mb:.1f} MB)"),
-        ("database size (with its WAL)", f"{full['db_bytes'] / 1e6:.1f} MB"),
-    ]
-    width = max(len(name) for name, _ in rows)
-    lines = [f"memex ingest benchmark — {time.strftime('%Y-%m-%d')}", f"machine: {load}",
-             "targets: >= 5 MB/s into stream + FTS; rescan of 10k files < 2 s; flat RSS", ""]
-    lines += [f"{name:<{width}}  {value}" for name, value in rows]
-    table = "\n".join(lines)
+    runs = [("now", full)]
+    if before is not None:
+        runs.insert(0, (args.baseline_label or f"before ({args.baseline.name})", before))
+    table = format_table(runs, small, load, end_load)
     print(table)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(table + "\n")
 
+
+def format_table(runs: list[tuple[str, dict]], small: dict, load: str, end_load: float) -> str:
+    def cells(full: dict) -> list[str]:
+        mb = full["bytes"] / 1e6
+        rescan = statistics.median(full["rescans"]) if full["rescans"] else float("nan")
+        embed = full["embed"]
+        return [
+            f"{full['seconds']:.1f} s = {mb / full['seconds']:.2f} MB/s",
+            f"{full['cpu_s']:.1f} CPU-s = {mb / full['cpu_s']:.2f} MB/CPU-s",
+            f"{full['read_s']:.1f} s = {mb / full['read_s']:.2f} MB/s",
+            f"{full['stream_s']:.1f} s = {mb / full['stream_s']:.2f} MB/s",
+            f"{full['tokens'] / full['stream_s']:,.0f} tokens/s",
+            f"{rescan:.2f} s (median of {len(full['rescans'])})",
+            f"{embed['tokens'] / embed['seconds']:,.0f} tokens/s",
+            f"{embed['tokens'] / embed['cpu_s']:,.0f} tokens/CPU-s",
+            f"{full['maxrss_mb']:.0f} MB (+{full['maxrss_mb'] - full['baseline_mb']:.0f})",
+            f"{full['db_bytes'] / 1e6:.1f} MB",
+            f"{full['load']:.1f}",
+        ]
+
+    full = runs[-1][1]
+    names = [
+        "first build (read + FTS5 + stream), wall",
+        "  CPU time of the first build",
+        "  scan, read, chunk, FTS5 (wall)",
+        "  tokenize + append to stream (wall)",
+        "  stream tokens per second (wall)",
+        f"no-change rescan of {full['files']:,} files",
+        f"embeddings (MiniLM-L6, {full['embed']['chunks']} chunks), wall",
+        "  embeddings per CPU-second",
+        "peak RSS (above imports + tokenizer)",
+        "database size (with its WAL)",
+        "load average when the build started",
+    ]
+    columns = [[label] + cells(data) for label, data in runs]
+    width = max(len(name) for name in names)
+    widths = [max(len(cell) for cell in column) for column in columns]
+    mb = full["bytes"] / 1e6
+    lines = [f"memex ingest benchmark — {time.strftime('%Y-%m-%d')}", f"machine: {load}",
+             f"load average at the end {end_load:.1f}",
+             "targets: >= 5 MB/s into stream + FTS; rescan of 10k files < 2 s; flat RSS",
+             (f"corpus: {full['files']:,} files, {mb:.1f} MB, {full['tokens']:,} tokens, "
+              f"{full['chunks']:,} chunks"), ""]
+    lines.append(" " * width + "  " + "  ".join(c[0].ljust(w) for c, w in zip(columns, widths)))
+    for row, name in enumerate(names, 1):
+        lines.append(f"{name:<{width}}  " + "  ".join(
+            c[row].ljust(w) for c, w in zip(columns, widths)).rstrip())
+    lines += ["", (f"peak RSS, quarter corpus ({small['bytes'] / 1e6:.1f} MB): "
+                   f"{small['maxrss_mb']:.0f} MB (+{small['maxrss_mb'] - small['baseline_mb']:.0f} "
+                   f"above imports + tokenizer); whole corpus ({mb:.1f} MB): "
+                   f"{full['maxrss_mb']:.0f} MB (+{full['maxrss_mb'] - full['baseline_mb']:.0f})")]
+    return "\n".join(lines)
 
 if __name__ == "__main__":
     main()

@@ -195,7 +195,7 @@ class _WordCacheEncoder:
                     continue
                 try:
                     kind = self._ask_class(char)
-                except Exception:  # (a lone surrogate): the library decides what happens
+                except UnicodeError:  # a lone surrogate: the library decides what happens
                     return None
                 self.translation[ord(char)] = _REPRESENTATIVE[kind]
             mapped = text.translate(self.translation)
