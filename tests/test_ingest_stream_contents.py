@@ -111,3 +111,23 @@ def test_the_word_cache_encoder_matches_the_library_on_random_text(tokenizer):
         assert lengths.tolist() == [len(ids) for ids in expected]
         assert flat.tolist() == [i for ids in expected for i in ids]
     assert stream.encode_batch(tokenizer, texts[:20]) == expected[:20]
+
+
+def test_chunks_split_over_many_insert_statements_index_the_same(tmp_path, tokenizer,
+                                                                 monkeypatch):
+    import ingest.pipeline
+
+    monkeypatch.setattr(ingest.pipeline, "CHUNK_ROWS_PER_STATEMENT", 3)
+    root = tricky_tree(tmp_path / "journal")
+    with ingest.open_store(tmp_path / "home", tokenizer) as store:
+        ingest.add_source(store, root)
+        ingest.run(store)
+        tokens = store.stream.read()
+        digest = hashlib.sha256(np.ascontiguousarray(tokens, dtype="<u4").tobytes()).hexdigest()
+        assert digest == PINNED_STREAM_SHA256
+        check_consistency(store, tokenizer)  # includes FTS5's own integrity check
+        chunks = store.db.execute("SELECT count(*) FROM chunks").fetchone()[0]
+        indexed = store.db.execute(
+            "SELECT count(*) FROM chunks_fts WHERE chunks_fts MATCH 'tram OR ligature OR "
+            "numbers'").fetchone()[0]
+        assert chunks > 3 and indexed >= 3
