@@ -389,7 +389,9 @@ def main() -> None:
         throughput(args, records, out, header)
         text = write_table(args, records, header)
     if args.journal_run:
-        text = (text or (out.read_text() if out.is_file() else "")) + journal_run(args)
+        if not text:
+            text = out.read_text() if out.is_file() else f"# memex train, {args.device}: {header}\n"
+        text += journal_run(args)
     if text:
         out.write_text(text)
         print(text)
