@@ -268,11 +268,21 @@ def bench_dense(args, device, dtype):
             "state_bf16_mb": kv_bytes / 2 ** 20}
 
 
+def describe_levels(config) -> str:
+    c = config
+    far = f"far levels w={c.segment_lengths[1]:,}·2^j r={c.dilation_rates[1]}·2^j" \
+        if c.num_levels > 1 else "no far levels"
+    if c.local_window:
+        return (f"sliding window {c.local_window:,} + {far} ({c.num_levels} levels), "
+                f"far gates {c.far_gate_init:g}")
+    return f"w={c.segment_lengths[0]:,}·2^i r=2^i ({c.num_levels} levels)"
+
+
 def format_report(args, device, dtype, model, rows, dense) -> str:
     lines = [
         (f"# bench/memory.py — {machine_name(device)} ({device.type}), compute {str(dtype)[6:]}, "
         f"model {model.model_id}, position_mode {model.config.position_mode}"),
-        (f"# levels w=2048·2^i r=2^i ({model.config.num_levels} levels), chunk {args.chunk}, "
+        (f"# levels {describe_levels(model.config)}, chunk {args.chunk}, "
         f"question {QUESTION_TOKENS} tokens, decode {args.decode_tokens} tokens, "
         f"median of {args.repeats}"),
         "",
