@@ -282,7 +282,7 @@ def train_command(
     recall_ratio: float = typer.Option(0.25, "--recall-ratio",
                                        help="Share of windows that are recall examples."),
     lr: float | None = typer.Option(None, "--lr", help="Peak learning rate "
-                                       "(default 2e-4 LoRA, 2e-5 full; gates 0.05)."),
+                                       "(default 2e-4 LoRA, 2e-5 full; gates max(0.05, 8/steps))."),
     accumulate: int = typer.Option(1, "--accumulate", help="Windows per optimizer step."),
     checkpoint_every: int = typer.Option(10, "--checkpoint-every",
                                          help="Save a resumable checkpoint every N steps."),

@@ -75,7 +75,9 @@ class TrainConfig:
     seq_len: int | None = None  # default: 16,384 on the CPU, 65,536 on CUDA
     accumulate: int = 1  # micro-steps (windows) per optimizer step
     lr: float | None = None  # default 2e-4 for LoRA, 2e-5 for full
-    gate_lr: float = 0.05  # gates start at -8 and must be able to move in a few hundred steps
+    # Gates of a pretrained model start at -8; Adam moves a parameter about lr per step, so
+    # the default lets them travel ~8 over the run: max(0.05, 8 / steps).
+    gate_lr: float | None = None
     warmup_steps: int | None = None  # default 5% of the steps (at least 1)
     weight_decay: float = 0.0
     grad_clip: float = 1.0
@@ -101,6 +103,8 @@ class TrainConfig:
         values["seq_len"] = int(self.seq_len or default_seq_len(device))
         values["lr"] = float(self.lr if self.lr is not None else (2e-5 if self.full else 2e-4))
         values["lora_alpha"] = float(self.lora_alpha or 2 * self.lora_rank)
+        values["gate_lr"] = float(self.gate_lr if self.gate_lr is not None
+                                  else max(0.05, 8.0 / self.steps))
         values["warmup_steps"] = int(self.warmup_steps if self.warmup_steps is not None
                                      else max(1, round(0.05 * self.steps)))
         if self.dtype in (None, "auto"):
