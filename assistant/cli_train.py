@@ -284,8 +284,10 @@ def train_command(
     lr: float | None = typer.Option(None, "--lr", help="Peak learning rate "
                                        "(default 2e-4 LoRA, 2e-5 full; gates max(0.05, 8/steps))."),
     accumulate: int = typer.Option(1, "--accumulate", help="Windows per optimizer step."),
-    checkpoint_every: int = typer.Option(10, "--checkpoint-every",
-                                         help="Save a resumable checkpoint every N steps."),
+    checkpoint_every: int | None = typer.Option(
+        None, "--checkpoint-every",
+        help="Save a resumable checkpoint every N steps (default 1; 10 with --full, whose "
+             "checkpoint holds every weight). Ctrl-C always saves."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     dtype: str = typer.Option("auto", "--dtype",
                               help="auto (bf16 on CUDA, fp32 on CPU), float32 or bfloat16."),
@@ -316,6 +318,8 @@ def train_command(
         except RuntimeError as error:
             _fail(str(error))
         steps = CUDA_STEPS if on_cuda else CPU_STEPS
+    if checkpoint_every is None:
+        checkpoint_every = 10 if full else 1
     settings = TrainConfig(steps=steps, seq_len=seq_len, lora_rank=rank, full=full, lr=lr,
                            accumulate=accumulate, checkpoint_every=checkpoint_every,
                            recall_ratio=recall_ratio, device=None if device == "auto" else device,
