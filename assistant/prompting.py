@@ -37,6 +37,7 @@ SYSTEM_PROMPT = (
     "If the notes do not answer the question, say that the notes do not say."
 )
 CONTEXT_WEIGHT = 0.5  # a question word found in the heading, not the sentence
+ENTRY_WEIGHT = 0.3  # share of the question's words found anywhere in the sentence's entry
 NOTHING_FOUND = "I couldn't find anything in your notes about that."
 
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
@@ -70,7 +71,8 @@ def search_query(question: str) -> str:
 
 
 def content_words(text: str) -> list[str]:
-    return [stem(w) for w in _WORD.findall(text.lower()) if w not in STOPWORDS and len(w) > 1]
+    words = (w[:-2] if w.endswith("'s") else w for w in _WORD.findall(text.lower().replace("’", "'")))
+    return [stem(w) for w in words if w not in STOPWORDS and len(w) > 1]
 
 
 @dataclass
@@ -181,10 +183,17 @@ def select_sentences(question: str, passages: Sequence, limit: int = 4,
     vectors = embed([question] + texts) if embed is not None else None
     if vectors is not None:
         similarity = (vectors[1:] @ vectors[0]).tolist()
+    # How much of the question the sentence's whole entry covers: the line holding the
+    # answer ("... across all nine depots") often shares one word with the question
+    # while its entry shares them all.
+    entry_words: dict[int, set[str]] = {}
+    for i, sentence in enumerate(candidates):
+        entry_words.setdefault(sentence.passage_index, set()).update(words[i], context_words[i])
+    coverage = {index: sum(idf[w] for w in query & found) / norm for index, found in entry_words.items()}
     for i, sentence in enumerate(candidates):
         overlap = (sum(idf[w] for w in query & words[i])
                    + CONTEXT_WEIGHT * sum(idf[w] for w in query & context_words[i])) / norm
-        score = overlap
+        score = overlap + ENTRY_WEIGHT * coverage[sentence.passage_index]
         if similarity is not None:
             score += 0.6 * similarity[i]
         if passage_weights is not None and sentence.passage_index < len(passage_weights):

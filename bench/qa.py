@@ -9,6 +9,13 @@ case-insensitive), citation rate (an evidence file among the sources) and the me
 seconds per question. Resumable: each answered question is appended to
 bench/results/qa-<mode>.tmp, and a rerun carries on from there (--fresh starts over).
 The table goes to bench/results/qa.txt.
+
+    .venv/bin/python bench/qa.py --recall [--home H]
+
+measures retrieval alone, without the model (a minute or two): the share of questions
+whose retrieval prompt holds an accepted answer, the share citing an evidence file,
+and the share whose searched entries hold the answer at all; even- and odd-numbered
+questions apart (tune on one half, check the other).
 """
 
 from __future__ import annotations
@@ -98,6 +105,47 @@ def run_mode(engine, mode: str, items: list[dict], checkpoint: Path, console) ->
     return done
 
 
+def prompt_recall(engine, items: list[dict], console) -> dict:
+    """Answer-in-prompt recall of the retrieval prompt, without running the model."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from assistant import prompting
+    from assistant.cli_chat import score
+    from assistant.dates import resolve_dates
+    from assistant.engine import relevant_sentences
+
+    rows = []
+    with Progress(TextColumn("[bold]recall[/]"), BarColumn(), MofNCompleteColumn(),
+                  console=console) as bar:
+        task = bar.add_task("recall", total=len(items))
+        for index, item in enumerate(items):
+            date_range = resolve_dates(item["question"], engine.today)
+            passages, sentences, _ = engine.gather(item["question"], date_range)
+            chosen = relevant_sentences(sentences)
+            notes = prompting.format_notes(chosen)
+            in_prompt, cited = score(notes, engine._sources(passages, chosen), item["answers"],
+                                     item["evidence"])
+            searched = any(score(p.text or "", [p], item["answers"], item["evidence"]) == (True, True)
+                           for p in passages)
+            rows.append({"index": index, "question": item["question"], "in_prompt": in_prompt,
+                         "cited": cited, "in_searched": searched})
+            bar.update(task, advance=1)
+    return rows
+
+
+def recall_table(rows: list[dict]) -> str:
+    def share(subset, key):
+        return f"{sum(r[key] for r in subset) / len(subset):.0%}" if subset else "-"
+
+    lines = ["| questions | n | answer in prompt | cited | answer in searched entries |",
+             "|---|---|---|---|---|"]
+    for label, subset in (("all", rows), ("even-numbered", rows[0::2]), ("odd-numbered", rows[1::2])):
+        lines.append(f"| {label} | {len(subset)} | {share(subset, 'in_prompt')} "
+                     f"| {share(subset, 'cited')} | {share(subset, 'in_searched')} |")
+    missed = [f"#{r['index']} {r['question']}" for r in rows if not r["in_prompt"]]
+    return "\n".join(lines) + "\n\nnot in the prompt: " + "; ".join(missed) + "\n"
+
+
 def summarise(mode: str, results: list[dict]) -> dict:
     n = len(results)
     totals = [r["timings"]["total_s"] for r in results if r["timings"].get("total_s") is not None]
@@ -130,6 +178,8 @@ def main() -> None:
                         help="only print the table of the answers saved so far (no model)")
     parser.add_argument("--no-memory-build", action="store_true",
                         help="use the memory as far as it is built (the table says how far)")
+    parser.add_argument("--recall", action="store_true",
+                        help="measure only whether the answer reaches the retrieval prompt (no model)")
     parser.add_argument("--out", type=Path, default=RESULTS / "qa.txt")
     args = parser.parse_args()
 
@@ -155,6 +205,13 @@ def main() -> None:
             wanted = {item["question"] for item in items}
             rows.append(summarise(mode, [r for r in saved if r["question"] in wanted]))
         write_table(args, rows, len(items), "(table of saved answers)", None, None)
+        return
+    if args.recall:
+        prepare_home(args.home, args.journal, console, memory=False)
+        engine = Engine(args.home, today=date.fromisoformat(args.today))
+        table = recall_table(prompt_recall(engine, items, console))
+        print(f"# answer-in-prompt recall (no model), {args.questions.name}; {machine()}; "
+              f"{time.strftime('%Y-%m-%d')}\n\n{table}")
         return
     prepare_home(args.home, args.journal, console,
                  memory=not args.no_memory_build and any(m in ("hybrid", "memory") for m in modes))

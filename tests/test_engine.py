@@ -136,6 +136,21 @@ def test_heading_text(line, expected):
     assert prompting.heading_text(line) == expected
 
 
+def test_possessives_meet_their_noun_and_the_whole_entry_counts(monkeypatch):
+    assert prompting.content_words("my physio's name, Dad’s socks") == ["physio", "nam", "dad", "sock"]
+    passages = [Passage("Long day at Northwind.", "2023-03-10"),
+                Passage("The dashboard covers all nine depots. Northwind pays.", "2023-01-23"),
+                Passage("Depots were closed.", "2023-02-01")]
+    question = "How many depots does Northwind have?"
+    # Every line shares one equally rare word with the question; only the second entry
+    # holds both, so its lines come first.
+    chosen = prompting.select_sentences(question, passages, limit=2, context=0)
+    assert {s.passage_index for s in chosen} == {1}
+    monkeypatch.setattr(prompting, "ENTRY_WEIGHT", 0.0)
+    chosen = prompting.select_sentences(question, passages, limit=2, context=0)
+    assert {s.passage_index for s in chosen} != {1}
+
+
 def test_search_query_drops_the_question_phrase_only():
     assert prompting.search_query("How long was the Quiraing walk?") == "was the Quiraing walk?"
     assert prompting.search_query("How many books did I read?") == "books did I read?"
