@@ -211,6 +211,41 @@ def child_embed(home: str, sample: int) -> dict:
             "load": load, "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
+def int8_agreement() -> str:
+    """Would int8 dynamic quantisation of MiniLM's Linear layers keep retrieval quality?
+    Cosine between float32 and int8 vectors of every chunk of the example journal
+    (needs >= 0.99), and the speed of both on the same chunks."""
+    import warnings
+
+    import torch
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    from ingest.chunking import chunk_spans
+    from ingest.embeddings import Embedder
+
+    texts = []
+    for path in sorted((REPO / "examples" / "journal").rglob("*.md")):
+        text = path.read_text(encoding="utf-8", errors="replace")
+        texts += [text[a:b] for a, b in chunk_spans(text)]
+    exact, quantised = Embedder(), Embedder()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantised.model = quantize_dynamic(
+            quantised.model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
+    tokens = exact.count_tokens(texts)
+    results = {}
+    for name, embedder in (("float32", exact), ("int8", quantised)):
+        embedder.embed(texts[:8])
+        began = time.process_time()
+        results[name] = embedder.embed(texts)
+        results[name + "_speed"] = tokens / (time.process_time() - began)
+    cosine = (results["float32"] * results["int8"]).sum(axis=1)
+    verdict = "kept" if cosine.min() >= 0.99 else "rejected (needs >= 0.99)"
+    return (f"int8 dynamic quantisation, {len(texts)} chunks of examples/journal: cosine to "
+            f"float32 mean {cosine.mean():.3f}, min {cosine.min():.3f}: {verdict}; "
+            f"{results['float32_speed']:,.0f} vs {results['int8_speed']:,.0f} tokens/CPU-s")
+
+
 def run_child(*args: str, code: Path | None = None) -> dict:
     env = dict(os.environ)
     if code is not None:
@@ -241,6 +276,8 @@ def main() -> None:
     parser.add_argument("--baseline", type=Path,
                         help="a checkout of older code to measure side by side (whole corpus)")
     parser.add_argument("--baseline-label", default=None, help="its name in the table")
+    parser.add_argument("--int8-check", action="store_true",
+                        help="only check int8 MiniLM against float32 on examples/journal")
     parser.add_argument("--child-ingest", nargs="+", help=argparse.SUPPRESS)
     parser.add_argument("--child-embed", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -251,6 +288,9 @@ def main() -> None:
         return
     if args.child_embed:
         print(json.dumps(child_embed(args.child_embed[0], int(args.child_embed[1]))))
+        return
+    if args.int8_check:
+        print(int8_agreement())
         return
 
     from rich.console import Console
