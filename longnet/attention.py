@@ -77,8 +77,8 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch import nn
 
-__all__ = ["dilated_attention", "level_attention", "merge_levels", "sliding_window_attention",
-           "DilatedAttention"]
+__all__ = ["dilated_attention", "level_attention", "merge_levels", "sink_attention",
+           "sliding_window_attention", "DilatedAttention"]
 
 Rotary = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -854,6 +854,7 @@ def dilated_attention(
     level_bias: Optional[torch.Tensor] = None,
     rotary: Optional[Rotary] = None,
     local_window: Optional[int] = None,
+    attention_sinks: int = 0,
 ):
     """LongNet dilated attention: ``[B, Hq, M, D]`` (and the lse ``[B, Hq, M]``, float32
     (float64 for float64 inputs), when ``return_lse``). See the module docstring for the exact semantics: levels
@@ -871,12 +872,22 @@ def dilated_attention(
     context does; its dilation rate must be 1 and its segment length is not used. The
     other levels are unchanged and mixed with it by eq. 10 (``level_bias[:, 0]`` is the
     window's bias). With ``rotary``, the window's rows are rotated at their true
-    positions ``0..N-1``."""
+    positions ``0..N-1``.
+
+    ``attention_sinks`` S (with ``local_window``): the first S positions of the sequence
+    stay visible to every query whose window has moved past them, as part of level 0
+    (one softmax with the window): pretrained models lean on the first tokens they see
+    (StreamingLLM, Xiao et al. 2023), and a window without them reads worse than a
+    fixed one. With ``rotary`` each sink j sits just before the window's oldest key
+    (query rotated at ``W + S``, sink key at ``j``: distance ``W + S - j``); without it
+    q and k are used as given (true positions)."""
     levels = _levels(segment_lengths, dilation_rates)
     _check_inputs(q, k, v, levels, level_bias)
     if local_window is not None:
         return _with_local_window(q, k, v, levels, int(local_window), is_causal, scale,
-                                  return_lse, level_bias, rotary)
+                                  return_lse, level_bias, rotary, int(attention_sinks))
+    if attention_sinks:
+        raise ValueError("attention_sinks need a sliding local_window")
     q, k, v = _last_dim_contiguous(q), _last_dim_contiguous(k), _last_dim_contiguous(v)
     B, Hq, M, D = q.shape
     N = k.shape[2]
@@ -899,8 +910,36 @@ def dilated_attention(
     return (out, lse) if return_lse else out
 
 
-def _with_local_window(q, k, v, levels, window, is_causal, scale, return_lse, level_bias, rotary):
-    """``dilated_attention`` whose level 0 is a sliding window of ``window`` positions."""
+def sink_visibility(query_positions: torch.Tensor, n_sinks: int, window: int) -> torch.Tensor:
+    """``[M, n_sinks]`` bool: may the query at each position see sink j? Only once its
+    window has moved past j (inside the window, j is one of the window's keys)."""
+    sinks = torch.arange(n_sinks, device=query_positions.device)
+    return sinks[None, :] <= query_positions[:, None] - window
+
+
+def sink_attention(q: torch.Tensor, k_sinks: torch.Tensor, v_sinks: torch.Tensor,
+                   visible: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention of q ``[..., Hq, M, D]`` to a few sink rows ``[..., Hkv, S, D]`` (already
+    rotated) where ``visible [M, S]``: ``(out, lse)``; rows that see no sink give 0 and
+    -inf. Plain torch ops (S is a handful), differentiable everywhere."""
+    rep = q.shape[-3] // k_sinks.shape[-3]
+    keys = k_sinks.repeat_interleave(rep, dim=-3) if rep > 1 else k_sinks
+    values = v_sinks.repeat_interleave(rep, dim=-3) if rep > 1 else v_sinks
+    acc = _acc_dtype(q.dtype)
+    scores = torch.matmul(q.to(acc), keys.to(acc).transpose(-1, -2)) * scale
+    lowest = torch.finfo(acc).min / 2  # finite: no NaN in values or gradients
+    scores = torch.where(visible, scores, torch.full((), lowest, dtype=acc, device=q.device))
+    lse = torch.logsumexp(scores, dim=-1)
+    weights = torch.exp(scores - lse[..., None]) * visible
+    out = torch.matmul(weights, values.to(acc))
+    lse = torch.where(visible.any(-1), lse, torch.full((), float("-inf"), dtype=acc, device=q.device))
+    return out.to(q.dtype), lse
+
+
+def _with_local_window(q, k, v, levels, window, is_causal, scale, return_lse, level_bias, rotary,
+                       sinks: int = 0):
+    """``dilated_attention`` whose level 0 is a sliding window of ``window`` positions
+    (plus ``sinks`` attention sinks)."""
     if not is_causal:
         raise ValueError("a sliding local window needs is_causal=True")
     if levels[0][1] != 1:
@@ -911,7 +950,17 @@ def _with_local_window(q, k, v, levels, window, is_causal, scale, return_lse, le
     if rotary is not None:
         q_local = rotary(q, torch.arange(N - M, N, device=q.device))
         k_local = rotary(k, torch.arange(N, device=k.device))
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
     out, lse = sliding_window_attention(q_local, k_local, v, window, scale=scale)
+    n_sinks = min(sinks, N)
+    if n_sinks and N - 1 >= window:  # some query's window has moved past the first row
+        visible = sink_visibility(torch.arange(N - M, N, device=q.device), n_sinks, window)
+        q_sink, k_sink = q, k[:, :, :n_sinks]
+        if rotary is not None:
+            q_sink = rotary(q, torch.full((M,), window + sinks, device=q.device))
+            k_sink = rotary(k_sink, torch.arange(n_sinks, device=q.device))
+        sink_out, sink_lse = sink_attention(q_sink, k_sink, v[:, :, :n_sinks], visible, scale)
+        out, lse = merge_levels([out, sink_out], [lse, sink_lse])  # one softmax: level 0
     if len(levels) > 1:
         far_bias = None if level_bias is None else level_bias[:, 1:]
         far_out, far_lse = dilated_attention(

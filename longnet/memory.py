@@ -38,7 +38,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from longnet.attention import level_attention, merge_levels, sliding_window_attention
+from longnet.attention import (
+    level_attention,
+    merge_levels,
+    sink_attention,
+    sink_visibility,
+    sliding_window_attention,
+)
 from longnet.model import LongNetConfig, autocast, choose_dtype
 
 FORMAT_VERSION = 2  # 2: the sliding local window's rows (local_first, layers.N.local.k/v)
@@ -304,6 +310,8 @@ class Memory:
             [None] * self.config.num_levels for _ in range(self.config.num_layers)]
         # With a sliding level 0 (config.local_window): its rows, per layer.
         self.local: list[LocalWindowState | None] = [None] * self.config.num_layers
+        # The stream's first attention_sinks rows ``[2, Hkv, s, D]``, per layer.
+        self.sinks: list[torch.Tensor | None] = [None] * self.config.num_layers
         self._local_turn_start: int | None = None  # set in a fork reading a chat turn
 
     # -- reading the stream
@@ -389,6 +397,7 @@ class Memory:
         def attend(q, k, v):
             q, k, v = q[0], k[0], v[0]  # the memory reads one stream: batch 1
             q = q * (q.shape[-1] ** -0.5)
+            q_raw = q
             if absolute is not None:
                 q, k = rotate(q, *absolute), rotate(k, *absolute)
             active = [plan for plan in plans if plan is not None]
@@ -407,10 +416,27 @@ class Memory:
                     q_local = rotate(q, window.cos, window.sin)
                     k_local = rotate(k, window.cos, window.sin)
                 local = (q_local, self._store_window(layer, window, k_local, v), window)
+            sink = None
+            if window is not None and self.config.attention_sinks:
+                sink = self._sink_term(layer, window, q_raw, k, v, absolute is not None)
             if few:
-                out = _attend_few(levels, level_bias, self.config.dilation_rates[0] == 1, local)
+                out = _attend_few(levels, level_bias, self.config.dilation_rates[0] == 1, local,
+                                  return_lse=sink is not None)
+                if sink is not None:  # the sinks share level 0's softmax and its bias
+                    out, lse = out
+                    sink_bias = None if level_bias is None else level_bias[:, :1]
+                    merged, _ = merge_levels(
+                        [out[None], sink[0][None]], [lse[None], sink[1][None]],
+                        level_bias=None if sink_bias is None else
+                        torch.cat([torch.zeros_like(sink_bias), sink_bias], 1))
+                    out = merged[0]
             else:
                 outs, lses = [], []
+                if sink is not None:
+                    outs.append(sink[0])
+                    lses.append(sink[1])
+                    columns = [0] + columns
+                    level_bias = None if bias is None else bias[:, columns]
                 if local is not None:
                     q_local, kv, _ = local
                     o, l = sliding_window_attention(q_local[None], kv[0][None], kv[1][None],
@@ -530,6 +556,41 @@ class Memory:
             kv[:, :, :, :plan.old_blocks] = state.kv[:, :, :, :plan.old_blocks]
         return kv
 
+    def _sink_term(self, layer: int, window: WindowPlan, q_raw, k, v, absolute: bool):
+        """Store the stream's first ``attention_sinks`` rows (keys rotated at their own
+        positions) and attend the new tokens to those their window has moved past:
+        ``(out [Hq, T, D], lse [Hq, T])`` or None when none is visible yet."""
+        c = self.config
+        S, W = c.attention_sinks, c.local_window
+        rotary = self.model.rotary
+        count = k.shape[1]
+        new = max(0, min(S, self.tokens + count) - self.tokens)  # new tokens that are sinks
+        if new:
+            k_new = k[:, :new]
+            if not absolute:  # "dilated": rotate at the sink's own position
+                cos, sin = rotary.cos_sin(torch.arange(self.tokens, self.tokens + new,
+                                                       device=self.device))
+                k_new = rotary.rotate(k_new, cos, sin)
+            rows = torch.stack((k_new, v[:, :new])).to(self.dtype)
+            old = self.sinks[layer]
+            # A new tensor, never written in place: forks share the memory's rows.
+            self.sinks[layer] = rows if old is None else torch.cat((old, rows), dim=2)
+        stored = self.sinks[layer]
+        if stored is None:
+            return None
+        positions = torch.arange(self.tokens, self.tokens + count, device=self.device)
+        visible = sink_visibility(positions, stored.shape[2], W)
+        if not bool(visible.any()):
+            return None
+        q_sink = q_raw
+        if absolute:  # q already rotated at its true position
+            cos, sin = rotary.cos_sin(positions)
+            q_sink = rotary.rotate(q_raw, cos, sin)
+        else:  # the sinks sit just before the window's oldest key
+            cos, sin = rotary.cos_sin(torch.full((1,), W + S, device=self.device))
+            q_sink = rotary.rotate(q_raw, cos, sin)
+        return sink_attention(q_sink, stored[0], stored[1], visible, scale=1.0)
+
     # -- what is held
 
     @property
@@ -537,7 +598,9 @@ class Memory:
         """Bytes held by the state tensors."""
         levels = sum(s.kv.numel() * s.kv.element_size()
                      for layer in self.states for s in layer if s is not None)
-        return levels + sum(s.kv.numel() * s.kv.element_size() for s in self.local if s is not None)
+        window = sum(s.kv.numel() * s.kv.element_size() for s in self.local if s is not None)
+        return levels + window + sum(t.numel() * t.element_size() for t in self.sinks
+                                     if t is not None)
 
     @property
     def stream_hash(self) -> str:
@@ -573,6 +636,10 @@ class Memory:
             k, v = self._window_rows(window)
             result[f"layers.{layer}.local.k"] = k
             result[f"layers.{layer}.local.v"] = v
+        for layer, rows in enumerate(self.sinks):
+            if rows is not None:
+                result[f"layers.{layer}.sinks.k"] = rows[0].contiguous()
+                result[f"layers.{layer}.sinks.v"] = rows[1].contiguous()
         return result
 
     def _window_rows(self, window: LocalWindowState) -> tuple[torch.Tensor, torch.Tensor]:
@@ -607,6 +674,7 @@ class Memory:
                        for layer in self.states]
         # The fork renews or writes past the memory's rows, never over them.
         fork.local = list(self.local)
+        fork.sinks = list(self.sinks)
         if (dense_local and self.config.dilation_rates[0] == 1 and fork._local_turn_start is None
                 and not self.config.local_window):
             w = self.config.segment_lengths[0]
@@ -761,6 +829,17 @@ class Memory:
                         f"expected {expected}")
                 kv = torch.stack((k, v)).to(memory.dtype)
                 memory.local[layer] = LocalWindowState(int(local_first), rows, kv)
+        n_sinks = min(c.attention_sinks, memory.tokens) if c.local_window else 0
+        for layer in range(c.num_layers if n_sinks else 0):
+            try:
+                k = tensors[f"layers.{layer}.sinks.k"]
+                v = tensors[f"layers.{layer}.sinks.v"]
+            except KeyError as error:
+                raise MemoryMismatchError(f"{state_path} lacks {error}") from error
+            if tuple(k.shape) != (c.num_kv_heads, n_sinks, c.head_dim) or k.shape != v.shape:
+                raise MemoryMismatchError(f"{state_path}: layer {layer} sinks have shape "
+                                          f"{tuple(k.shape)}")
+            memory.sinks[layer] = torch.stack((k, v)).to(memory.dtype)
         return memory
 
     def __repr__(self) -> str:
@@ -787,7 +866,7 @@ def _fsync_dir(path: Path) -> None:
 # --------------------------------------------------------------------------- attention
 
 
-def _attend_few(levels, level_bias, first_level_dense: bool, local=None) -> torch.Tensor:
+def _attend_few(levels, level_bias, first_level_dense: bool, local=None, return_lse=False):
     """A few new tokens against every level at once: ``[Hq, T, D]``.
 
     Each level's scores are one masked batched matmul of the heads against the slot
@@ -820,7 +899,8 @@ def _attend_few(levels, level_bias, first_level_dense: bool, local=None) -> torc
             level_scores = level_scores + level_bias[:, index, None, None]
         scores.append(level_scores.float())
         values.append(kv[1].reshape(Hkv * slots, blocks, D))
-    weights = torch.softmax(torch.cat(scores, dim=-1), dim=-1)
+    joint = torch.cat(scores, dim=-1)
+    weights = torch.softmax(joint, dim=-1)
     if not first_level_dense:  # a row no level keeps reads nothing
         weights = weights.nan_to_num(0.0)
     out = None
@@ -846,6 +926,8 @@ def _attend_few(levels, level_bias, first_level_dense: bool, local=None) -> torc
         if not groups.identity:
             level_out = level_out[groups.grouped_of_head]
         out = level_out.float() if out is None else out + level_out
+    if return_lse:
+        return out, torch.logsumexp(joint, dim=-1)
     return out
 
 

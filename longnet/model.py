@@ -58,21 +58,23 @@ _DEFAULT_SEGMENTS, _DEFAULT_RATES = level_schedule()
 PRETRAINED_WINDOW_CAP = 8192  # the sliding window of a pretrained model: its context, at most this
 FAR_LEVEL_KEYS = 2048  # rows each far level keeps per segment (w / r) in the sliding schedule
 CLOSED_GATE = -8.0  # initial bias of the far levels of a pretrained model: exp(-8) ≈ 3e-4
+PRETRAINED_SINKS = 4  # attention sinks of a pretrained model (one already does most of it)
 
 
 def sliding_schedule(window: int, max_tokens: int = MAX_HISTORY_TOKENS,
-                     far_keys: int = FAR_LEVEL_KEYS, alpha: int = 2
-                     ) -> tuple[tuple[int, ...], tuple[int, ...]]:
+                     far_keys: int = FAR_LEVEL_KEYS, alpha: int = 2,
+                     far_start: int | None = None) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """Levels for a model whose level 0 is a sliding window of ``window`` tokens
     (``LongNetConfig.local_window``): level 0 is ``(window, 1)``, then far levels
-    ``w = 2·window·α^j`` with ``r = w / far_keys``, so each far level keeps ``far_keys``
-    rows per segment, until one segment covers ``max_tokens``. The far levels start
-    where the window ends; they are what a pretrained model learns to read in training.
+    ``w = far_start·α^j`` (default ``far_start = 2·window``) with ``r = w / far_keys``,
+    so each far level keeps ``far_keys`` rows per segment, until one segment covers
+    ``max_tokens``. The far levels reach past the window; they are what a pretrained
+    model learns to read in training.
     """
     if window < 1 or far_keys < 1 or alpha < 2:
         raise ValueError("sliding_schedule needs window >= 1, far_keys >= 1, alpha >= 2")
     segments, rates = [window], [1]
-    w = 2 * window
+    w = far_start or 2 * window
     while segments[-1] < max_tokens:
         segments.append(w)
         rates.append(max(1, w // far_keys))
@@ -100,6 +102,9 @@ class LongNetConfig:
     position_mode: str = "dilated"
     # Level 0 as a dense sliding window of this many tokens (None: absolute segments).
     local_window: int | None = None
+    # With local_window: the stream's first tokens stay visible to every later token
+    # (attention sinks, placed just before the window), as pretrained models expect.
+    attention_sinks: int = 0
     level_gates: bool = False  # a learnable bias per (layer, head, level) on each level's lse
     far_gate_init: float = 0.0  # initial gate bias of levels 1.. (0 = the paper's eq. 10)
     bos_token_id: int | None = None
@@ -128,6 +133,8 @@ class LongNetConfig:
             if self.dilation_rates and self.dilation_rates[0] != 1:
                 problems.append("a sliding local_window replaces a dense level 0: "
                                 "dilation_rates[0] must be 1")
+        if self.attention_sinks < 0 or (self.attention_sinks and self.local_window is None):
+            problems.append("attention_sinks must be >= 0 and need a local_window")
         if self.head_dim % 2:
             problems.append("head_dim must be even for rotary positions")
         if problems:
@@ -398,7 +405,8 @@ class LongNetLM(nn.Module):
                     q, k = self.rotary(q, positions), self.rotary(k, positions)
                 return dilated_attention(q, k, v, c.segment_lengths, c.dilation_rates,
                                          is_causal=True, rotary=rotary, level_bias=level_bias,
-                                         local_window=c.local_window)
+                                         local_window=c.local_window,
+                                         attention_sinks=c.attention_sinks)
 
             return attend
 
@@ -438,8 +446,9 @@ class LongNetLM(nn.Module):
         """Load Llama/Qwen2/Mistral weights: the default model, a local HF folder or a .gguf.
 
         A pretrained model gets, unless ``overrides`` say otherwise: level 0 as a sliding
-        window of its trained context (capped at 8,192 tokens) with far levels from
-        ``sliding_schedule``, and level gates with the far levels nearly closed
+        window of its trained context (capped at 8,192 tokens) less 4 attention sinks (the
+        stream's first tokens, kept in view), far levels from ``sliding_schedule``, and
+        level gates with the far levels nearly closed
         (``CLOSED_GATE``), so that before training it reads its recent past exactly as
         the dense model does and the far levels barely count. ``overrides`` replace
         config fields (e.g. ``segment_lengths``, ``position_mode``, ``local_window=None``
@@ -493,12 +502,14 @@ def pretrained_defaults(hf_config: dict, overrides: dict) -> dict:
     for ``local_window``/``level_gates``."""
     if "segment_lengths" in overrides or "dilation_rates" in overrides:
         return dict(overrides)
-    window = min(int(hf_config.get("max_position_embeddings") or PRETRAINED_WINDOW_CAP),
-                 PRETRAINED_WINDOW_CAP)
-    window = int(overrides.get("local_window") or window)
-    segments, rates = sliding_schedule(window)
-    values = {"local_window": window, "segment_lengths": segments, "dilation_rates": rates,
-              "level_gates": True, "far_gate_init": CLOSED_GATE}
+    context = min(int(hf_config.get("max_position_embeddings") or PRETRAINED_WINDOW_CAP),
+                  PRETRAINED_WINDOW_CAP)
+    sinks = int(overrides.get("attention_sinks", PRETRAINED_SINKS))
+    # The window and its sinks together span the trained context: no distance is new.
+    window = int(overrides.get("local_window") or max(1, context - sinks))
+    segments, rates = sliding_schedule(window, far_start=2 * context)
+    values = {"local_window": window, "attention_sinks": sinks, "segment_lengths": segments,
+              "dilation_rates": rates, "level_gates": True, "far_gate_init": CLOSED_GATE}
     values.update(overrides)
     return values
 

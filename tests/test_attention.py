@@ -425,3 +425,32 @@ def test_local_window_needs_a_dense_causal_level_0():
         dilated_attention(q, k, v, [4, 8], [1, 2], local_window=4, is_causal=False)
     with pytest.raises(ValueError, match=">= 1"):
         sliding_window_attention(q, k, v, 0)
+
+
+def test_attention_sinks_join_the_window_in_one_softmax():
+    """Sinks without rotary: the first S keys stay visible after the window has passed
+    them, in level 0's softmax; values and gradients against brute force."""
+    gen = torch.Generator().manual_seed(6)
+    q = torch.randn(1, 6, 30, 8, dtype=torch.float64, generator=gen, requires_grad=True)
+    k = torch.randn(1, 2, 30, 8, dtype=torch.float64, generator=gen, requires_grad=True)
+    v = torch.randn(1, 2, 30, 8, dtype=torch.float64, generator=gen, requires_grad=True)
+    bias = torch.randn(6, 2, dtype=torch.float64, generator=gen, requires_grad=True)
+    out, lse = dilated_attention(q, k, v, [5, 16], [1, 4], local_window=5, attention_sinks=3,
+                                 level_bias=bias, return_lse=True)
+    t = torch.arange(30)[:, None]
+    j = torch.arange(30)[None, :]
+    level0 = (j <= t) & ((j > t - 5) | (j < 3))
+    ke, ve = k.repeat_interleave(3, 1), v.repeat_interleave(3, 1)
+    scores = (q @ ke.transpose(-1, -2)) * 8 ** -0.5
+    scores = scores.masked_fill(~level0, float("-inf"))
+    ref0 = (torch.softmax(scores, -1) @ ve, torch.logsumexp(scores, -1))
+    far = reference_level(q, k, v, 16, 4)
+    ref_out, ref_lse = merge_levels([ref0[0], far[0]], [ref0[1], far[1]], level_bias=bias)
+    torch.testing.assert_close(out, ref_out)
+    torch.testing.assert_close(lse, ref_lse)
+    got = torch.autograd.grad((out ** 2).sum() + lse.sum(), (q, k, v, bias))
+    want = torch.autograd.grad((ref_out ** 2).sum() + ref_lse.sum(), (q, k, v, bias))
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b)
+    with pytest.raises(ValueError, match="local_window"):
+        dilated_attention(q, k, v, [5, 16], [1, 4], attention_sinks=2)

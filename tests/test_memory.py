@@ -238,12 +238,14 @@ def test_level_gates_reach_the_memory():
 
 
 @pytest.mark.parametrize("mode", ["absolute", "dilated"])
-@pytest.mark.parametrize("window,levels,gate", [(7, "geometric", -1.0), (5, "ragged", 0.0),
-                                                (12, "geometric", 0.5)])
-def test_sliding_window_memory_gives_the_full_forward(mode, window, levels, gate):
-    """Level 0 as a sliding window: any chunking, both attention paths, the same logits
-    and the same state as one forward pass; save + load continues identically."""
-    model = small_model(mode, levels, local_window=window, level_gates=True, far_gate_init=gate)
+@pytest.mark.parametrize("window,levels,gate,sinks", [(7, "geometric", -1.0, 0),
+                                                      (5, "ragged", 0.0, 4),
+                                                      (12, "geometric", 0.5, 1)])
+def test_sliding_window_memory_gives_the_full_forward(mode, window, levels, gate, sinks):
+    """Level 0 as a sliding window (with attention sinks): any chunking, both attention
+    paths, the same logits and the same state as one forward pass."""
+    model = small_model(mode, levels, local_window=window, level_gates=True, far_gate_init=gate,
+                        attention_sinks=sinks)
     rng = random.Random(f"{mode}-{window}")
     ids = torch.randint(0, 64, (90,), generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
@@ -263,10 +265,17 @@ def test_sliding_window_memory_gives_the_full_forward(mode, window, levels, gate
     # The window's state is bounded: the last window - 1 rows per layer.
     state = reference.state_dict()
     assert state["layers.0.local.k"].shape == (2, window - 1, 8)
+    if sinks:  # the sinks really take part
+        assert state["layers.0.sinks.k"].shape == (2, sinks, 8)
+        plain = small_model(mode, levels, local_window=window, level_gates=True,
+                            far_gate_init=gate)
+        with torch.no_grad():
+            assert (plain(ids[None])[0] - full).abs().max() > 1e-3
 
 
 def test_sliding_window_state_saves_loads_and_forks(tmp_path):
-    model = small_model("dilated", local_window=6, level_gates=True, far_gate_init=-2.0)
+    model = small_model("dilated", local_window=6, level_gates=True, far_gate_init=-2.0,
+                        attention_sinks=2)
     ids = torch.randint(0, 64, (70,), generator=torch.Generator().manual_seed(4))
     memory = model.memory()
     memory.append(ids[:50])
