@@ -120,6 +120,10 @@ def synthetic_memory(model, dtype, tokens: int) -> Memory:
             kv = torch.randn((2, c.num_kv_heads, rows, c.head_dim), generator=generator)
             memory.local[layer] = LocalWindowState(tokens - rows, rows,
                                                    kv.to(memory.device, memory.dtype))
+            sinks = min(tokens, c.attention_sinks)
+            if sinks:
+                sink_rows = torch.randn((2, c.num_kv_heads, sinks, c.head_dim), generator=generator)
+                memory.sinks[layer] = sink_rows.to(memory.device, memory.dtype)
     for level, (w, r) in enumerate(zip(c.segment_lengths, c.dilation_rates)):
         if level == 0 and c.local_window:
             continue
@@ -195,6 +199,9 @@ def state_bytes_bf16(memory: Memory) -> int:
             _, kv_heads, _, dim = window.kv.shape
             rows = min(window.rows, memory.config.local_window - 1)
             total += 2 * kv_heads * rows * dim * 2
+    for rows in memory.sinks:
+        if rows is not None:
+            total += rows.numel() * 2
     return total
 
 
@@ -205,7 +212,7 @@ def state_bound_bf16(config, history: int) -> int:
     levels = list(zip(config.segment_lengths, config.dilation_rates))
     rows = 0
     if config.local_window:  # the sliding window keeps its last local_window - 1 rows
-        rows += min(history, config.local_window - 1)
+        rows += min(history, config.local_window - 1) + min(history, config.attention_sinks)
         levels = levels[1:]
     rows += sum(min(group, r) * -(-min(w, history) // r) for w, r in levels)
     return 2 * config.num_layers * config.num_kv_heads * rows * config.head_dim * 2
