@@ -162,9 +162,9 @@ def test_real_model_matches_transformers(model_dir, tokenizer):
                                        local_window=8192)
     with torch.no_grad():
         torch.testing.assert_close(window(ids), expected, atol=1e-4, rtol=1e-4)
-    # The default load: the sliding window of the trained context (less 4 sinks) plus far levels whose
-    # gates start nearly closed, so it reads as the dense model does (the far levels
-    # add a little, exp(-8) of their weight: no prediction changes).
+    # The default load: the sliding window of the trained context (less 4 sinks) plus
+    # far levels whose gates start nearly closed, so it reads as the dense model does
+    # (the far levels add a little, exp(-8) of their weight: no prediction changes).
     default = LongNetLM.from_pretrained(model_dir)
     assert default.config.local_window == 8188 and default.config.attention_sinks == 4
     assert default.config.level_gates
