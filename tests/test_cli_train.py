@@ -65,7 +65,7 @@ def json_of(result) -> dict:
 
 TRAIN = ("train", "--steps", "2", "--seq-len", "512", "--rank", "4", "--checkpoint-every", "1",
          "--recall-ratio", "1", "--device", "cpu")
-SHORT_TRAIN = ("train", "--steps", "3", "--seq-len", "256", "--rank", "4", "--no-recall",
+SHORT_TRAIN = ("train", "--steps", "2", "--seq-len", "256", "--rank", "4", "--no-recall",
                "--checkpoint-every", "1", "--device", "cpu")
 
 
@@ -121,23 +121,23 @@ def test_ctrl_c_keeps_a_checkpoint_and_the_next_run_resumes(trained_home, monkey
         import torch
 
         calls.append(torch.is_grad_enabled())  # validation runs without grad
-        if sum(calls) == 3:
+        if sum(calls) == 2:
             raise KeyboardInterrupt
         return real_loss(*args, **kwargs)
 
     monkeypatch.setattr(train_mod, "window_loss", interrupted)
     stopped = invoke(trained_home, *SHORT_TRAIN)
     assert stopped.exit_code == 130, stopped.output
-    assert "stopped at step 2/3: checkpoint saved" in stopped.output
+    assert "stopped at step 1/2: checkpoint saved" in stopped.output
     status = json_of(invoke(trained_home, "train", "--status", "--json"))
-    assert status["in_progress"]["step"] == 2 and status["trained"] is False
+    assert status["in_progress"]["step"] == 1 and status["trained"] is False
 
     monkeypatch.setattr(train_mod, "window_loss", real_loss)
     resumed = invoke(trained_home, "train", "--device", "cpu")  # other options: the run's own
     assert resumed.exit_code == 0, resumed.output
-    assert "resuming at step 2/3" in resumed.output
+    assert "resuming at step 1/2" in resumed.output
     status = json_of(invoke(trained_home, "train", "--status", "--json"))
-    assert status["trained"] is True and status["steps"] == 3 and status["in_progress"] is None
+    assert status["trained"] is True and status["steps"] == 2 and status["in_progress"] is None
 
 
 def test_clear_errors_without_data_or_with_bad_options(home):
