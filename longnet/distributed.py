@@ -79,6 +79,8 @@ from longnet.attention import (
     _levels,
     level_attention,
     merge_levels,
+    sink_attention,
+    sink_visibility,
     sliding_window_attention,
 )
 from longnet.attention import (
@@ -526,6 +528,51 @@ def _plan_window(layout: ShardLayout, window: int, n_kv: int) -> _WindowPlan:
     return _WindowPlan(reach, exchange, tuple(skips))
 
 
+@dataclass(frozen=True)
+class _SinkPlan:
+    """This rank's part of the attention sinks (``attention_sinks`` S with a sliding level
+    0 of W): sink j (absolute position j < S) is visible to the query at p iff
+    ``j <= p - W``, so this rank's queries see sinks ``0 .. need - 1``, all on this rank or
+    earlier ones. Those before ``layout.offset`` come from a memory (``sink_prefix``), the
+    rest from the ranks holding them: each holder sends all its sink rows to every later
+    rank that sees any of them (a reader keeps the prefix it needs), through the same
+    exchange and gradient return as the far levels."""
+
+    need: int  # sinks this rank's queries can see (columns of its sink attention)
+    exchange: _Exchange | None  # None: this rank neither sends nor receives sink rows
+    own: int  # of this rank's own rows, how many are sinks it reads itself
+
+
+@lru_cache(maxsize=256)
+def _plan_sinks(layout: ShardLayout, window: int, sinks: int, n_kv: int) -> _SinkPlan:
+    """Identical arithmetic on every rank, so all agree on who sends which rows."""
+    n_sinks = min(sinks, layout.offset + layout.total)
+
+    def need_of(p):
+        return max(0, min(n_sinks, layout.end_of(p) - window)) if layout.lengths[p] else 0
+
+    def held_by(p):  # the sink positions rank p holds: [start_of(p), end)
+        return max(layout.start_of(p), min(layout.end_of(p), n_sinks))
+
+    me, a = layout.rank, layout.start
+    need = need_of(me)
+    send_to = []
+    if held_by(me) > a:
+        send_to = [m for m in range(me + 1, layout.world_size) if need_of(m) > a]
+    recv_from, sizes = [], []
+    for p in range(me):
+        if held_by(p) > layout.start_of(p) and need > layout.start_of(p):
+            recv_from.append(p)
+            sizes.append(n_kv * (held_by(p) - layout.start_of(p)))
+    own = max(0, need - a)
+    if not send_to and not recv_from:
+        return _SinkPlan(need, None, own)
+    rows = np.arange(held_by(me) - a) if send_to else np.zeros(0, np.int64)
+    exchange = _Exchange(-1, tuple(send_to), tuple(recv_from), tuple(sizes),
+                         np.repeat(np.arange(n_kv), len(rows)), np.tile(rows, n_kv))
+    return _SinkPlan(need, exchange, own)
+
+
 # --------------------------------------------------------------------------- tensors
 
 
@@ -728,6 +775,8 @@ class _Spec:
     prefix: Sequence | None  # per level: a Memory LevelState or None
     local_window: int | None = None  # level 0 is a sliding window of this many positions
     window_prefix: tuple | None = None  # (k, v [Hkv, n, D], first position) of a Memory
+    attention_sinks: int = 0  # the sequence's first positions stay in level 0
+    sink_prefix: tuple | None = None  # (k, v [Hkv, n, D]) of a Memory: sinks 0..n-1
 
 
 def _attend_window(q, k, v, spec: _Spec, plan: _WindowPlan, gathered: list):
@@ -777,6 +826,50 @@ def _attend_window(q, k, v, spec: _Spec, plan: _WindowPlan, gathered: list):
     return sliding_window_attention(q, keys, values, spec.local_window, scale=spec.scale)
 
 
+def _attend_sinks(q, k, v, spec: _Spec, plan: _SinkPlan, gathered: list):
+    """(out, lse) of this rank's queries over the sinks they can see (``plan.need``
+    columns: [memory's sinks, earlier ranks' sink rows, own sink rows]), as
+    ``longnet.attention`` computes level 0's sink term: with rotary, queries rotated at
+    ``W + S`` and sink j at position j (a memory's sinks are stored rotated so); without
+    it q and k as given."""
+    layout, rotary = spec.layout, spec.rotary
+    B, n_kv, D = k.shape[0], k.shape[1], k.shape[3]
+    keys, values = [], []
+    from_prefix = min(plan.need, layout.offset)
+    if from_prefix:
+        if spec.sink_prefix is None or spec.sink_prefix[0].shape[1] < from_prefix:
+            raise ValueError(f"the attention sinks 0..{from_prefix - 1} lie before the layout's "
+                             "offset: pass the memory's sink rows as sink_prefix")
+        pk, pv = spec.sink_prefix
+        keys.append(pk[None, :, :from_prefix].to(k.dtype).expand(B, -1, -1, -1))
+        values.append(pv[None, :, :from_prefix].to(v.dtype).expand(B, -1, -1, -1))
+    fresh_k, fresh_v = [], []
+    for g in gathered:
+        for p, x in zip(g.exchange.recv_from, g.received):
+            rows = x.view(2, B, n_kv, -1, D)[:, :, :, :plan.need - layout.start_of(p)]
+            fresh_k.append(rows[0])
+            fresh_v.append(rows[1])
+    if plan.own:
+        fresh_k.append(k[:, :, :plan.own])
+        fresh_v.append(v[:, :, :plan.own])
+    if fresh_k:
+        fresh_k = torch.cat(fresh_k, 2) if len(fresh_k) > 1 else fresh_k[0]
+        if rotary is not None:
+            fresh_k = rotary(fresh_k, torch.arange(from_prefix, plan.need, device=k.device))
+        keys.append(fresh_k)
+        values.extend(fresh_v)
+    keys = torch.cat(keys, 2) if len(keys) > 1 else keys[0]
+    values = torch.cat(values, 2) if len(values) > 1 else values[0]
+    if keys.shape[2] != plan.need:
+        raise RuntimeError(f"sink rows: {keys.shape[2]} gathered, {plan.need} planned")
+    if rotary is not None:
+        q = rotary(q, torch.full((q.shape[2],), spec.local_window + spec.attention_sinks,
+                                 dtype=torch.long, device=q.device))
+    visible = sink_visibility(torch.arange(layout.start, layout.end, device=q.device), plan.need,
+                              spec.local_window)
+    return sink_attention(q, keys, values, visible, spec.scale)
+
+
 def _run(spec: _Spec, q, k, v, level_bias, track: bool):
     """The sharded attention: (out, lse, gathered buffers in order)."""
     n_q, n_kv = q.shape[1], k.shape[1]
@@ -809,14 +902,26 @@ def _run(spec: _Spec, q, k, v, level_bias, track: bool):
                              f"{spec.layout.offset}: pass the memory's window rows as "
                              "window_prefix")
         exchanges = () if window_plan.exchange is None else (window_plan.exchange,)
+        specials = [_LevelPlan(0, spec.local_window, 1, local=False, exchanges=exchanges)]
+        sink_plan = None
+        if spec.attention_sinks:
+            sink_plan = _plan_sinks(spec.layout, spec.local_window, spec.attention_sinks, n_kv)
+            exchanges = () if sink_plan.exchange is None else (sink_plan.exchange,)
+            # Tag L (no level has it): the sinks' rows travel apart from the window's.
+            specials.append(_LevelPlan(len(spec.levels), 0, 1, local=False, exchanges=exchanges))
         # Tag 0: level 0's own segments are not exchanged when it is a window.
-        remote = [_LevelPlan(0, spec.local_window, 1, local=False, exchanges=exchanges)] + remote
+        remote = specials + remote
     exchanged = _exchange_rows(k, v, remote, spec.group, track) if remote else []
     gathered_all = [g for level in exchanged for g in level]
     if window_plan is not None:
-        remote, window_gathered, exchanged = remote[1:], exchanged[0], exchanged[1:]
+        n = len(specials)
+        window_gathered, sink_gathered = exchanged[0], exchanged[1] if n > 1 else []
+        remote, exchanged = remote[n:], exchanged[n:]
         if q.shape[2]:
             out, lse = _attend_window(q, k, v, spec, window_plan, window_gathered)
+            if sink_plan is not None and sink_plan.need:  # one softmax with the window
+                sink_out, sink_lse = _attend_sinks(q, k, v, spec, sink_plan, sink_gathered)
+                out, lse = merge_levels([out, sink_out], [lse, sink_lse])
             outs.append(out)
             lses.append(lse)
             bias_columns.append(0)
@@ -919,6 +1024,8 @@ def dilated_attention(
     prefix: Sequence | None = None,
     local_window: int | None = None,
     window_prefix: tuple | None = None,
+    attention_sinks: int = 0,
+    sink_prefix: tuple | None = None,
 ):
     """Dilated attention over a sequence split across the ranks of ``group``.
 
@@ -942,6 +1049,15 @@ def dilated_attention(
     ``[Hkv, n, D]`` holding positions ``first .. layout.offset - 1`` (a Memory's window
     rows; keys rotated at ``position - first`` when ``rotary`` is given, else as the
     queries are), needed when the window reaches back before ``layout.offset``.
+
+    ``attention_sinks`` S (with ``local_window``): the sequence's first S positions stay
+    visible in level 0 to every query whose window has moved past them, as in
+    ``longnet.dilated_attention(..., attention_sinks=S)``. The ranks holding them send
+    them to the later ranks that see them (gradients go back to their owners).
+    ``sink_prefix`` (used by ``memory_append``): ``(k, v)`` ``[Hkv, n, D]``, the sinks at
+    positions ``0 .. n - 1`` (n = ``min(S, layout.offset)``; a Memory's ``sinks``, keys
+    rotated at their own positions when ``rotary`` is given), needed when a query sees
+    a sink before ``layout.offset``.
     """
     levels = _levels(segment_lengths, dilation_rates)
     _check_inputs(q, k, v, levels, level_bias)
@@ -956,6 +1072,12 @@ def dilated_attention(
                              f"rate 1), not one with rate {levels[0][1]}")
     if window_prefix is not None and (local_window is None or q.shape[0] != 1):
         raise ValueError("window_prefix needs local_window and batch size 1")
+    attention_sinks = int(attention_sinks)
+    if attention_sinks < 0 or (attention_sinks and local_window is None):
+        raise ValueError(f"attention_sinks must be >= 0 and need a sliding local_window; got "
+                         f"attention_sinks={attention_sinks}, local_window={local_window}")
+    if sink_prefix is not None and (not attention_sinks or q.shape[0] != 1):
+        raise ValueError("sink_prefix needs attention_sinks and batch size 1")
     if q.shape[2] != k.shape[2]:
         raise ValueError(f"sharded attention is self-attention over the shard: q has "
                          f"{q.shape[2]} rows, k {k.shape[2]} (decode with a Memory instead)")
@@ -972,7 +1094,7 @@ def dilated_attention(
     q, k, v = (x if x.stride(-1) == 1 else x.contiguous() for x in (q, k, v))
     spec = _Spec(levels, layout, group, is_causal,
                  1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale), rotary, prefix,
-                 local_window, window_prefix)
+                 local_window, window_prefix, attention_sinks, sink_prefix)
     needs_grad = torch.is_grad_enabled() and any(
         x is not None and x.requires_grad for x in (q, k, v, level_bias))
     if needs_grad:
@@ -1010,7 +1132,8 @@ def sharded_forward(model, input_ids: torch.Tensor, *, layout: ShardLayout | Non
                 q, k, rotary = model.rotary(q, positions), model.rotary(k, positions), None
             return dilated_attention(q, k, v, c.segment_lengths, c.dilation_rates, is_causal=True,
                                      group=group, rotary=rotary, level_bias=bias, layout=layout,
-                                     local_window=c.local_window)
+                                     local_window=c.local_window,
+                                     attention_sinks=c.attention_sinks)
 
         return attend
 
@@ -1158,7 +1281,8 @@ def broadcast_memory(memory, group=None, src: int = 0) -> None:
     if rank == src:
         meta = [{"tokens": memory.tokens, "stream_offset": memory.stream_offset,
                  "hash": memory._hash.state(), "starts": memory._level_starts(),
-                 "local_first": memory._window_first(), "dtype": str(memory.dtype)}]
+                 "local_first": memory._window_first(), "dtype": str(memory.dtype),
+                 "sinks": 0 if memory.sinks[0] is None else int(memory.sinks[0].shape[2])}]
     dist.broadcast_object_list(meta, source, group=group)
     meta = meta[0]
     dtype = getattr(torch, meta["dtype"].removeprefix("torch."))
@@ -1168,6 +1292,20 @@ def broadcast_memory(memory, group=None, src: int = 0) -> None:
     device = _comm_device(group, memory.device)
     G = c.num_heads // c.num_kv_heads
     for layer in range(c.num_layers):
+        # The attention sinks: the stream's first rows, keys rotated at their positions.
+        n_sinks = meta["sinks"]
+        if n_sinks:
+            if rank == src:
+                both = torch.stack([tensors[f"layers.{layer}.sinks.k"],
+                                    tensors[f"layers.{layer}.sinks.v"]]).to(device)
+            else:
+                both = torch.empty((2, c.num_kv_heads, n_sinks, c.head_dim), dtype=dtype,
+                                   device=device)
+            dist.broadcast(both, source, group=group)
+            if rank != src:
+                memory.sinks[layer] = both.to(memory.device)
+        elif rank != src:
+            memory.sinks[layer] = None
         for level, start in enumerate(meta["starts"]):
             if start is None:
                 if rank != src:
@@ -1293,12 +1431,16 @@ def memory_append(memory, token_ids, *, group=None, stream_offset: int | None = 
     # from window_new on (the older ones every rank already holds).
     window_first = max(0, end - (window - 1)) if window else None
     window_new = max(before, window_first) if window else None
+    # Attention sinks: positions [0, sinks); those from `before` on are read now.
+    sinks = c.attention_sinks if window else 0
+    new_sinks = max(0, min(sinks, end) - before)
     contributions: list[list[torch.Tensor | None]] = []
 
     def attend_for_layer(index):
         bias = _layer_bias(memory.model, index)
         prefix = [s if s is not None and s.start < before else None for s in memory.states[index]]
         window_prefix = _window_prefix(memory, index) if window else None
+        sink_prefix = _sink_prefix(memory, index) if sinks else None
 
         def attend(q, k, v):
             rotary = memory.model.rotary
@@ -1307,12 +1449,15 @@ def memory_append(memory, token_ids, *, group=None, stream_offset: int | None = 
             out = dilated_attention(q, k, v, c.segment_lengths, c.dilation_rates, is_causal=True,
                                     group=group, rotary=rotary, level_bias=bias, layout=layout,
                                     prefix=prefix, local_window=window,
-                                    window_prefix=window_prefix)
+                                    window_prefix=window_prefix, attention_sinks=sinks,
+                                    sink_prefix=sink_prefix)
             parts = [_contribution(plan, k[0], v[0], level, memory)
                      for level, plan in enumerate(plans)]
             if window:
                 parts.append(_window_contribution(layout, window_first, window_new, k[0], v[0],
                                                   memory))
+            if new_sinks:
+                parts.append(_sink_contribution(layout, new_sinks, k[0], v[0], memory))
             contributions.append(parts)
             return out
 
@@ -1340,8 +1485,13 @@ def memory_append(memory, token_ids, *, group=None, stream_offset: int | None = 
                          for layer in contributions]
 
     G = c.num_heads // c.num_kv_heads
-    new_states, new_windows = [], []
+    new_states, new_windows, new_sink_rows = [], [], []
     for layer, parts in enumerate(contributions):
+        if new_sinks:
+            old_sinks = memory.sinks[layer]
+            rows = parts[-1].to(memory.dtype)
+            new_sink_rows.append(rows if old_sinks is None else torch.cat((old_sinks, rows), 2))
+            parts = parts[:-1]
         if window:
             new_windows.append(_new_window(memory, layer, window_first, window_new, end,
                                            parts[-1]))
@@ -1377,7 +1527,40 @@ def memory_append(memory, token_ids, *, group=None, stream_offset: int | None = 
         new_states, hash_after, before + ids.numel(), offset_after
     if window:
         memory.local = new_windows
+    if new_sinks:
+        memory.sinks = new_sink_rows
     return logits
+
+
+def _sink_prefix(memory, layer: int):
+    """The memory's sink rows of one layer for ``dilated_attention``'s ``sink_prefix``:
+    ``(k, v [Hkv, n, D])``, n = ``min(attention_sinks, memory.tokens)``, or None when it
+    has read nothing."""
+    rows = memory.sinks[layer]
+    expected = min(memory.config.attention_sinks, memory.tokens)
+    if (0 if rows is None else rows.shape[2]) != expected:
+        raise RuntimeError(f"the memory has read {memory.tokens} tokens but holds "
+                           f"{0 if rows is None else rows.shape[2]} attention sinks, not {expected}")
+    return None if rows is None else (rows[0], rows[1])
+
+
+def _sink_contribution(layout: ShardLayout, new_sinks: int, k, v, memory) -> torch.Tensor:
+    """This rank's rows of the sinks read in this call (positions ``layout.offset ..
+    + new_sinks``), zeros elsewhere: ``[2, Hkv, new_sinks, D]``; keys as the memory stores
+    them: rotated at their own position ("dilated"), or already at it ("absolute")."""
+    buffer = torch.zeros((2, k.shape[0], new_sinks, k.shape[-1]), dtype=k.dtype, device=k.device)
+    hi = min(layout.end, layout.offset + new_sinks)
+    if layout.start < hi:
+        count = hi - layout.start
+        keys = k[:, :count]
+        if memory.config.position_mode == "dilated":
+            rotary = memory.model.rotary
+            cos, sin = rotary.cos_sin(torch.arange(layout.start, hi, device=k.device))
+            keys = rotary.rotate(keys, cos, sin)
+        rows = slice(layout.start - layout.offset, hi - layout.offset)
+        buffer[0, :, rows] = keys.to(buffer.dtype)
+        buffer[1, :, rows] = v[:, :count].to(buffer.dtype)
+    return buffer
 
 
 def _window_prefix(memory, layer: int):

@@ -81,7 +81,7 @@ def rotary_for(Hq, d):
 
 
 def compare_attention(rank, lengths, ws, rs, Hq, Hkv, B, rotary, bias, causal,
-                      dtype=F64, seed=0, window=None) -> dict:
+                      dtype=F64, seed=0, window=None, sinks=0) -> dict:
     """Max abs differences between this rank's sharded results and its rows of the
     single-process results (values, lse, and gradients of a random linear loss)."""
     g = torch.Generator().manual_seed(seed)
@@ -96,7 +96,7 @@ def compare_attention(rank, lengths, ws, rs, Hq, Hkv, B, rotary, bias, causal,
     full = [x.clone().requires_grad_() for x in (q, k, v)]
     full_bias = level_bias.clone().requires_grad_() if bias else None
     out, lse = single_attention(*full, ws, rs, is_causal=causal, return_lse=True, rotary=rot,
-                                level_bias=full_bias, local_window=window)
+                                level_bias=full_bias, local_window=window, attention_sinks=sinks)
     (out * cotangent).sum().backward()
 
     layout = D.ShardLayout(tuple(lengths), rank)
@@ -106,7 +106,7 @@ def compare_attention(rank, lengths, ws, rs, Hq, Hkv, B, rotary, bias, causal,
     with D.record_communication() as stats:
         out_s, lse_s = D.dilated_attention(*mine, ws, rs, is_causal=causal, return_lse=True,
                                            rotary=rot, level_bias=my_bias, layout=layout,
-                                           local_window=window)
+                                           local_window=window, attention_sinks=sinks)
     (out_s * cotangent[:, :, a:b]).sum().backward()
 
     def diff(x, y):
@@ -127,12 +127,13 @@ def compare_attention(rank, lengths, ws, rs, Hq, Hkv, B, rotary, bias, causal,
     return errors
 
 
-def small_model(mode, segments, rates, seed=0, dtype=torch.float32, gates=False, window=None):
+def small_model(mode, segments, rates, seed=0, dtype=torch.float32, gates=False, window=None,
+                sinks=0):
     torch.manual_seed(seed)
     config = LongNetConfig(vocab_size=64, hidden_size=48, num_layers=2, num_heads=6,
                            num_kv_heads=2, head_dim=8, intermediate_size=64,
                            segment_lengths=segments, dilation_rates=rates, position_mode=mode,
-                           level_gates=gates, local_window=window)
+                           level_gates=gates, local_window=window, attention_sinks=sinks)
     model = LongNetLM(config).to(dtype)
     with torch.no_grad():  # gates away from 0, so they weigh the levels differently
         for layer in model.layers:
@@ -141,12 +142,15 @@ def small_model(mode, segments, rates, seed=0, dtype=torch.float32, gates=False,
     return model
 
 
-def check_train_step(rank, world, window=None, mode="dilated") -> dict:
+def check_train_step(rank, world, window=None, mode="dilated", sinks=0) -> dict:
     """Logits, loss, gradients (level gates included) and one SGD step equal one
-    process's. ``window``: level 0 a sliding window of that many positions."""
-    model = small_model(mode, (5, 12, 30), (1, 3, 7), dtype=F64, gates=True, window=window)
+    process's. ``window``: level 0 a sliding window of that many positions (and
+    ``sinks`` attention sinks)."""
+    model = small_model(mode, (5, 12, 30), (1, 3, 7), dtype=F64, gates=True, window=window,
+                        sinks=sinks)
     ids = torch.randint(0, 64, (2, 42), generator=torch.Generator().manual_seed(1))
-    single = small_model(mode, (5, 12, 30), (1, 3, 7), dtype=F64, gates=True, window=window)
+    single = small_model(mode, (5, 12, 30), (1, 3, 7), dtype=F64, gates=True, window=window,
+                         sinks=sinks)
     logits = single(ids[:, :-1])
     loss = torch.nn.functional.cross_entropy(logits.reshape(-1, 64), ids[:, 1:].reshape(-1))
     loss.backward()
@@ -198,19 +202,21 @@ def check_memory(rank, world, mode) -> dict:
     return memory_errors(single, memory)
 
 
-def check_memory_window(rank, world, mode, window, tmp) -> dict:
-    """A sliding level 0: the logits of every round and the state after it equal one
-    process's (rounds whose shards are shorter and longer than the window); a single
-    process goes on from the state exactly; the state saves and loads."""
+def check_memory_window(rank, world, mode, window, tmp, sinks=0) -> dict:
+    """A sliding level 0 (with ``sinks`` attention sinks): the logits of every round and
+    the state after it equal one process's (rounds whose shards are shorter and longer
+    than the window; the first round reads 3 tokens, so 4 sinks straddle two rounds);
+    a single process goes on from the state exactly; the state saves and loads."""
     from longnet.memory import Memory
 
-    model = small_model(mode, (5, 12, 30), (1, 3, 7), gates=True, window=window).eval()
+    model = small_model(mode, (5, 12, 30), (1, 3, 7), gates=True, window=window,
+                        sinks=sinks).eval()
     ids = torch.randint(0, 64, (110,), generator=torch.Generator().manual_seed(4))
     single = model.memory()
     reference = single.append(ids[:90])
     memory = model.memory()
     logits_error = 0.0
-    for a, b in ((0, 4), (4, 23), (23, 37), (37, 90)):
+    for a, b in ((0, 3), (3, 23), (23, 37), (37, 90)):
         logits = D.memory_append(memory, ids[a:b], return_logits=True)
         layout = D.ShardLayout(D.split_lengths(b - a, world, offset=a), rank, a)
         assert logits.shape == (layout.local_length, 64)
@@ -220,6 +226,8 @@ def check_memory_window(rank, world, mode, window, tmp) -> dict:
     errors = memory_errors(single, memory)
     errors["logits"] = logits_error
     errors["window_rows"] = float(sum(s.rows for s in memory.local) != 2 * (window - 1))
+    errors["sink_rows"] = float([None if s is None else s.shape[2] for s in memory.sinks]
+                                != [sinks or None] * 2)
     memory.save(Path(tmp) / f"rank{rank}")
     loaded = Memory.load(Path(tmp) / f"rank{rank}", model)
     errors["saved"] = memory_errors(memory, loaded)["state"]
@@ -227,10 +235,10 @@ def check_memory_window(rank, world, mode, window, tmp) -> dict:
     return errors
 
 
-def check_memory_resume(rank, world, window=None) -> dict:
+def check_memory_resume(rank, world, window=None, sinks=0) -> dict:
     """Rank 0 alone reads a prefix (as if loaded from disk), hands it to the others, and
     the ranks go on together."""
-    model = small_model("dilated", (5, 12, 30), (1, 3, 7), window=window).eval()
+    model = small_model("dilated", (5, 12, 30), (1, 3, 7), window=window, sinks=sinks).eval()
     ids = torch.randint(0, 64, (80,), generator=torch.Generator().manual_seed(3))
     single = model.memory()
     single.append(ids)
@@ -261,35 +269,49 @@ def check_memory_build(rank, world, home) -> dict:
     return {"summary": summary}
 
 
-# Sliding level 0 (local_window W), run by worlds 2 and 3: shard lengths and W such that
-# shards are shorter than W (a rank reads rows of several earlier ranks), longer, and
-# empty; (config from ATTENTION, lengths, W).
+# Sliding level 0 (local_window W, S attention sinks), run by worlds 2 and 3: shard
+# lengths and W such that shards are shorter than W (a rank reads rows of several
+# earlier ranks), longer, and empty; sinks on rank 0 alone (read by rank 0 itself and
+# later ranks) and spread over ranks 0 and 1 (shards shorter than S); (config from
+# ATTENTION, lengths, W, S).
 WINDOW_RUNS = {
-    2: [("r-not-dividing-w-rotary-bias", (13, 37), 16), ("geometric-gqa", (1, 40), 6),
-        ("mqa-one-long-level", (30, 20), 64)],
-    3: [("r-not-dividing-w-rotary-bias", (5, 9, 30), 12), ("geometric-gqa", (10, 0, 15), 12),
-        ("mqa-one-long-level", (20, 3, 2), 4)],
+    2: [("r-not-dividing-w-rotary-bias", (13, 37), 16, 0), ("geometric-gqa", (1, 40), 6, 0),
+        ("mqa-one-long-level", (30, 20), 64, 0),
+        ("r-not-dividing-w-rotary-bias", (13, 37), 16, 4), ("geometric-gqa", (2, 40), 6, 4),
+        ("mqa-one-long-level", (30, 20), 6, 1)],
+    3: [("r-not-dividing-w-rotary-bias", (5, 9, 30), 12, 0), ("geometric-gqa", (10, 0, 15), 12, 0),
+        ("mqa-one-long-level", (20, 3, 2), 4, 0),
+        ("r-not-dividing-w-rotary-bias", (2, 3, 30), 4, 4), ("geometric-gqa", (10, 0, 15), 5, 1),
+        ("mqa-one-long-level", (20, 3, 2), 4, 4)],
 }
-WINDOW_CHECKS = [(world, f"window/{name}/{'-'.join(map(str, lengths))}/{w}")
-                 for world, runs in WINDOW_RUNS.items() for name, lengths, w in runs]
-# Windows for the model-level checks: shards (~41/world and ~27/world tokens per round)
-# longer than 6, shorter than 30.
-MODEL_WINDOWS = (6, 30)
+
+
+def window_check_name(name, lengths, w, sinks):
+    return f"window/{name}/{'-'.join(map(str, lengths))}/{w}" + (f"/sinks{sinks}" if sinks else "")
+
+
+WINDOW_CHECKS = [(world, window_check_name(*run)) for world, runs in WINDOW_RUNS.items()
+                 for run in runs]
+# (window, sinks) for the model-level checks: shards (~41/world and ~27/world tokens per
+# round) longer than 6, shorter than 30.
+MODEL_WINDOWS = ((6, 4), (30, 1))
 
 
 def run_window_checks(rank, world, attempt, tmp) -> None:
-    for name, lengths, w in WINDOW_RUNS[world]:
+    for name, lengths, w, sinks in WINDOW_RUNS[world]:
         ws, rs, Hq, Hkv, B, rotary, bias = ATTENTION[name]
-        attempt(f"window/{name}/{'-'.join(map(str, lengths))}/{w}", compare_attention,
-                rank, lengths, ws, rs, Hq, Hkv, B, rotary, bias, True, window=w)
+        attempt(window_check_name(name, lengths, w, sinks), compare_attention,
+                rank, lengths, ws, rs, Hq, Hkv, B, rotary, bias, True, window=w, sinks=sinks)
     attempt("window/not-causal", refuses_window_without_causal, rank, world)
-    for w in MODEL_WINDOWS:
-        attempt(f"window/train-step/{w}", check_train_step, rank, world, window=w)
-        attempt(f"window/memory/{w}", check_memory_window, rank, world, "dilated", w, tmp)
+    for w, sinks in MODEL_WINDOWS:
+        attempt(f"window/train-step/{w}", check_train_step, rank, world, window=w, sinks=sinks)
+        attempt(f"window/memory/{w}", check_memory_window, rank, world, "dilated", w, tmp,
+                sinks=sinks)
     attempt("window/train-step-absolute", check_train_step, rank, world, window=6,
-            mode="absolute")
-    attempt("window/memory-absolute", check_memory_window, rank, world, "absolute", 6, tmp)
-    attempt("window/memory-resume", check_memory_resume, rank, world, window=6)
+            mode="absolute", sinks=4)
+    attempt("window/memory-absolute", check_memory_window, rank, world, "absolute", 6, tmp,
+            sinks=4)
+    attempt("window/memory-resume", check_memory_resume, rank, world, window=6, sinks=4)
 
 
 def refuses_window_without_causal(rank, world) -> dict:
@@ -374,8 +396,8 @@ def homes(tmp_path_factory, tokenizer):
 @pytest.fixture(scope="module")
 def window_homes(tmp_path_factory, tokenizer):
     """A data home with the default level schedule ("auto"): the pretrained defaults give
-    the model a sliding window (its trained context, 48 tokens here) and closed far
-    gates, as for SmolLM2; and its twin for ``memex memory build``."""
+    the model a sliding window with 4 attention sinks (together its trained context, 48
+    tokens here) and closed far gates, as for SmolLM2; and its twin for ``memex memory build``."""
     tmp = tmp_path_factory.mktemp("window-homes")
     home = make_home(tmp, tokenizer, levels="auto")
     from assistant.config import set_value
@@ -444,7 +466,7 @@ def test_sharded_sliding_window_equals_single_process(results, world, check):
 
 
 @pytest.mark.parametrize("world", [2, 3])
-@pytest.mark.parametrize("check", [f"window/train-step/{w}" for w in MODEL_WINDOWS]
+@pytest.mark.parametrize("check", [f"window/train-step/{w}" for w, _ in MODEL_WINDOWS]
                          + ["window/train-step-absolute"])
 def test_sharded_forward_with_window_equals_model(results, world, check):
     """sharded_forward's logits, the loss, every gradient (level gates included) and a
@@ -453,7 +475,7 @@ def test_sharded_forward_with_window_equals_model(results, world, check):
 
 
 @pytest.mark.parametrize("world", [2, 3])
-@pytest.mark.parametrize("check", [f"window/memory/{w}" for w in MODEL_WINDOWS]
+@pytest.mark.parametrize("check", [f"window/memory/{w}" for w, _ in MODEL_WINDOWS]
                          + ["window/memory-absolute", "window/memory-resume"])
 def test_memory_append_with_window_equals_single_process(results, world, check):
     per_rank = [r[check] for r in results[world]]
@@ -547,16 +569,20 @@ def test_distributed_memory_build_saves_what_one_process_saves(results, homes):
 
 
 def test_distributed_build_with_the_default_window_config(results, window_homes):
-    """The default (pretrained) configuration has a sliding level 0: two ranks build the
-    memory that ``memex memory build`` builds, window rows included."""
+    """The default (pretrained) configuration has a sliding level 0 with attention sinks:
+    two ranks build the memory that ``memex memory build`` builds, window and sink rows
+    included."""
     home, twin = window_homes
     # nbytes counts buffer capacity: one process keeps room in its window to grow, the
     # distributed build holds exactly the window's rows (as a loaded memory does).
     ours, state = compare_builds([r["memory-build-window"] for r in results[2]], home, twin,
                                  ignore=("state_file", "nbytes"))
-    assert ours["config"]["local_window"] == 48 and ours["tokens"] > 2 * 150
-    assert ours["local_first"] == ours["tokens"] - 47
-    assert state["layers.0.local.k"].shape[1] == 47
+    # The window and its 4 sinks span the trained context (48 tokens here).
+    assert ours["config"]["local_window"] == 44 and ours["config"]["attention_sinks"] == 4
+    assert ours["tokens"] > 2 * 150
+    assert ours["local_first"] == ours["tokens"] - 43
+    assert state["layers.0.local.k"].shape[1] == 43
+    assert state["layers.0.sinks.k"].shape[1] == 4 and state["layers.1.sinks.v"].any()
 
 
 def compare_builds(per_rank, home, twin, ignore=("state_file",)):
