@@ -201,6 +201,10 @@ class Engine:
                 overrides.update(segment_lengths=segments, dilation_rates=rates)
             self._longnet = longnet.LongNetLM.from_pretrained(
                 self.config.model, cache_dir=model_cache_dir(), device=self.device, **overrides)
+            # What `memex train` learned from these notes, when it fits this model.
+            from assistant.trained import apply_trained_adapter
+
+            apply_trained_adapter(self._longnet, self.home)
         return self._longnet
 
     @property
