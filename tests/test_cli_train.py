@@ -109,6 +109,9 @@ def test_train_saves_the_adapter_and_marks_the_memory_for_rebuild(trained_home, 
     assert "tokens to read, about" in built.output  # the ETA comes before the build
     summary = json_of(invoke(trained_home, "memory", "status", "--json"))
     assert summary["rebuild_needed"] is None and summary["tokens"] == stream_tokens
+    # The engine loaded the adapter: the new memory belongs to the trained model.
+    saved = json.loads((trained_home / "memory" / "memory.json").read_text())
+    assert saved["weights_hash"] == model.weights_hash != base_hash
 
 
 def test_ctrl_c_keeps_a_checkpoint_and_the_next_run_resumes(trained_home, monkeypatch):
