@@ -19,7 +19,10 @@ process reading the same tokens would hold. A round's activations are bounded by
 ``tokens_per_rank``, so any history fits. With the default configuration of a
 pretrained model (level 0 a sliding window of its trained context, W tokens) each rank
 also reads the previous W - 1 rows from the memory's window and the earlier ranks, and
-every rank ends the round holding the same window rows (``Memory.local``).
+every rank ends the round holding the same window rows (``Memory.local``); the stream's
+first tokens, kept visible as attention sinks (``attention_sinks``, 4 by default), are
+read from the memory (``Memory.sinks``, written by the first round's first ranks) or
+exchanged from the ranks holding them.
 """
 
 from __future__ import annotations

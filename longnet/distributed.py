@@ -31,6 +31,13 @@ the reduce-scatter of the gradients.
   reads a suffix of the same buffer), through the same exchange and gradient return as
   the far levels, then runs ``longnet.attention.sliding_window_attention`` with its
   queries bottom-right aligned, mixed with the far levels with bias column 0.
+- Attention sinks (``attention_sinks`` S, ``LongNetConfig.attention_sinks``): positions
+  0..S-1 stay in level 0 for every query whose window has moved past them (sink j seen
+  from p iff j <= p - W, so always from an earlier position: on this rank or an earlier
+  one). The ranks holding them (rank 0, or the first few when shards are shorter than
+  S) send them to the later ranks that see any, through the same exchange and gradient
+  return (its own tag); each rank merges its sink term into the window's (out, lse)
+  before level 0's bias applies, as ``longnet.attention`` does.
 
 The result equals ``longnet.attention.dilated_attention`` on the concatenated sequence
 (same segments ``t // w``, head offsets ``(t % w) % r == h % r``, grouped-query heads,
@@ -836,10 +843,7 @@ def _attend_sinks(q, k, v, spec: _Spec, plan: _SinkPlan, gathered: list):
     B, n_kv, D = k.shape[0], k.shape[1], k.shape[3]
     keys, values = [], []
     from_prefix = min(plan.need, layout.offset)
-    if from_prefix:
-        if spec.sink_prefix is None or spec.sink_prefix[0].shape[1] < from_prefix:
-            raise ValueError(f"the attention sinks 0..{from_prefix - 1} lie before the layout's "
-                             "offset: pass the memory's sink rows as sink_prefix")
+    if from_prefix:  # checked before the exchange (_run)
         pk, pv = spec.sink_prefix
         keys.append(pk[None, :, :from_prefix].to(k.dtype).expand(B, -1, -1, -1))
         values.append(pv[None, :, :from_prefix].to(v.dtype).expand(B, -1, -1, -1))
@@ -906,6 +910,12 @@ def _run(spec: _Spec, q, k, v, level_bias, track: bool):
         sink_plan = None
         if spec.attention_sinks:
             sink_plan = _plan_sinks(spec.layout, spec.local_window, spec.attention_sinks, n_kv)
+            from_prefix = min(sink_plan.need, spec.layout.offset)
+            if from_prefix and (spec.sink_prefix is None
+                                or spec.sink_prefix[0].shape[1] < from_prefix):
+                raise ValueError(f"the attention sinks 0..{from_prefix - 1} lie before the "
+                                 f"layout's offset {spec.layout.offset}: pass the memory's "
+                                 "sink rows as sink_prefix")
             exchanges = () if sink_plan.exchange is None else (sink_plan.exchange,)
             # Tag L (no level has it): the sinks' rows travel apart from the window's.
             specials.append(_LevelPlan(len(spec.levels), 0, 1, local=False, exchanges=exchanges))
@@ -1268,8 +1278,8 @@ def broadcast_tokens(token_ids, group=None, src: int = 0, device=None) -> torch.
 
 def broadcast_memory(memory, group=None, src: int = 0) -> None:
     """Make every rank's ``memory`` (built on the same model) a copy of rank ``src``'s:
-    counters, stream hash, level states and the sliding window's rows (e.g. after rank 0
-    loaded it from disk)."""
+    counters, stream hash, level states, the sliding window's rows and the attention sinks
+    (e.g. after rank 0 loaded it from disk)."""
     from longnet.memory import LevelState, LocalWindowState, StreamHash
 
     rank, world = _rank_and_size(group)
@@ -1402,6 +1412,10 @@ def memory_append(memory, token_ids, *, group=None, stream_offset: int | None = 
     With a sliding level 0 (``config.local_window`` W) each rank's queries read the
     previous W - 1 rows from the memory's window and the earlier ranks, and the last
     W - 1 rows after the append (the new window) are summed into place the same way.
+    With attention sinks (``config.attention_sinks`` S) the queries also read the sinks
+    they see: those already read from ``memory.sinks``, the others from the ranks holding
+    them; the sinks read in this call (the stream's first S tokens) are summed into
+    ``memory.sinks`` the same way, so every rank ends with one process's sinks.
 
     ``return_logits``: this rank's logits ``[n, V]`` (float32) for its shard, the tokens
     at ``split_lengths(len(token_ids), world, offset=memory.tokens, align=align)``[rank]

@@ -23,7 +23,8 @@ A memex stream can be exported with
 Resumable: ``--out`` holds ``checkpoint.pt`` (model, optimizer, step; written
 atomically every ``--save-every`` steps, on Ctrl-C and at the end), ``log.jsonl`` and,
 at the end, ``final/``: a Hugging Face style folder that ``LongNetLM.from_pretrained``
-reads, with the LongNet fields (levels, positions, level gates) in ``final/longnet.json``
+reads, with the LongNet fields (levels, positions, level gates, sliding window and its
+attention sinks) in ``final/longnet.json``
 to pass as overrides: ``LongNetLM.from_pretrained(folder, **json.loads((folder /
 "longnet.json").read_text()))``. Running the same command again goes on from the
 checkpoint with the same data order.

@@ -716,3 +716,31 @@ def test_window_reaching_before_the_offset_needs_the_memory_rows():
     out = D.dilated_attention(x, x, x, (4, 8), (1, 2), local_window=1,
                               layout=D.ShardLayout((4,), 0, offset=16))
     assert out.shape == x.shape
+
+
+def test_sinks_in_one_process_and_refusals():
+    """Without a group the sharded attention with sinks is the single-process one; sinks
+    without a window, or sinks before the offset without the memory's rows, are refused
+    with errors naming what is missing, not computed wrongly."""
+    g = torch.Generator().manual_seed(6)
+    q, k, v = (torch.randn(1, h, 30, 8, generator=g, dtype=F64) for h in (4, 2, 2))
+    rot = rotary_for(4, 8)
+    ours = D.dilated_attention(q, k, v, (4, 16), (1, 4), local_window=6, attention_sinks=3,
+                               rotary=rot)
+    theirs = single_attention(q, k, v, (4, 16), (1, 4), local_window=6, attention_sinks=3,
+                              rotary=rot)
+    without = single_attention(q, k, v, (4, 16), (1, 4), local_window=6, rotary=rot)
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-12)
+    assert (theirs - without).abs().max() > 1e-3  # the sinks change the result
+    with pytest.raises(ValueError, match="attention_sinks"):
+        D.dilated_attention(q, k, v, (4, 16), (1, 4), attention_sinks=2)
+    x = torch.zeros(1, 2, 4, 8)
+    window_rows = (torch.zeros(2, 3, 8), torch.zeros(2, 3, 8), 13)
+    with pytest.raises(ValueError, match="sink_prefix"):
+        D.dilated_attention(x, x, x, (4, 8), (1, 2), local_window=4, attention_sinks=2,
+                            window_prefix=window_rows, layout=D.ShardLayout((4,), 0, offset=16))
+    sinks = (torch.zeros(2, 2, 8), torch.zeros(2, 2, 8))
+    out = D.dilated_attention(x, x, x, (4, 8), (1, 2), local_window=4, attention_sinks=2,
+                              window_prefix=window_rows, sink_prefix=sinks,
+                              layout=D.ShardLayout((4,), 0, offset=16))
+    assert out.shape == x.shape
