@@ -166,6 +166,10 @@ def build_memory_distributed(home: Path | str | None = None, model_name: str | N
         try:
             model = LongNetLM.from_pretrained(settings["model"], cache_dir=model_cache_dir(home),
                                               device=device, **settings["overrides"])
+            # The same model the engine answers with: with `memex train`'s adapter.
+            from assistant.trained import apply_trained_adapter
+
+            apply_trained_adapter(model, home)
         except Exception as exc:  # noqa: BLE001 -- any failure must reach every rank
             problem = f"rank {rank} could not load model {settings['model']!r}: {exc}"
         problems = [None] * world
