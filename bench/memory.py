@@ -370,8 +370,8 @@ def bench_positions(args, device, dtype) -> str:
     if "default" in wanted:  # what from_pretrained gives: sliding window + closed far gates
         model = LongNetLM.from_pretrained(args.model, device=device)
         c = model.config
-        name = (f"default: sliding window {c.local_window:,} + {c.num_levels - 1} far levels, "
-                f"gates closed ({c.far_gate_init:g})")
+        name = (f"default: sliding window {c.local_window:,} + {c.attention_sinks} sinks + "
+                f"{c.num_levels - 1} far levels, gates closed ({c.far_gate_init:g})")
         results.append((name, memory_ppl(model)))
         del model
     if "window" in wanted:  # the sliding window alone
