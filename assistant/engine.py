@@ -396,7 +396,11 @@ class Engine:
                 elif mode == "dense":
                     self._generate_dense_window(messages, emit, answer)
                 else:
-                    self._generate_memory(prompt_ids, emit, answer)
+                    # hybrid: the retrieved notes are the turn's local text and the memory
+                    # comes in through the far levels (the raw tail of the history in the
+                    # window crowds the notes out); memory: the window reads the history.
+                    self._generate_memory(prompt_ids, emit, answer,
+                                          isolate_window=mode == "hybrid")
             except Stopped:
                 answer.status = "partial"
             answer.text = emit.text.strip()
@@ -579,7 +583,8 @@ class Engine:
     def memory_lag(self) -> int:
         return max(0, self.stream_tokens() - self.memory_info()["tokens"])
 
-    def _generate_memory(self, prompt_ids: list[int], emit, answer: Answer):
+    def _generate_memory(self, prompt_ids: list[int], emit, answer: Answer,
+                         isolate_window: bool = False):
         if self.memory_needs_rebuild():
             answer.notes.append("the memory holds text that was since forgotten or compacted and "
                                 "is not used until `memex memory build` rebuilds it")
@@ -603,7 +608,7 @@ class Engine:
 
         memory.generate(prompt_ids, max_new_tokens=self.config.max_new_tokens,
                         temperature=self.config.temperature, top_p=self.config.top_p,
-                        stop_ids=sorted(emit.stop_ids),
+                        stop_ids=sorted(emit.stop_ids), isolate_window=isolate_window,
                         on_token=lambda token_id: not emit(int(token_id)))  # False stops it
 
     def catch_up(self, memory=None, chunk: int | None = None,

@@ -44,13 +44,14 @@ def stop_set(config, stop_ids: Iterable[int] | None) -> set[int]:
 def generate(memory, prompt_ids, max_new_tokens: int = 256, temperature: float = 0.0,
              top_p: float = 1.0, stop_ids: Iterable[int] | None = None,
              on_token: Callable[[int], object] | None = None, seed: int | None = None,
-             remember: bool = False) -> list[int]:
+             remember: bool = False, isolate_window: bool = False) -> list[int]:
     """Generated token ids (the stop token left out).
 
     Stops at EOS, at any of ``stop_ids``, after ``max_new_tokens``, or when
     ``on_token(token_id)`` (called as each token is chosen, for streaming) returns
     False. With ``remember=True`` the prompt and the answer are appended to the memory
-    afterwards.
+    afterwards. ``isolate_window``: the turn's sliding window starts empty (see
+    ``Memory.fork``); the history is reached through the far levels only.
     """
     prompt = [int(t) for t in torch.as_tensor(prompt_ids).reshape(-1).tolist()]
     if not prompt:
@@ -62,7 +63,7 @@ def generate(memory, prompt_ids, max_new_tokens: int = 256, temperature: float =
         raise ValueError(f"prompt token ids must lie in [0, {vocab})")
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
     stops = stop_set(memory.config, stop_ids)
-    turn = memory.fork(dense_local=True)
+    turn = memory.fork(dense_local=True, isolate_window=isolate_window)
     device = memory.device
 
     ids = torch.tensor(prompt, dtype=torch.long, device=device)

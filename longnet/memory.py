@@ -313,6 +313,8 @@ class Memory:
         # The stream's first attention_sinks rows ``[2, Hkv, s, D]``, per layer.
         self.sinks: list[torch.Tensor | None] = [None] * self.config.num_layers
         self._local_turn_start: int | None = None  # set in a fork reading a chat turn
+        self._sink_origin = 0  # the turn's start in a fork whose turn reads no window of the
+        # history: its first tokens are its sinks, as for a plain model reading it alone
 
     # -- reading the stream
 
@@ -564,12 +566,12 @@ class Memory:
         S, W = c.attention_sinks, c.local_window
         rotary = self.model.rotary
         count = k.shape[1]
-        new = max(0, min(S, self.tokens + count) - self.tokens)  # new tokens that are sinks
+        here = self.tokens - self._sink_origin  # sinks count from the origin
+        new = max(0, min(S, here + count) - here)  # new tokens that are sinks
         if new:
             k_new = k[:, :new]
             if not absolute:  # "dilated": rotate at the sink's own position
-                cos, sin = rotary.cos_sin(torch.arange(self.tokens, self.tokens + new,
-                                                       device=self.device))
+                cos, sin = rotary.cos_sin(torch.arange(here, here + new, device=self.device))
                 k_new = rotary.rotate(k_new, cos, sin)
             rows = torch.stack((k_new, v[:, :new])).to(self.dtype)
             old = self.sinks[layer]
@@ -579,7 +581,7 @@ class Memory:
         if stored is None:
             return None
         positions = torch.arange(self.tokens, self.tokens + count, device=self.device)
-        visible = sink_visibility(positions, stored.shape[2], W)
+        visible = sink_visibility(positions - self._sink_origin, stored.shape[2], W)
         if not bool(visible.any()):
             return None
         q_sink = q_raw
@@ -661,12 +663,16 @@ class Memory:
 
     # -- generation
 
-    def fork(self, dense_local: bool = True) -> Memory:
+    def fork(self, dense_local: bool = True, isolate_window: bool = False) -> Memory:
         """A scratch continuation of this memory: appending to it reads this memory's
         state but never changes it. With ``dense_local`` (and a dense first level), the
         fork's first level keeps every row from the current local segment's start
         densely instead of cutting at the next segment boundary, so a chat turn always
-        sees itself whole."""
+        sees itself whole. With ``isolate_window`` (sliding level 0 only), the turn's
+        window starts empty and its own first tokens are its sinks: the turn reads itself as
+        a plain model would and reaches the history only through the far levels (as their gates
+        allow), so text in the turn (retrieved passages) is not crowded by the raw tail
+        of the history."""
         fork = Memory.__new__(Memory)
         fork.__dict__.update(self.__dict__)
         fork._hash = StreamHash(**self._hash.state())
@@ -675,6 +681,10 @@ class Memory:
         # The fork renews or writes past the memory's rows, never over them.
         fork.local = list(self.local)
         fork.sinks = list(self.sinks)
+        if isolate_window and self.config.local_window:
+            fork.local = [None] * self.config.num_layers
+            fork.sinks = [None] * self.config.num_layers
+            fork._sink_origin = self.tokens
         if (dense_local and self.config.dilation_rates[0] == 1 and fork._local_turn_start is None
                 and not self.config.local_window):
             w = self.config.segment_lengths[0]
@@ -683,13 +693,14 @@ class Memory:
 
     def generate(self, prompt_ids, max_new_tokens: int = 256, temperature: float = 0.0,
                  top_p: float = 1.0, stop_ids=None, on_token=None, seed: int | None = None,
-                 remember: bool = False) -> list[int]:
+                 remember: bool = False, isolate_window: bool = False) -> list[int]:
         """Answer ``prompt_ids`` with the whole history in view; see ``longnet.generate``."""
         from longnet.generate import generate
 
         return generate(self, prompt_ids, max_new_tokens=max_new_tokens,
                         temperature=temperature, top_p=top_p, stop_ids=stop_ids,
-                        on_token=on_token, seed=seed, remember=remember)
+                        on_token=on_token, seed=seed, remember=remember,
+                        isolate_window=isolate_window)
 
     # -- persistence
 

@@ -291,3 +291,28 @@ def test_sliding_window_state_saves_loads_and_forks(tmp_path):
     with torch.no_grad():
         full = model(ids[None])[0, 50:]
     torch.testing.assert_close(fork_logits, full, atol=2e-5, rtol=1e-5)
+
+
+def test_isolated_turn_reads_itself_like_the_plain_model():
+    """fork(isolate_window=True): the turn's window starts empty and its own first tokens
+    are its sinks, so with the far gates shut the turn's logits are the model's on the
+    turn alone; the history still reaches it through the far levels once they open."""
+    shut = small_model("dilated", local_window=6, level_gates=True, far_gate_init=-1e4,
+                       attention_sinks=2)
+    history = torch.randint(0, 64, (70,), generator=torch.Generator().manual_seed(5))
+    turn = torch.randint(0, 64, (9,), generator=torch.Generator().manual_seed(6))
+    memory = shut.memory()
+    memory.append(history)
+    with torch.no_grad():
+        alone = shut(turn[None])[0]
+    torch.testing.assert_close(memory.fork(isolate_window=True).append(turn), alone,
+                               atol=1e-5, rtol=1e-5)
+    assert (memory.fork().append(turn) - alone).abs().max() > 1e-3  # the window sees history
+    with torch.no_grad():
+        for block in shut.layers:
+            block.self_attn.level_bias[:, 1:] = 0.0  # open gates: the far levels read history
+    opened = shut.memory()
+    opened.append(history)
+    with torch.no_grad():
+        alone = shut(turn[None])[0]
+    assert (opened.fork(isolate_window=True).append(turn) - alone).abs().max() > 1e-3
