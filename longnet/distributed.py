@@ -1423,7 +1423,7 @@ def memory_append(memory, token_ids, *, group=None, stream_offset: int | None = 
     from longnet.memory import LevelState, StreamHash
     from longnet.model import autocast
 
-    if memory._local_turn_start is not None:
+    if memory._local_turn_start is not None or memory._isolated:
         raise RuntimeError("memory_append reads into the long-term memory, not a fork")
     ids = torch.as_tensor(token_ids, dtype=torch.long).reshape(-1)
     c = memory.config

@@ -315,6 +315,7 @@ class Memory:
         self._local_turn_start: int | None = None  # set in a fork reading a chat turn
         self._sink_origin = 0  # the turn's start in a fork whose turn reads no window of the
         # history: its first tokens are its sinks, as for a plain model reading it alone
+        self._isolated = False
 
     # -- reading the stream
 
@@ -685,6 +686,7 @@ class Memory:
             fork.local = [None] * self.config.num_layers
             fork.sinks = [None] * self.config.num_layers
             fork._sink_origin = self.tokens
+            fork._isolated = True
         if (dense_local and self.config.dilation_rates[0] == 1 and fork._local_turn_start is None
                 and not self.config.local_window):
             w = self.config.segment_lengths[0]
@@ -735,7 +737,7 @@ class Memory:
         """
         from safetensors.torch import save_file
 
-        if self._local_turn_start is not None:
+        if self._local_turn_start is not None or self._isolated:
             raise RuntimeError("a fork holds a chat turn, not the long-term memory: "
                                "save the memory it was forked from")
         directory = Path(directory)

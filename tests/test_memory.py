@@ -308,6 +308,8 @@ def test_isolated_turn_reads_itself_like_the_plain_model():
     torch.testing.assert_close(memory.fork(isolate_window=True).append(turn), alone,
                                atol=1e-5, rtol=1e-5)
     assert (memory.fork().append(turn) - alone).abs().max() > 1e-3  # the window sees history
+    with pytest.raises(RuntimeError, match="fork"):
+        memory.fork(isolate_window=True).save("unused")
     with torch.no_grad():
         for block in shut.layers:
             block.self_attn.level_bias[:, 1:] = 0.0  # open gates: the far levels read history
