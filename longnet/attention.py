@@ -326,7 +326,8 @@ def _math_bwd(dout, q, k, v, out, lse, causal, scale, mask=None):
     for part in _math_chunks(q, k):
         qf, do = q[part].float(), dout[part].float()
         ke, ve = _expand_kv(k[part], q.shape[1]).float(), _expand_kv(v[part], q.shape[1]).float()
-        probs = torch.exp(_math_scores(q[part], k[part], causal, scale, mask) - lse[part].float()[..., None])
+        scores = _math_scores(q[part], k[part], causal, scale, mask)
+        probs = torch.exp(scores - lse[part].float()[..., None])
         delta = (do * out[part].float()).sum(-1, keepdim=True)
         dscores = probs * (torch.matmul(do, ve.transpose(-1, -2)) - delta)
         dq = torch.matmul(dscores, ke) * scale
@@ -705,7 +706,8 @@ def _band_mask(band: _Band, first_query: int, window: int, dtype, device) -> Opt
     t = torch.arange(band.q0, band.q1, device=device)[:, None] + first_query
     j = torch.arange(band.k0, band.k1, device=device)[None, :]
     zero = torch.zeros((), dtype=dtype, device=device)
-    return torch.where(j > t - window, zero, torch.tensor(float("-inf"), dtype=dtype, device=device))
+    hidden = torch.tensor(float("-inf"), dtype=dtype, device=device)
+    return torch.where(j > t - window, zero, hidden)
 
 
 def _sliding_forward(q, k, v, window: int, scale: float):
@@ -932,7 +934,8 @@ def sink_attention(q: torch.Tensor, k_sinks: torch.Tensor, v_sinks: torch.Tensor
     lse = torch.logsumexp(scores, dim=-1)
     weights = torch.exp(scores - lse[..., None]) * visible
     out = torch.matmul(weights, values.to(acc))
-    lse = torch.where(visible.any(-1), lse, torch.full((), float("-inf"), dtype=acc, device=q.device))
+    none = torch.full((), float("-inf"), dtype=acc, device=q.device)
+    lse = torch.where(visible.any(-1), lse, none)
     return out.to(q.dtype), lse
 
 

@@ -670,10 +670,10 @@ class Memory:
         fork's first level keeps every row from the current local segment's start
         densely instead of cutting at the next segment boundary, so a chat turn always
         sees itself whole. With ``isolate_window`` (sliding level 0 only), the turn's
-        window starts empty and its own first tokens are its sinks: the turn reads itself as
-        a plain model would and reaches the history only through the far levels (as their gates
-        allow), so text in the turn (retrieved passages) is not crowded by the raw tail
-        of the history."""
+        window starts empty and its own first tokens are its sinks: the turn reads
+        itself as a plain model would and reaches the history only through the far
+        levels (as their gates allow), so text in the turn (retrieved passages) is not
+        crowded by the raw tail of the history."""
         fork = Memory.__new__(Memory)
         fork.__dict__.update(self.__dict__)
         fork._hash = StreamHash(**self._hash.state())
