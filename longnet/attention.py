@@ -285,8 +285,9 @@ def _warn_once(key: str, message: str) -> None:
 
 
 def _expand_kv(x: torch.Tensor, n_q_heads: int) -> torch.Tensor:
-    rep = n_q_heads // x.shape[1]
-    return x if rep == 1 else x.repeat_interleave(rep, dim=1)
+    """kv heads ``[..., Hkv, n, D]`` repeated for the query heads reading them."""
+    rep = n_q_heads // x.shape[-3]
+    return x if rep == 1 else x.repeat_interleave(rep, dim=-3)
 
 
 _MATH_CHUNK_ELEMENTS = 1 << 25  # scores held at once by the plain-torch fallback
@@ -924,9 +925,7 @@ def sink_attention(q: torch.Tensor, k_sinks: torch.Tensor, v_sinks: torch.Tensor
     """Attention of q ``[..., Hq, M, D]`` to a few sink rows ``[..., Hkv, S, D]`` (already
     rotated) where ``visible [M, S]``: ``(out, lse)``; rows that see no sink give 0 and
     -inf. Plain torch ops (S is a handful), differentiable everywhere."""
-    rep = q.shape[-3] // k_sinks.shape[-3]
-    keys = k_sinks.repeat_interleave(rep, dim=-3) if rep > 1 else k_sinks
-    values = v_sinks.repeat_interleave(rep, dim=-3) if rep > 1 else v_sinks
+    keys, values = _expand_kv(k_sinks, q.shape[-3]), _expand_kv(v_sinks, q.shape[-3])
     acc = _acc_dtype(q.dtype)
     scores = torch.matmul(q.to(acc), keys.to(acc).transpose(-1, -2)) * scale
     lowest = torch.finfo(acc).min / 2  # finite: no NaN in values or gradients
