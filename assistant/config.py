@@ -115,6 +115,17 @@ def _coerce(key: str, raw) -> object:
     return value
 
 
+def model_overrides(config) -> dict:
+    """The LongNetLM.from_pretrained overrides the settings ask for ("auto": none)."""
+    overrides = {}
+    if config.positions != "auto":
+        overrides["position_mode"] = config.positions
+    if config.levels != "auto":
+        segments, rates = parse_levels(config.levels)
+        overrides.update(segment_lengths=segments, dilation_rates=rates)
+    return overrides
+
+
 def parse_levels(text: str) -> tuple[list[int], list[int]]:
     """'2048:1,4096:2' → ([2048, 4096], [1, 2])."""
     segments, rates = [], []

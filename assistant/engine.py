@@ -190,17 +190,12 @@ class Engine:
     def longnet_model(self):
         if self._longnet is None:
             import longnet
-            from assistant.config import parse_levels
+            from assistant.config import model_overrides
             from assistant.home import model_cache_dir
 
-            overrides = {}
-            if self.config.positions != "auto":
-                overrides["position_mode"] = self.config.positions
-            if self.config.levels != "auto":
-                segments, rates = parse_levels(self.config.levels)
-                overrides.update(segment_lengths=segments, dilation_rates=rates)
             self._longnet = longnet.LongNetLM.from_pretrained(
-                self.config.model, cache_dir=model_cache_dir(), device=self.device, **overrides)
+                self.config.model, cache_dir=model_cache_dir(), device=self.device,
+                **model_overrides(self.config))
             # What `memex train` learned from these notes, when it fits this model.
             from assistant.trained import apply_trained_adapter
 

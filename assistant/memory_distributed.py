@@ -40,15 +40,10 @@ class DistributedBuildError(RuntimeError):
 
 
 def _settings(config, model_name):
-    overrides = {}
-    if config.positions != "auto":
-        overrides["position_mode"] = config.positions
-    if config.levels != "auto":
-        from assistant.config import parse_levels
+    from assistant.config import model_overrides
 
-        segments, rates = parse_levels(config.levels)
-        overrides.update(segment_lengths=segments, dilation_rates=rates)
-    return {"model": model_name or config.model, "overrides": overrides, "device": config.device}
+    return {"model": model_name or config.model, "overrides": model_overrides(config),
+            "device": config.device}
 
 
 def _device(requested: str):

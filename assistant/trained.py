@@ -77,17 +77,11 @@ def load_base_model(config, device: str | None = None):
     """The LongNet model as the engine configures it (levels, positions), without any
     trained adapter: training always starts from the base weights."""
     import longnet
-    from assistant.config import parse_levels
+    from assistant.config import model_overrides
     from assistant.home import model_cache_dir
 
-    overrides = {}
-    if config.positions != "auto":
-        overrides["position_mode"] = config.positions
-    if config.levels != "auto":
-        segments, rates = parse_levels(config.levels)
-        overrides.update(segment_lengths=segments, dilation_rates=rates)
     return longnet.LongNetLM.from_pretrained(config.model, cache_dir=model_cache_dir(),
-                                             device=device, **overrides)
+                                             device=device, **model_overrides(config))
 
 
 # --------------------------------------------------------------------------- recall examples

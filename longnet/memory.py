@@ -804,6 +804,18 @@ class Memory:
         if not state_path.is_file():
             raise MemoryMismatchError(f"{state_path} named by {meta_path} is missing")
         tensors = load_file(str(state_path), device=str(memory.device))
+
+        def read(prefix: str, expected: tuple) -> torch.Tensor:
+            """``kv [2, ...]`` from ``<prefix>.k`` and ``.v``, refused unless ``expected``."""
+            try:
+                k, v = tensors[f"{prefix}.k"], tensors[f"{prefix}.v"]
+            except KeyError as error:
+                raise MemoryMismatchError(f"{state_path} lacks {error}") from error
+            if tuple(k.shape) != expected or tuple(v.shape) != expected:
+                raise MemoryMismatchError(f"{state_path}: {prefix} has shape "
+                                          f"{tuple(k.shape)}, expected {expected}")
+            return torch.stack((k, v)).to(memory.dtype)
+
         c = memory.config
         G = c.num_heads // c.num_kv_heads
         for level, start in enumerate(meta["level_starts"]):
@@ -813,16 +825,7 @@ class Memory:
             slots = min(c.dilation_rates[level], G)
             expected = (c.num_kv_heads, slots, blocks, c.head_dim)
             for layer in range(c.num_layers):
-                try:
-                    k = tensors[f"layers.{layer}.levels.{level}.k"]
-                    v = tensors[f"layers.{layer}.levels.{level}.v"]
-                except KeyError as error:
-                    raise MemoryMismatchError(f"{state_path} lacks {error}") from error
-                if tuple(k.shape) != expected or tuple(v.shape) != expected:
-                    raise MemoryMismatchError(
-                        f"{state_path}: layer {layer} level {level} has shape "
-                        f"{tuple(k.shape)}, expected {expected}")
-                kv = torch.stack((k, v)).to(memory.dtype)
+                kv = read(f"layers.{layer}.levels.{level}", expected)
                 memory.states[layer][level] = LevelState(start, kv)
         local_first = meta.get("local_first")
         if c.local_window and memory.tokens:
@@ -831,28 +834,12 @@ class Memory:
             rows = memory.tokens - int(local_first)
             expected = (c.num_kv_heads, rows, c.head_dim)
             for layer in range(c.num_layers):
-                try:
-                    k = tensors[f"layers.{layer}.local.k"]
-                    v = tensors[f"layers.{layer}.local.v"]
-                except KeyError as error:
-                    raise MemoryMismatchError(f"{state_path} lacks {error}") from error
-                if tuple(k.shape) != expected or tuple(v.shape) != expected:
-                    raise MemoryMismatchError(
-                        f"{state_path}: layer {layer} window has shape {tuple(k.shape)}, "
-                        f"expected {expected}")
-                kv = torch.stack((k, v)).to(memory.dtype)
+                kv = read(f"layers.{layer}.local", expected)
                 memory.local[layer] = LocalWindowState(int(local_first), rows, kv)
         n_sinks = min(c.attention_sinks, memory.tokens) if c.local_window else 0
         for layer in range(c.num_layers if n_sinks else 0):
-            try:
-                k = tensors[f"layers.{layer}.sinks.k"]
-                v = tensors[f"layers.{layer}.sinks.v"]
-            except KeyError as error:
-                raise MemoryMismatchError(f"{state_path} lacks {error}") from error
-            if tuple(k.shape) != (c.num_kv_heads, n_sinks, c.head_dim) or k.shape != v.shape:
-                raise MemoryMismatchError(f"{state_path}: layer {layer} sinks have shape "
-                                          f"{tuple(k.shape)}")
-            memory.sinks[layer] = torch.stack((k, v)).to(memory.dtype)
+            memory.sinks[layer] = read(f"layers.{layer}.sinks",
+                                       (c.num_kv_heads, n_sinks, c.head_dim))
         return memory
 
     def __repr__(self) -> str:

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from longnet.memory import _fsync_dir, _fsync_file
 from longnet.model import LongNetLM, autocast, choose_device
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
@@ -439,21 +440,9 @@ def atomic_torch_save(obj, path: Path) -> None:
     path = Path(path)
     temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     torch.save(obj, temp)
-    with open(temp, "rb") as handle:
-        os.fsync(handle.fileno())
+    _fsync_file(temp)
     os.replace(temp, path)
     _fsync_dir(path.parent)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _rng_state() -> dict:
