@@ -69,6 +69,30 @@ class DateRange:
         return True
 
     @property
+    def period(self) -> tuple[int, int | None] | None:
+        """(year, month) when the range is one whole calendar month, (year, None) when it
+        is one whole calendar year, else None (weeks, days, open and odd ranges)."""
+        if self.month_day is not None or self.start is None or self.end is None:
+            return None
+        start, end = self.start, self.end
+        if start.year != end.year or start.day != 1:
+            return None
+        if (start.month, end.month, end.day) == (1, 12, 31):
+            return start.year, None
+        if start.month == end.month and end == _month_end(start.year, start.month):
+            return start.year, start.month
+        return None
+
+    @property
+    def period_name(self) -> str | None:
+        """"October 2023" / "2023" for a whole month / year (see ``period``), else None."""
+        period = self.period
+        if period is None:
+            return None
+        year, month = period
+        return f"{calendar.month_name[month]} {year}" if month else str(year)
+
+    @property
     def since(self) -> str | None:
         return self.start.isoformat() if self.start else None
 

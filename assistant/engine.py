@@ -286,7 +286,9 @@ class Engine:
             return self.entries_on_this_day(date_range.month_day, query, limit)
         since = date_range.since if date_range else None
         until = date_range.until if date_range else None
-        return search(self.store, query, since=since, until=until, limit=limit, embedder=embedder)
+        period = date_range.period if date_range else None
+        return search(self.store, query, since=since, until=until, limit=limit, embedder=embedder,
+                      period=period)
 
     def _embedder_for_search(self):
         if self.embed(["warm up"]) is None:
@@ -341,8 +343,12 @@ class Engine:
             passages = list(self.search(query, None, pool))
             fell_back = bool(passages)
         weights = [1.0 / (1 + rank) for rank in range(len(passages))]
+        # The period was taken out of the search words (the date filter holds it), but a
+        # line or heading that names it ("October 2023 in numbers") sums that period up.
+        period = date_range.period_name if date_range is not None and not fell_back else None
         sentences = prompting.select_sentences(query, passages, self.config.sentences,
-                                               embed=self.embed, passage_weights=weights)
+                                               embed=self.embed, passage_weights=weights,
+                                               period=period)
         return passages, sentences, fell_back
 
     # ----------------------------------------------------------------- answering

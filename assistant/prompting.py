@@ -37,7 +37,8 @@ SYSTEM_PROMPT = (
     "If the notes do not answer the question, say that the notes do not say."
 )
 CONTEXT_WEIGHT = 0.5  # a question word found in the heading, not the sentence
-ENTRY_WEIGHT = 0.3  # share of the question's words found anywhere in the sentence's entry
+ENTRY_WEIGHT = 0.3
+PERIOD_WEIGHT = 0.3  # a line or heading naming the month or year the question is about  # share of the question's words found anywhere in the sentence's entry
 NOTHING_FOUND = "I couldn't find anything in your notes about that."
 
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
@@ -46,11 +47,26 @@ _HEADER = re.compile(r"^\s*(?:#{1,6}\s|#\+\w+:|---\s*$|(?:date|title|tags|create
                      re.IGNORECASE)
 
 
+# Units people write short in notes and long in questions ("142 km" / "how many kilometres").
+UNIT_WORDS = {
+    "km": "km", "kms": "km", "kilometre": "km", "kilometres": "km", "kilometer": "km",
+    "kilometers": "km", "kg": "kg", "kgs": "kg", "kilo": "kg", "kilos": "kg", "kilogram": "kg",
+    "kilograms": "kg", "mi": "mile", "miles": "mile", "hr": "hour", "hrs": "hour",
+    "hours": "hour", "h": "hour", "min": "minute", "mins": "minute", "minutes": "minute",
+}
+
+
 def stem(word: str) -> str:
     """A crude suffix strip so that "ran"/"runs"/"running" are not all strangers."""
+    if word in UNIT_WORDS:
+        return UNIT_WORDS[word]
     for suffix in ("ingly", "edly", "ing", "ies", "ied", "ed", "es", "ly", "s"):
         if word.endswith(suffix) and len(word) - len(suffix) >= 3:
             word = word[: -len(suffix)]
+            # "running" → "runn" → "run", "stopped" → "stop" (but "falling" → "fall")
+            if (suffix in ("ing", "ed") and len(word) > 3 and word[-1] == word[-2]
+                    and word[-1] not in "aeioulsz"):
+                word = word[:-1]
             break
     if word.endswith("e") and len(word) > 3:  # "propose" and "proposed" meet at "propos"
         word = word[:-1]
@@ -151,11 +167,13 @@ def join_context(*parts: str | None, width: int = 60) -> str:
 def select_sentences(question: str, passages: Sequence, limit: int = 4,
                      embed: Callable[[list[str]], object] | None = None,
                      passage_weights: Sequence[float] | None = None,
-                     context: int = 2) -> list[Sentence]:
+                     context: int = 2, period: str | None = None) -> list[Sentence]:
     """The ``limit`` sentences of ``passages`` most likely to hold the answer.
 
     ``passages`` need ``.text`` and ``.date``; ``embed`` maps texts to L2-normalised
     vectors (numpy rows). ``passage_weights`` (best first) nudge ties towards better hits.
+    ``period`` ("October 2023"): the whole month or year asked about; a sentence or
+    heading naming it gets ``PERIOD_WEIGHT`` more.
     """
     candidates: list[Sentence] = []
     seen: set[str] = set()
@@ -189,6 +207,8 @@ def select_sentences(question: str, passages: Sequence, limit: int = 4,
     entry_words: dict[int, set[str]] = {}
     for i, sentence in enumerate(candidates):
         entry_words.setdefault(sentence.passage_index, set()).update(words[i], context_words[i])
+    period_pattern = (re.compile(r"\b" + r"\s+".join(map(re.escape, period.split())) + r"\b",
+                                 re.IGNORECASE) if period else None)
     coverage = {index: sum(idf[w] for w in query & found) / norm for index, found in entry_words.items()}
     for i, sentence in enumerate(candidates):
         overlap = (sum(idf[w] for w in query & words[i])
@@ -196,6 +216,8 @@ def select_sentences(question: str, passages: Sequence, limit: int = 4,
         score = overlap + ENTRY_WEIGHT * coverage[sentence.passage_index]
         if similarity is not None:
             score += 0.6 * similarity[i]
+        if period_pattern is not None and period_pattern.search(f"{sentence.context} {sentence.text}"):
+            score += PERIOD_WEIGHT
         if passage_weights is not None and sentence.passage_index < len(passage_weights):
             score += 0.15 * passage_weights[sentence.passage_index]
         # Very short fragments and bare headings rarely carry an answer on their own.

@@ -179,6 +179,43 @@ def meta_ranking(store, query: str, since=None, until=None, limit: int = CANDIDA
     return [row[0] for row in rows if row[0] is not None]
 
 
+_MONTH_NAMES = ("january", "february", "march", "april", "may", "june", "july", "august",
+                "september", "october", "november", "december")
+
+
+def _month_number(word: str) -> int | None:
+    """1-12 for a month's name or its common abbreviation ("oct", "sept"), else None."""
+    for number, name in enumerate(_MONTH_NAMES, 1):
+        if word == name or (len(word) >= 3 and name.startswith(word) and word in (name[:3], "sept")):
+            return number
+    return None
+
+
+def period_ranking(store, period: tuple[int, int | None], limit: int = CANDIDATES) -> list[int]:
+    """Chunk ids (each entry's first chunk) of entries whose title names ``period``:
+    (year, month) → "October 2023 review"; (year, None) → "2023, looking back" but not
+    a month of that year. Entries dated inside the period come first, shortest title first:
+    a question about a whole month or year is often answered by the entry that sums it up."""
+    year, month = period
+    rows = store.db.execute(
+        "SELECT e.title, e.date, (SELECT min(c.id) FROM chunks c WHERE c.entry_id = e.id "
+        "        AND c.status IN ('live', 'pending')) AS chunk_id "
+        "FROM entries e WHERE e.status IN ('live', 'pending') AND e.title LIKE ?",
+        [f"%{year}%"]).fetchall()
+    found = []
+    for title, when, chunk_id in rows:
+        words = re.findall(r"[^\W_]+", (title or "").lower())
+        if str(year) not in words or chunk_id is None:
+            continue
+        named = {_month_number(w) for w in words} - {None}
+        if (month is None and named) or (month is not None and month not in named):
+            continue
+        inside = bool(when) and str(when)[:4] == str(year) and (
+            month is None or str(when)[5:7] == f"{month:02d}")
+        found.append((not inside, len(words), chunk_id))
+    return [chunk_id for *_, chunk_id in sorted(found)][:limit]
+
+
 def vector_ranking(store, query_vector: np.ndarray, since=None, until=None,
                    limit: int = CANDIDATES, min_similarity: float = MIN_SIMILARITY
                    ) -> list[tuple[int, float]]:
@@ -229,11 +266,14 @@ def snippet(text: str, terms: list[str], width: int = 220) -> str:
 
 
 def search(store, query: str, since=None, until=None, limit: int = 10, embedder=None,
-           min_similarity: float = MIN_SIMILARITY) -> list:
+           min_similarity: float = MIN_SIMILARITY,
+           period: tuple[int, int | None] | None = None) -> list:
     """Ranked passages for ``query`` within [since, until] (ISO dates, inclusive).
 
     With ``embedder`` (see ``ingest.embeddings.load_embedder``) and stored vectors
-    the result fuses BM25 and cosine rankings; otherwise it is BM25 alone.
+    the result fuses BM25 and cosine rankings; otherwise it is BM25 alone. ``period``
+    ((year, month) or (year, None), the whole month or year the question is about)
+    adds a ranking of the entries titled with that period (see ``period_ranking``).
     """
     limit = max(1, int(limit))
     candidates = max(CANDIDATES, limit * 3)
@@ -249,8 +289,10 @@ def search(store, query: str, since=None, until=None, limit: int = 10, embedder=
     fts_rank = {chunk_id: rank for rank, chunk_id in enumerate(fts_ids, 1)}
     vector_rank = {chunk_id: rank for rank, (chunk_id, _) in enumerate(vector_hits, 1)}
     meta_rank = {chunk_id: rank for rank, chunk_id in enumerate(meta_ids, 1)}
+    period_rank = ({chunk_id: rank for rank, chunk_id in enumerate(period_ranking(store, period), 1)}
+                   if period is not None else {})
     similarity = dict(vector_hits)
-    for ranking in (fts_rank, vector_rank, meta_rank):
+    for ranking in (fts_rank, vector_rank, meta_rank, period_rank):
         for chunk_id, rank in ranking.items():
             scores[chunk_id] = scores.get(chunk_id, 0.0) + 1.0 / (RRF_K + rank)
     ordered = sorted(scores, key=lambda cid: (-scores[cid], fts_rank.get(cid, 10**9)))[:limit]

@@ -64,3 +64,19 @@ def test_strip_dates_keeps_the_rest():
 def test_impossible_day_falls_back_to_its_year():
     found = resolve_dates("What happened on 2023-02-30?", TODAY)
     assert (found.start, found.end) == (date(2023, 1, 1), date(2023, 12, 31))
+
+
+@pytest.mark.parametrize("question, period, name", [
+    ("How far did I run in 2023?", (2023, None), "2023"),
+    ("How many books did I finish in October 2023?", (2023, 10), "October 2023"),
+    ("What did I cook last March?", (2025, 3), "March 2025"),
+    ("What did I do on 2023-03-25?", None, None),
+    ("What did I do last week?", None, None),
+    ("What happened in summer 2024?", None, None),
+    ("What happened since March 2023?", None, None),
+    ("What did I do on this day?", None, None),
+])
+def test_a_whole_month_or_year_is_a_period(question, period, name):
+    found = resolve_dates(question, TODAY)
+    assert found.period == period
+    assert found.period_name == name

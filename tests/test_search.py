@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import ingest
-from ingest.search import meta_ranking, search
+from ingest.search import meta_ranking, period_ranking, search
 
 FILES = {
     "notes/proposal.md": "---\ndate: 2024-11-16\ntitle: She said yes\ntags: [maya, big-day]\n---\n\n"
@@ -64,3 +64,45 @@ def test_the_description_index_follows_renames_and_deletes(store):
     (store.root / "notes" / "sunrise.md").unlink()
     ingest.run(store, embed=False)
     assert search(store, "said yes") == [] and search(store, "sunrise") == []
+
+
+PERIOD_FILES = {
+    "reviews/2023-10.md": "---\ndate: 2023-10-31\ntitle: October 2023 review\n---\n\n- Distance run: 142 km\n",
+    "reviews/2023-11.md": "---\ndate: 2023-11-30\ntitle: November 2023 review\n---\n\n- Distance run: 80 km\n",
+    "reviews/2023.md": "---\ndate: 2023-12-31\ntitle: 2023, looking back\n---\n\n- Running: 966 km\n",
+    "running/2023-10-15.md": "---\ndate: 2023-10-15\ntitle: Long run\n---\n\nRan 19 km along the river, "
+                             "my longest run of October 2023 and a good run all round.\n",
+}
+
+
+@pytest.fixture
+def period_store(tmp_path, tokenizer):
+    root = tmp_path / "journal"
+    write(root, PERIOD_FILES)
+    with ingest.open_store(tmp_path / "home", tokenizer) as opened:
+        ingest.add_source(opened, root)
+        ingest.run(opened, embed=False)
+        yield opened
+
+
+def paths_of(store, chunk_ids):
+    marks = ",".join("?" * len(chunk_ids))
+    rows = dict(store.db.execute(
+        f"SELECT c.id, d.path FROM chunks c JOIN documents d ON d.id = c.document_id "
+        f"WHERE c.id IN ({marks})", chunk_ids).fetchall())
+    return [rows[i] for i in chunk_ids]
+
+
+def test_period_ranking_finds_the_entry_titled_with_the_month_or_year(period_store):
+    assert paths_of(period_store, period_ranking(period_store, (2023, 10))) == ["reviews/2023-10.md"]
+    # A year's own summary, not the months of that year.
+    assert paths_of(period_store, period_ranking(period_store, (2023, None))) == ["reviews/2023.md"]
+    assert period_ranking(period_store, (2022, None)) == []
+
+
+def test_search_with_a_period_ranks_its_summary_first(period_store):
+    plain = search(period_store, "run", since="2023-10-01", until="2023-10-31")
+    assert [r.path for r in plain][0] == "running/2023-10-15.md"  # more "run" in the text
+    with_period = search(period_store, "run", since="2023-10-01", until="2023-10-31",
+                         period=(2023, 10))
+    assert [r.path for r in with_period][0] == "reviews/2023-10.md"
