@@ -85,7 +85,9 @@ def time_turn(memory: Memory, question: torch.Tensor, decode_tokens: int, repeat
     device = memory.device
     ttfts, rates = [], []
     for _ in range(repeats):
-        turn = memory.fork()
+        # As generate() does: the first turn gives the memory's buffers room for the turn
+        # (one copy of the state, timed in that repeat), later turns write in place.
+        turn = memory.fork(reserve_tokens=len(question) + decode_tokens + 1)
         with torch.inference_mode(), autocast(device, memory.dtype):
             sync(device)
             began = time.perf_counter()
@@ -99,7 +101,7 @@ def time_turn(memory: Memory, question: torch.Tensor, decode_tokens: int, repeat
                 token = pick_token(logits[-1])
             sync(device)
             rates.append(decode_tokens / (time.perf_counter() - began))
-    return statistics.median(ttfts), statistics.median(rates)
+    return statistics.median(ttfts), statistics.median(rates), ttfts[0]
 
 
 def synthetic_memory(model, dtype, tokens: int) -> Memory:
@@ -145,8 +147,10 @@ def bench_memory(args, model, device, dtype, progress):
     generator = torch.Generator().manual_seed(0)
     vocab = model.config.vocab_size
     question = torch.randint(0, vocab, (QUESTION_TOKENS,), generator=generator).to(device)
+    if args.turns_only:  # no reading: every history is a synthetic state
+        checkpoints = []
     memory = Memory(model, dtype=dtype, chunk_size=args.chunk)
-    task = progress.add_task("prefill", total=checkpoints[-1])
+    task = progress.add_task("prefill", total=checkpoints[-1] if checkpoints else 1)
     rows, read_at = [], {}
     elapsed_total = 0.0
     for stop in checkpoints:
@@ -165,22 +169,23 @@ def bench_memory(args, model, device, dtype, progress):
         spent = elapsed_total - read_at.get(half, 0.0)
         row["prefill_tok_s"] = (stop - half) / spent if spent > 0 else float("nan")
         if stop in TTFT_HISTORIES:
-            row["ttft_s"], row["decode_tok_s"] = time_turn(memory, question, args.decode_tokens,
-                                                           args.repeats)
+            row["ttft_s"], row["decode_tok_s"], row["first_ttft_s"] = time_turn(
+                memory, question, args.decode_tokens, args.repeats)
         rows.append(row)
     # The synthetic state must have exactly the shapes that reading produced.
-    shaped = synthetic_memory(model, dtype, memory.tokens)
-    assert state_bytes_bf16(shaped) == state_bytes_bf16(memory), "synthetic state shape differs"
-    del shaped
+    if memory.tokens:
+        shaped = synthetic_memory(model, dtype, memory.tokens)
+        assert state_bytes_bf16(shaped) == state_bytes_bf16(memory), "synthetic state differs"
+        del shaped
     for history in TTFT_HISTORIES:
-        if history <= args.max_tokens:
+        if history <= args.max_tokens and not args.turns_only:
             continue
         progress.update(task, description=f"question after {history:,} (synthetic state)")
         shaped = synthetic_memory(model, dtype, history)
-        ttft, decode = time_turn(shaped, question, args.decode_tokens, args.repeats)
+        ttft, decode, first = time_turn(shaped, question, args.decode_tokens, args.repeats)
         rows.append({"tokens": history, "synthetic": True, "prefill_tok_s": float("nan"),
                      "state_bf16_mb": state_bytes_bf16(shaped) / 2 ** 20, "ttft_s": ttft,
-                     "decode_tok_s": decode})
+                     "decode_tok_s": decode, "first_ttft_s": first})
         del shaped
     return rows
 
@@ -241,6 +246,8 @@ def bench_dense(args, device, dtype):
         from longnet.weights import load_hf_model
 
         hf = load_hf_model(args.model, attn_implementation="sdpa").to(device)
+    if args.cast_weights:
+        hf.to(dtype)
     window = min(hf.config.max_position_embeddings, 8192)
     vocab = hf.config.vocab_size
     generator = torch.Generator().manual_seed(1)
@@ -272,6 +279,7 @@ def bench_dense(args, device, dtype):
         * (hf.config.hidden_size // hf.config.num_attention_heads) * 2
     return {"window": window, "prefill_tok_s": statistics.median(prefill),
             "ttft_s": statistics.median(ttfts), "decode_tok_s": statistics.median(rates),
+            "first_ttft_s": ttfts[0],
             "state_bf16_mb": kv_bytes / 2 ** 20}
 
 
@@ -291,25 +299,28 @@ def format_report(args, device, dtype, model, rows, dense) -> str:
         f"model {model.model_id}, position_mode {model.config.position_mode}"),
         (f"# levels {describe_levels(model.config)}, chunk {args.chunk}, "
         f"question {QUESTION_TOKENS} tokens, decode {args.decode_tokens} tokens, "
-        f"median of {args.repeats}"),
+        f"median of {args.repeats}, few_queries {Memory.few_queries}"
+        + (f", weights stored in {str(dtype)[6:]}" if args.cast_weights else "")),
         "",
         ("| history (tokens) | prefill tok/s (2nd half) | state MB (bf16) | state bound MB (bf16)"
-        " | TTFT s (50-token question) | decode tok/s |"),
-        "|---:|---:|---:|---:|---:|---:|",
+        " | TTFT s (50-token question) | first turn's TTFT s | decode tok/s |"),
+        "|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         ttft = f"{row['ttft_s']:.3f}" if "ttft_s" in row else ""
+        first = f"{row['first_ttft_s']:.3f}" if "first_ttft_s" in row else ""
         decode = f"{row['decode_tok_s']:.1f}" if "decode_tok_s" in row else ""
         prefill = "(not read)" if row.get("synthetic") else f"{row['prefill_tok_s']:,.0f}"
         tokens = f"{row['tokens']:,}" + (" (synthetic state)" if row.get("synthetic") else "")
         bound = state_bound_bf16(model.config, row["tokens"]) / 2 ** 20
         lines.append(f"| {tokens} | {prefill} | "
-                     f"{row['state_bf16_mb']:,.1f} | {bound:,.1f} | {ttft} | {decode} |")
+                     f"{row['state_bf16_mb']:,.1f} | {bound:,.1f} | {ttft} | {first} | {decode} |")
     if dense:
         lines.append(f"| dense, {dense['window']:,} window (KV cache) | "
                      f"{dense['prefill_tok_s']:,.0f} | {dense['state_bf16_mb']:,.1f} | "
                      f"{dense['state_bf16_mb']:,.1f} | "
-                     f"{dense['ttft_s']:.3f} | {dense['decode_tok_s']:.1f} |")
+                     f"{dense['ttft_s']:.3f} | {dense['first_ttft_s']:.3f} | "
+                     f"{dense['decode_tok_s']:.1f} |")
     lines.append("")
     prefill = {r["tokens"]: r["prefill_tok_s"] for r in rows if not r.get("synthetic")}
     ttft = {r["tokens"]: r["ttft_s"] for r in rows if "ttft_s" in r}
@@ -321,7 +332,10 @@ def format_report(args, device, dtype, model, rows, dense) -> str:
         last = max(ttft)
         lines.append(f"TTFT at {last:,} / at 10,000: {ttft[last] / ttft[10_000]:.2f} "
                      f"(target <= 1.5)")
-    if args.max_tokens < 1_000_000:
+    if args.turns_only:
+        lines.append("turns only (--turns-only): nothing read; every history is a synthetic "
+                     "state of exactly the shapes reading produces")
+    elif args.max_tokens < 1_000_000:
         lines.append(f"scaled down: streams read up to {args.max_tokens:,} tokens (--max-tokens); "
                      "longer histories use a synthetic state of exactly the shapes reading "
                      "produces (checked against the real state at the longest read)")
@@ -461,6 +475,13 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--position-mode", default=None, choices=("absolute", "dilated"))
     parser.add_argument("--no-dense", action="store_true", help="skip the dense baseline")
+    parser.add_argument("--cast-weights", action="store_true",
+                        help="store the weights in --dtype (both models) instead of autocast")
+    parser.add_argument("--turns-only", action="store_true",
+                        help="skip reading: time questions against synthetic states only")
+    parser.add_argument("--few-queries", type=int, default=None,
+                        help="Memory.few_queries: up to this many new tokens attend in one "
+                             "masked matmul per level, more go through level_attention")
     parser.add_argument("--out", type=Path, default=None, help="also write the table here")
     parser.add_argument("--positions", action="store_true",
                         help="instead: held-out journal perplexity of the position modes")
@@ -497,7 +518,11 @@ def main(argv=None):
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(report)
         return
+    if args.few_queries is not None:
+        Memory.few_queries = args.few_queries
     model = load_model(args, device)
+    if args.cast_weights:  # weights stored in the compute dtype: no per-op casts
+        model.to(dtype)
     console = Console(stderr=True)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), TimeRemainingColumn(), console=console) as progress:

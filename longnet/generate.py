@@ -63,7 +63,8 @@ def generate(memory, prompt_ids, max_new_tokens: int = 256, temperature: float =
         raise ValueError(f"prompt token ids must lie in [0, {vocab})")
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
     stops = stop_set(memory.config, stop_ids)
-    turn = memory.fork(dense_local=True, isolate_window=isolate_window)
+    turn = memory.fork(dense_local=True, isolate_window=isolate_window,
+                       reserve_tokens=len(prompt) + max_new_tokens)
     device = memory.device
 
     ids = torch.tensor(prompt, dtype=torch.long, device=device)

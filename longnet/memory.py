@@ -293,8 +293,11 @@ class Memory:
     # Up to this many new tokens, attention against the state is computed here: one
     # masked matmul per level and one softmax over every level's keys (eq. 10 is one
     # softmax over the union of the levels' keys). Longer chunks go through
-    # ``level_attention``, whose per-call set-up dominates for a handful of queries.
-    few_queries = 64
+    # ``level_attention``, whose per-call set-up dominates for a handful of queries but
+    # which never holds a [heads, queries, keys] score tensor: measured on a 2-thread Xeon
+    # (bench/memory.py --few-queries), a 50-token question after 1M tokens took 1.21 s
+    # with this at 64 and 0.44 s at 8; decoding (one query) was the same.
+    few_queries = 8
 
     def __init__(self, model, dtype: str | torch.dtype | None = None, chunk_size: int = 4096):
         self.model = model
@@ -664,7 +667,35 @@ class Memory:
 
     # -- generation
 
-    def fork(self, dense_local: bool = True, isolate_window: bool = False) -> Memory:
+    def reserve(self, tokens: int, window: bool = True) -> None:
+        """Room in every buffer for ``tokens`` more rows without a copy (the rows held do
+        not change). A fork writes its turn past the memory's rows, in place, when there
+        is room; without it, its first step copies the whole state (at a 1M-token
+        history that copy cost as much as the question itself)."""
+        c = self.config
+        for layer in range(c.num_layers):
+            for level, state in enumerate(self.states[layer]):
+                if state is None:
+                    continue
+                rate = c.dilation_rates[level]
+                valid = self.valid_blocks(level, state.start)
+                want = min(math.ceil(c.segment_lengths[level] / rate),
+                           valid + math.ceil(tokens / rate) + 1)
+                if (self._local_turn_start is not None and level == 0) or \
+                        state.kv.shape[3] >= want:
+                    continue  # a fork's growing local level manages its own room
+                kv = state.kv.new_zeros(state.kv.shape[:3] + (want, state.kv.shape[4]))
+                kv[:, :, :, :valid] = state.kv[:, :, :, :valid]
+                self.states[layer][level] = LevelState(state.start, kv)
+            rows = self.local[layer] if window else None
+            if rows is not None and rows.kv.shape[2] < rows.rows + tokens:
+                _, kv_heads, _, dim = rows.kv.shape
+                kv = rows.kv.new_zeros((2, kv_heads, rows.rows + tokens, dim))
+                kv[:, :, :rows.rows] = rows.kv[:, :, :rows.rows]
+                self.local[layer] = LocalWindowState(rows.first, rows.rows, kv)
+
+    def fork(self, dense_local: bool = True, isolate_window: bool = False,
+             reserve_tokens: int = 0) -> Memory:
         """A scratch continuation of this memory: appending to it reads this memory's
         state but never changes it. With ``dense_local`` (and a dense first level), the
         fork's first level keeps every row from the current local segment's start
@@ -673,7 +704,12 @@ class Memory:
         window starts empty and its own first tokens are its sinks: the turn reads
         itself as a plain model would and reaches the history only through the far
         levels (as their gates allow), so text in the turn (retrieved passages) is not
-        crowded by the raw tail of the history."""
+        crowded by the raw tail of the history. ``reserve_tokens``: the turn's expected
+        length; this memory's buffers get room for it first (``reserve``), once, so the
+        turn does not copy the state."""
+        isolate_window = isolate_window and bool(self.config.local_window)
+        if reserve_tokens > 0:  # an isolated turn starts a window of its own
+            self.reserve(reserve_tokens, window=not isolate_window)
         fork = Memory.__new__(Memory)
         fork.__dict__.update(self.__dict__)
         fork._hash = StreamHash(**self._hash.state())
@@ -682,7 +718,7 @@ class Memory:
         # The fork renews or writes past the memory's rows, never over them.
         fork.local = list(self.local)
         fork.sinks = list(self.sinks)
-        if isolate_window and self.config.local_window:
+        if isolate_window:
             fork.local = [None] * self.config.num_layers
             fork.sinks = [None] * self.config.num_layers
             fork._sink_origin = self.tokens

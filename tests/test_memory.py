@@ -318,3 +318,45 @@ def test_isolated_turn_reads_itself_like_the_plain_model():
     with torch.no_grad():
         alone = shut(turn[None])[0]
     assert (opened.fork(isolate_window=True).append(turn) - alone).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("window", [None, 6])
+def test_a_reserved_fork_writes_in_place_and_changes_nothing(tmp_path, window):
+    """fork(reserve_tokens=n) gives the memory's buffers room for the turn once, so the
+    turn writes past the memory's rows instead of copying the state; the memory's rows,
+    the turn's logits and the memory's own later appends are all unchanged by it."""
+    extra = dict(local_window=window, attention_sinks=2) if window else {}
+    model = small_model("dilated", level_gates=True, far_gate_init=-2.0, **extra)
+    ids = torch.randint(0, 64, (90,), generator=torch.Generator().manual_seed(7))
+    made = model.memory()
+    made.append(ids[:66])
+    made.save(tmp_path / "m")
+    memory = Memory.load(tmp_path / "m", model)  # loaded buffers hold exactly their rows
+    before = {k: v.clone() for k, v in memory.state_dict().items()}
+    with torch.no_grad():
+        full = model(ids[None])[0]
+
+    dense_local = bool(window)  # (a dense level 0 would keep the whole turn: not full[])
+    plain = memory.fork(dense_local=dense_local).append(ids[66:78])
+    reserved = memory.fork(dense_local=dense_local, reserve_tokens=12)
+    # Levels whose segment goes on past the turn keep their buffers (the others start
+    # new segments, in new buffers, as they must).
+    lasting = [level for level, w in enumerate(model.config.segment_lengths)
+               if level and 66 // w == 77 // w and memory.states[0][level] is not None]
+    assert lasting
+
+    def pointers(mem):
+        return [mem.states[layer][level].kv.data_ptr() for layer in range(2) for level in lasting]
+
+    buffers = pointers(reserved)
+    turn = reserved.append(ids[66:78])
+    torch.testing.assert_close(turn, plain, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(turn, full[66:78], atol=2e-5, rtol=1e-5)
+    # In place: the fork's levels still sit in the memory's (reserved) buffers.
+    assert pointers(reserved) == buffers == pointers(memory)
+    if window:
+        assert reserved.local[0].kv.data_ptr() == memory.local[0].kv.data_ptr()
+    for key, value in memory.state_dict().items():
+        torch.testing.assert_close(value, before[key], msg=key)
+    # The memory reads on over the fork's leftovers exactly.
+    torch.testing.assert_close(memory.append(ids[66:]), full[66:], atol=2e-5, rtol=1e-5)
