@@ -15,11 +15,13 @@ Killed at any point, a rerun picks up where the last committed step ended.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import os
 import sqlite3
 import time
+from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,13 +34,18 @@ from ingest.readers import reader_for
 from ingest.readers.base import SkipFile
 from ingest.scan import FileInfo, TransientSkip, read_stable, stat_one, walk
 from ingest.store import DEFAULT_MAX_FILE_BYTES, Source, Store, StoreError, utc_now
-from ingest.stream import encode_flat
+from ingest.stream import TOKEN_DTYPE, _plain_backend, encode_flat
 
 READ_BATCH_FILES = 256
 READ_BATCH_BYTES = 16 * 1024 * 1024
 STREAM_BATCH_ENTRIES = 1000
 STREAM_BATCH_CHARS = 2 * 1024 * 1024
 TOKENIZE_SLICE_CHARS = 256 * 1024  # bounds the word lists and index arrays of one encode
+WORKERS_MIN_BYTES = 32 * 1024 * 1024  # below this a run reads in this process
+MAX_WORKERS = 2
+WORKER_TASK_FILES = 64
+WORKER_TASK_BYTES = 1024 * 1024
+WORKER_AHEAD_BYTES = 24 * 1024 * 1024  # read but not yet written: bounds memory
 
 
 @dataclass
@@ -177,12 +184,15 @@ class _Known:
 
 def run(store: Store, tokenizer=None, *, scope: list[Path | str] | None = None,
         embed: bool = False, embedder=None, max_file_bytes: int | None = None,
-        progress=None, should_stop=None) -> IngestReport:
+        progress=None, should_stop=None, workers: int | None = None) -> IngestReport:
     """Ingest every source (or only the paths in ``scope``) and return what changed.
 
     ``tokenizer`` (default: the store's) is required to append to the stream
     (without one, entries stay pending). ``embed=True`` computes missing
-    embeddings with ``embedder`` (the bundled MiniLM when None).
+    embeddings with ``embedder`` (the bundled MiniLM when None). ``workers``: how many
+    processes read, parse and tokenize files beside this one (None: up to MAX_WORKERS
+    when the run has at least WORKERS_MIN_BYTES to read; 0: all in this process). The
+    rows and the stream are the same whatever the number.
     """
     progress = progress or NullProgress()
     should_stop = should_stop or (lambda: False)
@@ -193,12 +203,14 @@ def run(store: Store, tokenizer=None, *, scope: list[Path | str] | None = None,
     with store.ingest_lock():
         store.recover()
         started = time.perf_counter()
-        _sync_files(store, scope, max_file_bytes, report, progress, should_stop)
-        report.seconds["read"] = time.perf_counter() - started
-        if tokenizer is not None and not should_stop():
-            started = time.perf_counter()
-            stream_pending(store, tokenizer, report, progress, should_stop)
-            report.seconds["stream"] = time.perf_counter() - started
+        with PreTokens(store.home) as pretokens:
+            _sync_files(store, scope, max_file_bytes, report, progress, should_stop, tokenizer,
+                        workers, pretokens if tokenizer is not None else None)
+            report.seconds["read"] = time.perf_counter() - started
+            if tokenizer is not None and not should_stop():
+                started = time.perf_counter()
+                stream_pending(store, tokenizer, report, progress, should_stop, pretokens)
+                report.seconds["stream"] = time.perf_counter() - started
         if embed and not should_stop():
             started = time.perf_counter()
             try:
@@ -244,7 +256,8 @@ def _in_scope(path: str, rels: list[str]) -> bool:
 
 
 def _sync_files(store: Store, scope, max_file_bytes: int, report: IngestReport, progress,
-                should_stop) -> None:
+                should_stop, tokenizer=None, workers: int | None = 0,
+                pretokens: PreTokens | None = None) -> None:
     home = os.path.realpath(store.home)
     to_read: list[tuple[Source, FileInfo, _Known | None]] = []
     skips: list[tuple[Source, FileInfo, _Known | None]] = []
@@ -313,10 +326,9 @@ def _sync_files(store: Store, scope, max_file_bytes: int, report: IngestReport, 
     progress.phase("read", total_bytes, "bytes")
     batch: list[tuple] = []
     batch_bytes = 0
-    for source, info, row in to_read:
-        if should_stop():
-            break
-        item = _read_one(store, source, info, row, max_file_bytes)
+    for source, info, row, outcome in _prepared(to_read, max_file_bytes, tokenizer, workers,
+                                                total_bytes, should_stop):
+        item = _read_one(store, source, info, row, max_file_bytes, outcome)
         progress.advance(info.size or 0, files=1)
         if item is None:  # vanished since the scan
             if row is not None and row.status in ("live", "skipped"):
@@ -328,10 +340,10 @@ def _sync_files(store: Store, scope, max_file_bytes: int, report: IngestReport, 
         batch_bytes += item[1].size or 0
         report.bytes_read += item[1].size or 0
         if len(batch) >= READ_BATCH_FILES or batch_bytes >= READ_BATCH_BYTES:
-            _apply_batch(store, batch, missing, missing_by_sha, report)
+            _apply_batch(store, batch, missing, missing_by_sha, report, pretokens)
             batch, batch_bytes = [], 0
     if batch:
-        _apply_batch(store, batch, missing, missing_by_sha, report)
+        _apply_batch(store, batch, missing, missing_by_sha, report, pretokens)
     progress.done()
 
     if missing and not should_stop():
@@ -358,28 +370,298 @@ def _known_documents(store: Store, source_id: int, rels: list[str]) -> dict[str,
 
 
 def _read_one(store: Store, source: Source, info: FileInfo, row: _Known | None,
-              max_file_bytes: int):
-    """Read and parse one file outside any transaction. None if the file vanished."""
-    path = source.root / info.relpath
-    try:
-        data, st = read_stable(path, max_file_bytes)
-    except FileNotFoundError:
+              max_file_bytes: int, outcome: tuple):
+    """Turn one file's outcome of ``prepare_file`` into a batch item (None: it vanished)."""
+    if outcome[0] == "gone":
         return None
-    except SkipFile as exc:
-        transient = isinstance(exc, TransientSkip)
-        info = FileInfo(info.relpath, None if transient else info.size,
-                        None if transient else info.mtime_ns, info.format)
-        return ("skip", info, row, source, str(exc), None)
-    info = FileInfo(info.relpath, st.st_size, st.st_mtime_ns, info.format)
-    sha = hashlib.sha256(data).hexdigest()
+    if outcome[0] == "skip":
+        return ("skip", outcome[1], row, source, outcome[2], None)
+    _, info, sha, parsed = outcome
     if row is not None and row.sha256 == sha and (row.status == "live" or (
             row.status == "deleted" and store.db.execute(
                 "SELECT 1 FROM entries WHERE document_id = ? AND status = 'deleted' LIMIT 1",
                 [row.id]).fetchone())):
         return ("same", info, row, source, sha, None)
-    if row is None:  # maybe a move: decided in the transaction, parse lazily then
-        return ("new", info, row, source, sha, data)
-    return ("parse", info, row, source, sha, _parse(info, data))
+    if parsed is None:  # left unparsed as known bytes (not reached: those are "same")
+        return _read_one(store, source, info, row, max_file_bytes, prepare_file(
+            (str(source.root / info.relpath), info.relpath, info.size, info.mtime_ns,
+             info.format, max_file_bytes, None)))
+    return ("new" if row is None else "parse", info, row, source, sha, parsed)
+
+
+# -- reading and parsing (in worker processes for large runs) -----------------
+@dataclass
+class _PreparedEntry:
+    """One entry of a parsed file, cut into chunks (and tokenized when read by a worker)."""
+    ordinal: int
+    date: str | None
+    date_rule: str | None
+    title: str | None
+    tags: str | None
+    text: str
+    spans: list[tuple[int, int]]
+    tokens: tuple[np.ndarray, np.ndarray] | None = None  # (ids, ids per chunk)
+
+
+def prepare_file(job: tuple) -> tuple:
+    """Read, hash, parse and chunk one file. Pure: no database. ``job`` is (path, relpath, size, mtime_ns, format, max_file_bytes,
+    sha256 already stored or None: a file with those bytes is not parsed). Returns
+    ("gone",) | ("skip", FileInfo, reason) | ("read", FileInfo, sha256, parsed) where
+    parsed is None (known bytes), a SkipFile, or ((warnings, encoding, title), entries)."""
+    path, relpath, size, mtime_ns, file_format, max_file_bytes, known_sha = job
+    info = FileInfo(relpath, size, mtime_ns, file_format)
+    try:
+        data, st = read_stable(Path(path), max_file_bytes)
+    except FileNotFoundError:
+        return ("gone",)
+    except SkipFile as exc:
+        transient = isinstance(exc, TransientSkip)
+        info = FileInfo(relpath, None if transient else size, None if transient else mtime_ns,
+                        file_format)
+        return ("skip", info, str(exc))
+    info = FileInfo(relpath, st.st_size, st.st_mtime_ns, file_format)
+    sha = hashlib.sha256(data).hexdigest()
+    if known_sha == sha:
+        return ("read", info, sha, None)
+    parsed = _parse(info, data)
+    if isinstance(parsed, SkipFile):
+        return ("read", info, sha, parsed)
+    result, entries = parsed
+    prepared = []
+    for ordinal, entry in enumerate(entries):
+        text = entry.text.strip("\n").rstrip() + "\n\n"
+        if not text.strip():
+            continue
+        prepared.append(_PreparedEntry(
+            ordinal, entry.date.isoformat() if entry.date else None, entry.date_rule,
+            entry.title, json.dumps(entry.tags) if entry.tags else None, text,
+            chunk_spans(text)))
+    summary = ("; ".join(result.warnings) or None, result.encoding, result.title)
+    return ("read", info, sha, (summary, prepared))
+
+
+def prepare_files(jobs: list[tuple], tokenizer=None) -> list[tuple]:
+    """``prepare_file`` for each job, and (with ``tokenizer``) every entry's chunks
+    tokenized, all in a few large encodes (each chunk alone, as the stream has it)."""
+    outcomes = [prepare_file(job) for job in jobs]
+    if tokenizer is None:
+        return outcomes
+    entries = [entry for outcome in outcomes if outcome[0] == "read"
+               and isinstance(outcome[3], tuple) for entry in outcome[3][1]]
+    texts = [entry.text[start:end] for entry in entries for start, end in entry.spans]
+    ids, per_chunk = _encode_sliced(tokenizer, texts)
+    bounds = np.concatenate([[0], np.cumsum(per_chunk)])
+    first = 0  # chunk index
+    for entry in entries:
+        count = len(entry.spans)
+        entry.tokens = (ids[bounds[first]:bounds[first + count]].copy(),
+                        per_chunk[first:first + count].copy())
+        first += count
+    return outcomes
+
+
+def _worker_start(parent: int) -> None:
+    """In a worker: die with the parent (even on SIGKILL), leave Ctrl-C to it."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the closed pipe ends the worker
+        pass
+    if os.getppid() != parent:  # the parent died before prctl
+        os._exit(1)
+
+
+def _worker_count(workers: int | None, total_bytes: int) -> int:
+    if workers is not None:
+        return max(0, workers)
+    if total_bytes < WORKERS_MIN_BYTES:
+        return 0  # starting processes costs more than it saves
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    return min(MAX_WORKERS, cores) if cores > 1 else 0
+
+
+def _prepared(to_read: list, max_file_bytes: int, tokenizer, workers: int | None,
+              total_bytes: int, should_stop):
+    """Yield (source, info, row, outcome of prepare_file) for ``to_read``, in its order.
+
+    With workers, the files are read, parsed, chunked and tokenized in other processes
+    while this one writes to SQLite; results come back in order (the same rows and
+    stream whatever the timing) and at most WORKER_AHEAD_BYTES are in flight."""
+    def job(source, info, row):
+        known = row.sha256 if row is not None and row.status == "live" else None
+        return (str(source.root / info.relpath), info.relpath, info.size, info.mtime_ns,
+                info.format, max_file_bytes, known)
+
+    groups: list[list] = [[]]  # a few files per task: fewer round trips, larger encodes
+    size = 0
+    for item in to_read:
+        if groups[-1] and (len(groups[-1]) >= WORKER_TASK_FILES or size >= WORKER_TASK_BYTES):
+            groups.append([])
+            size = 0
+        groups[-1].append(item)
+        size += item[1].size or 0
+    count = _worker_count(workers, total_bytes)
+    backend = _plain_backend(tokenizer) if tokenizer is not None and count else None
+    if not count or (tokenizer is not None and backend is None):  # (a slow tokenizer: here)
+        for group in groups:
+            if should_stop():
+                return
+            outcomes = prepare_files([job(*item) for item in group], tokenizer)
+            yield from ((*item, outcome) for item, outcome in zip(group, outcomes))
+        return
+    done = 0  # groups yielded
+    with _Workers(count, backend.to_str() if backend is not None else None) as pool:
+        for group in groups:
+            pool.submit([job(*item) for item in group], sum(i[1].size or 0 for i in group))
+            while pool.in_flight_bytes >= WORKER_AHEAD_BYTES or pool.in_flight >= 4 * count:
+                outcomes = pool.next_result()
+                if outcomes is None or should_stop():
+                    break
+                yield from ((*item, outcome) for item, outcome in zip(groups[done], outcomes))
+                done += 1
+            else:
+                continue
+            break
+        while done < len(groups) and pool.in_flight and not should_stop():
+            outcomes = pool.next_result()
+            if outcomes is None:
+                break
+            yield from ((*item, outcome) for item, outcome in zip(groups[done], outcomes))
+            done += 1
+    for group in groups[done:]:  # only when a worker died: the rest in this process
+        if should_stop():
+            return
+        outcomes = prepare_files([job(*item) for item in group], tokenizer)
+        yield from ((*item, outcome) for item, outcome in zip(group, outcomes))
+
+
+class _Workers:
+    """Worker processes for ``_prepare_files``: each a fresh ``python -c`` (nothing of this
+    process is copied or re-run in it) fed pickled tasks on stdin, answering on stdout in
+    order. Tasks go round-robin and results are taken in submission order, so the output
+    does not depend on timing. A worker ends when its stdin closes, and dies with this
+    process even when it is SIGKILLed (PR_SET_PDEATHSIG). ``next_result`` returns None once
+    a worker has failed; the caller then does the rest itself."""
+
+    def __init__(self, count: int, tokenizer_json: str | None):
+        import queue
+        import subprocess
+        import sys
+        import threading
+
+        code_root = str(Path(__file__).resolve().parent.parent)
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            [code_root, *filter(None, [os.environ.get("PYTHONPATH")])]),
+            TOKENIZERS_PARALLELISM="false")
+        self.processes, self.results, self.threads = [], [], []
+        self.submitted = self.taken = 0
+        self.sizes: list[int] = []
+        self.failed = False
+        for _ in range(count):
+            process = subprocess.Popen(
+                [sys.executable, "-c", "from ingest.pipeline import _worker_main; "
+                 f"_worker_main({os.getpid()})"], stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE, env=env)
+            results: queue.Queue = queue.Queue()
+            thread = threading.Thread(target=self._drain, args=(process.stdout, results),
+                                      daemon=True)
+            thread.start()
+            self.processes.append(process)
+            self.results.append(results)
+            self.threads.append(thread)
+            self._send(process, tokenizer_json)
+
+    @staticmethod
+    def _drain(stdout, results) -> None:
+        import pickle
+
+        while True:
+            try:
+                results.put(pickle.load(stdout))
+            except Exception:  # EOF or a broken stream: the worker is gone
+                results.put(None)
+                return
+
+    def _send(self, process, payload) -> None:
+        import pickle
+
+        try:
+            pickle.dump(payload, process.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+            process.stdin.flush()
+        except OSError:  # it died: found when its result is asked for
+            self.failed = True
+
+    @property
+    def in_flight(self) -> int:
+        return self.submitted - self.taken
+
+    @property
+    def in_flight_bytes(self) -> int:
+        return sum(self.sizes[self.taken:self.submitted])
+
+    def submit(self, jobs: list[tuple], size: int) -> None:
+        self._send(self.processes[self.submitted % len(self.processes)], jobs)
+        self.sizes.append(size)
+        self.submitted += 1
+
+    def next_result(self) -> list[tuple] | None:
+        if self.failed or self.taken >= self.submitted:
+            return None
+        outcomes = self.results[self.taken % len(self.processes)].get()
+        if outcomes is None:
+            self.failed = True
+            return None
+        self.taken += 1
+        return outcomes
+
+    def __enter__(self) -> _Workers:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for process in self.processes:
+            try:
+                process.stdin.close()
+            except OSError:
+                pass
+        for process in self.processes:
+            try:
+                process.wait(timeout=1 if exc[0] is None else 0.01)
+            except Exception:  # busy with a task we no longer want
+                process.kill()
+                process.wait()
+        for thread in self.threads:
+            thread.join(timeout=5)
+
+
+def _worker_main(parent: int) -> None:
+    """A worker process: tokenizer definition first, then task after task until EOF."""
+    import pickle
+    import sys
+
+    _worker_start(parent)
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    sys.stdout = sys.stderr  # stray prints must not corrupt the results
+    tokenizer_json = pickle.load(stdin)
+    tokenizer = None
+    if tokenizer_json is not None:
+        from tokenizers import Tokenizer
+
+        tokenizer = Tokenizer.from_str(tokenizer_json)
+    while True:
+        try:
+            jobs = pickle.load(stdin)
+        except EOFError:
+            return
+        pickle.dump(prepare_files(jobs, tokenizer), stdout,
+                    protocol=pickle.HIGHEST_PROTOCOL)
+        stdout.flush()
 
 
 def _parse(info: FileInfo, data: bytes):
@@ -401,8 +683,9 @@ def _parse(info: FileInfo, data: bytes):
 
 
 def _apply_batch(store: Store, batch: list, missing: dict[int, _Known],
-                 missing_by_sha: dict[str, list[int]], report: IngestReport) -> None:
-    # Parse "new" files that are not moves before taking the write lock.
+                 missing_by_sha: dict[str, list[int]], report: IngestReport,
+                 pretokens: PreTokens | None = None) -> None:
+    # Decide which "new" files are moves before taking the write lock.
     prepared = []
     for kind, info, row, source, payload, extra in batch:
         if kind == "new":
@@ -419,10 +702,10 @@ def _apply_batch(store: Store, batch: list, missing: dict[int, _Known],
             if revivable:
                 prepared.append(("move", info, row, source, payload, revivable[0]))
                 continue
-            parsed = _parse(info, extra)
-            prepared.append(("parse", info, row, source, payload, parsed))
+            prepared.append(("parse", info, row, source, payload, extra))
         else:
             prepared.append((kind, info, row, source, payload, extra))
+    tokens: list[tuple[int, tuple[np.ndarray, np.ndarray]]] = []
     with store.write():
         chunk_rows: list[tuple] = []
         for kind, info, row, source, payload, extra in prepared:
@@ -435,8 +718,12 @@ def _apply_batch(store: Store, batch: list, missing: dict[int, _Known],
             elif isinstance(extra, SkipFile):
                 _record_skip(store, source, info, row, str(extra), report)
             else:
-                chunk_rows += _store_revision(store, source, info, row, payload, extra, report)
+                chunk_rows += _store_revision(store, source, info, row, payload, extra, report,
+                                              tokens)
         _insert_chunks(store, chunk_rows)  # the batch's chunks together: see _insert_chunks
+    if pretokens is not None:  # only once the rows they belong to are committed
+        for entry_id, entry_tokens in tokens:
+            pretokens.add(entry_id, *entry_tokens)
 
 
 def _record_skip(store: Store, source: Source, info: FileInfo, row: _Known | None, reason: str,
@@ -519,16 +806,15 @@ def _retire_entries(store: Store, document_id: int, status: str) -> None:
 
 
 def _store_revision(store: Store, source: Source, info: FileInfo, row: _Known | None, sha: str,
-                    parsed, report: IngestReport) -> list[tuple]:
+                    parsed, report: IngestReport, tokens: list | None = None) -> list[tuple]:
     """Record a new revision and its entries; returns its chunk rows for ``_insert_chunks``
-    (to be inserted in the same transaction)."""
-    result, entries = parsed
+    (to be inserted in the same transaction) and adds (entry id, its chunks' token ids)
+    to ``tokens`` for entries a worker tokenized."""
+    (warnings, encoding, title), entries = parsed
     now = utc_now()
-    warnings = "; ".join(result.warnings) or None
     first = min((e for e in entries if e.date), key=lambda e: e.date, default=None)
-    fields = [info.format, info.size, info.mtime_ns, sha, warnings, result.encoding,
-              result.title, first.date.isoformat() if first else None,
-              first.date_rule if first else None]
+    fields = [info.format, info.size, info.mtime_ns, sha, warnings, encoding,
+              title, first.date if first else None, first.date_rule if first else None]
     if row is None:
         existing = store.db.execute("SELECT id, revision FROM documents WHERE source_id = ? "
                                     "AND path = ?", [source.id, info.relpath]).fetchone()
@@ -561,19 +847,18 @@ def _store_revision(store: Store, source: Source, info: FileInfo, row: _Known | 
         [document_id, number, sha, info.size, info.mtime_ns, now]).lastrowid
     label = f"{source.root.name}/{info.relpath}"
     chunk_rows = []
-    for ordinal, entry in enumerate(entries):
-        text = entry.text.strip("\n").rstrip() + "\n\n"
-        if not text.strip():
-            continue
-        when = entry.date.isoformat() if entry.date else None
+    for entry in entries:
+        when, text = entry.date, entry.text
         header = f"# {when or 'undated'} · {label}\n\n"
         entry_id = store.db.execute(
             "INSERT INTO entries(document_id, revision_id, ordinal, date, date_rule, title, tags,"
             " header, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending')",
-            [document_id, revision_id, ordinal, when, entry.date_rule, entry.title,
-             json.dumps(entry.tags) if entry.tags else None, header]).lastrowid
-        for index, (start, end) in enumerate(chunk_spans(text)):
+            [document_id, revision_id, entry.ordinal, when, entry.date_rule, entry.title,
+             entry.tags, header]).lastrowid
+        for index, (start, end) in enumerate(entry.spans):
             chunk_rows.append((entry_id, document_id, index, text[start:end], start, end, when))
+        if entry.tokens is not None and tokens is not None:
+            tokens.append((entry_id, entry.tokens))
     return chunk_rows
 
 
@@ -614,13 +899,90 @@ def _mark_gone(store: Store, row: _Known, report: IngestReport) -> None:
 
 
 # -- phase 2: the stream ---------------------------------------------------
-def _append_texts(store: Store, tokenizer, texts: list[str]) -> tuple[int, np.ndarray]:
-    """Tokenize ``texts`` a slice at a time (bounded memory even for a huge entry) and
-    write them after the committed end. Call inside ``store.write()``; returns
-    (first token position, tokens per text)."""
-    base = store.begin_append()
-    position = base
-    lengths = np.zeros(len(texts), dtype=np.int64)
+class PreTokens:
+    """Token ids of entries' chunks tokenized while reading (by the workers), kept for the
+    stream phase of the same run. They live in an unnamed temporary file in the data home
+    (private; it vanishes when closed or when the process dies, killed or not), and are
+    recorded only after the rows they belong to are committed. An entry found here with
+    the same number of chunks is appended from these ids; any other is tokenized from its
+    text, so a missing or partial file changes nothing but the speed."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.file = None
+        self.size = 0
+        self.entry_ids = array("q")  # ascending (ids of rows inserted by this run)
+        self.offsets = array("q")
+        self.chunks = array("q")
+
+    def __enter__(self) -> PreTokens:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+    def add(self, entry_id: int, ids: np.ndarray, per_chunk: np.ndarray) -> None:
+        if self.entry_ids and entry_id <= self.entry_ids[-1]:
+            return  # (ids only grow within a run; keep the index sorted regardless)
+        if self.file is None:
+            import tempfile
+
+            self.file = tempfile.TemporaryFile(dir=self.folder)  # O_TMPFILE: never named
+        data = np.ascontiguousarray(per_chunk, dtype="<i8").tobytes() + \
+            np.ascontiguousarray(ids, dtype=TOKEN_DTYPE).tobytes()
+        os.pwrite(self.file.fileno(), data, self.size)
+        self.entry_ids.append(entry_id)
+        self.offsets.append(self.size)
+        self.chunks.append(len(per_chunk))
+        self.size += len(data)
+
+    def take(self, entry_id: int, chunk_count: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """(token ids, ids per chunk) of an entry, or None if not here (or not matching)."""
+        at = bisect.bisect_left(self.entry_ids, entry_id)
+        if at == len(self.entry_ids) or self.entry_ids[at] != entry_id \
+                or self.chunks[at] != chunk_count:
+            return None
+        offset = self.offsets[at]
+        per_chunk = np.frombuffer(os.pread(self.file.fileno(), 8 * chunk_count, offset),
+                                  dtype="<i8")
+        total = int(per_chunk.sum())
+        ids = np.frombuffer(os.pread(self.file.fileno(), 4 * total, offset + 8 * chunk_count),
+                            dtype=TOKEN_DTYPE)
+        if len(per_chunk) != chunk_count or len(ids) != total:
+            return None
+        return ids, per_chunk.astype(np.int64)
+
+
+def _chunk_ids_of(entry_ids: list[int], store: Store) -> dict[int, list[int]]:
+    """{entry id: [chunk id] in order} for many entries at once (from the index alone)."""
+    found: dict[int, list[int]] = {entry_id: [] for entry_id in entry_ids}
+    for start in range(0, len(entry_ids), 500):
+        ids = entry_ids[start:start + 500]
+        marks = ",".join("?" * len(ids))
+        for entry_id, chunk_id in store.db.execute(
+                f"SELECT entry_id, id FROM chunks WHERE entry_id IN ({marks}) "
+                "ORDER BY entry_id, ordinal", ids):
+            found[entry_id].append(chunk_id)
+    return found
+
+
+def _texts_of(chunk_ids: list[int], store: Store) -> dict[int, str]:
+    found: dict[int, str] = {}
+    for start in range(0, len(chunk_ids), 500):
+        ids = chunk_ids[start:start + 500]
+        marks = ",".join("?" * len(ids))
+        found.update(store.db.execute(f"SELECT id, text FROM chunks WHERE id IN ({marks})", ids))
+    return found
+
+
+def _encode_sliced(tokenizer, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """encode_flat a slice at a time (bounded memory even for a huge entry)."""
+    parts, lengths = [], np.zeros(len(texts), dtype=np.int64)
     index = 0
     while index < len(texts):
         size, stop = 0, index
@@ -628,29 +990,18 @@ def _append_texts(store: Store, tokenizer, texts: list[str]) -> tuple[int, np.nd
             size += len(texts[stop])
             stop += 1
         flat, lengths[index:stop] = encode_flat(tokenizer, texts[index:stop])
-        store.stream.write_at(position, flat, sync=False)
-        position += len(flat)
+        parts.append(flat)
         index = stop
-    store.commit_append(position)
-    return base, lengths
-
-
-def _chunks_of(entry_ids: list[int], store: Store) -> dict[int, list[tuple[int, str]]]:
-    """{entry id: [(chunk id, text)] in order} for many entries at once."""
-    found: dict[int, list[tuple[int, str]]] = {entry_id: [] for entry_id in entry_ids}
-    for start in range(0, len(entry_ids), 500):
-        ids = entry_ids[start:start + 500]
-        marks = ",".join("?" * len(ids))
-        for entry_id, chunk_id, text in store.db.execute(
-                f"SELECT entry_id, id, text FROM chunks WHERE entry_id IN ({marks}) "
-                "ORDER BY entry_id, ordinal", ids):
-            found[entry_id].append((chunk_id, text))
-    return found
+    flat = np.concatenate(parts) if parts else np.zeros(0, dtype=TOKEN_DTYPE)
+    return flat, lengths
 
 
 def stream_pending(store: Store, tokenizer, report: IngestReport | None = None, progress=None,
-                   should_stop=None) -> int:
-    """Tokenize pending entries, oldest first, and append them to the stream."""
+                   should_stop=None, pretokens: PreTokens | None = None) -> int:
+    """Tokenize pending entries, oldest first, and append them to the stream.
+
+    Each entry is its header's tokens then each chunk's (every text encoded alone, so
+    the ids do not depend on how entries are batched or where they were tokenized)."""
     report = report or IngestReport()
     progress = progress or NullProgress()
     should_stop = should_stop or (lambda: False)
@@ -667,32 +1018,66 @@ def stream_pending(store: Store, tokenizer, report: IngestReport | None = None, 
             "ORDER BY date, document_id, ordinal LIMIT ?", [STREAM_BATCH_ENTRIES]).fetchall()
         if not entries:
             break
-        chunks_by_entry = _chunks_of([e[0] for e in entries], store)
-        chars = 0
+        chunks_by_entry = _chunk_ids_of([e[0] for e in entries], store)
+        # Each entry's token ids: from the workers' file, else tokenized from its text
+        # (the batch ends after STREAM_BATCH_CHARS characters, or 4 bytes a token).
+        ready, texts = {}, {}
+        size = 0
         kept = []
         for entry_id, document_id, header in entries:
             kept.append((entry_id, document_id, header))
-            chars += sum(len(text) for _, text in chunks_by_entry[entry_id])
-            if chars >= STREAM_BATCH_CHARS:
+            found = pretokens.take(entry_id, len(chunks_by_entry[entry_id])) \
+                if pretokens is not None else None
+            if found is not None:
+                ready[entry_id] = found
+                size += 4 * len(found[0])
+            else:
+                entry_texts = _texts_of(chunks_by_entry[entry_id], store)
+                texts.update(entry_texts)
+                size += sum(map(len, entry_texts.values()))
+            if size >= STREAM_BATCH_CHARS:
                 break
-        texts: list[str] = []
-        for entry_id, _, header in kept:
-            texts.append(header)
-            texts.extend(text for _, text in chunks_by_entry[entry_id])
+        todo = [chunk_id for entry_id, _, _ in kept if entry_id not in ready
+                for chunk_id in chunks_by_entry[entry_id]]
+        encoded_ids, encoded_lengths = _encode_sliced(tokenizer, [texts[c] for c in todo])
+        encoded_starts = np.concatenate([[0], np.cumsum(encoded_lengths)])
+        header_ids, header_lengths = encode_flat(tokenizer, [header for _, _, header in kept])
+        header_starts = np.concatenate([[0], np.cumsum(header_lengths)])
+        pieces: list[np.ndarray] = []
+        chunk_lengths: list[np.ndarray] = []  # per entry: header + chunk 1, chunk 2, ...
+        position = 0  # in todo
+        for number, (entry_id, _, _) in enumerate(kept):
+            pieces.append(header_ids[header_starts[number]:header_starts[number + 1]])
+            if entry_id in ready:
+                ids, per_chunk = ready[entry_id]
+            else:
+                count = len(chunks_by_entry[entry_id])
+                ids = encoded_ids[encoded_starts[position]:encoded_starts[position + count]]
+                per_chunk = encoded_lengths[position:position + count]
+                position += count
+            pieces.append(ids)
+            lengths = np.array(per_chunk, dtype=np.int64)
+            if len(lengths):
+                lengths[0] += header_lengths[number]
+            chunk_lengths.append(lengths)
+        flat = np.concatenate(pieces) if pieces else np.zeros(0, dtype=TOKEN_DTYPE)
         with store.write():
-            base, lengths = _append_texts(store, tokenizer, texts)
-            end = base + int(lengths.sum())
-            offsets = base + np.concatenate([[0], np.cumsum(lengths)])
-            position = 0
+            base = store.begin_append()
+            store.stream.write_at(base, flat, sync=False)
+            end = base + len(flat)
+            store.commit_append(end)
             chunk_updates, span_rows = [], []
-            for entry_id, document_id, _ in kept:
-                entry_start = int(offsets[position])
-                position += 1  # the header: its tokens belong to the first chunk
-                for index, (chunk_id, _) in enumerate(chunks_by_entry[entry_id]):
-                    start = entry_start if index == 0 else int(offsets[position])
-                    chunk_updates.append((start, int(offsets[position + 1]), chunk_id))
-                    position += 1
-                span_rows.append((entry_start, int(offsets[position]), entry_id, document_id))
+            position = base
+            for (entry_id, document_id, _), lengths in zip(kept, chunk_lengths):
+                entry_start = position
+                ends = position + np.cumsum(lengths)
+                starts = np.concatenate([[position], ends[:-1]])
+                for chunk_id, start, stop in zip(chunks_by_entry[entry_id], starts.tolist(),
+                                                 ends.tolist()):
+                    chunk_updates.append((start, stop, chunk_id))
+                position = int(ends[-1]) if len(ends) else position + int(
+                    header_lengths[len(span_rows)])
+                span_rows.append((entry_start, position, entry_id, document_id))
             store.db.conn.executemany("UPDATE chunks SET token_start = ?, token_end = ?, "
                                       "status = 'live' WHERE id = ?", chunk_updates)
             store.db.conn.executemany("UPDATE entries SET status = 'live' WHERE id = ?",

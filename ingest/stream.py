@@ -127,6 +127,7 @@ def encode_flat(tokenizer, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
 _WORD_PATTERN = (" ?[{L}]+| ?[{N}]+|'(?:s|t|re|ve|m|ll|d)| ?[^{S}{L}{N}]+|[{S}]+(?![^{S}])"
                  "|[{S}]+")
 _REPRESENTATIVE = {"L": "a", "N": "0", "S": "\t", "O": "!"}  # ASCII stand-ins per class
+_NON_ASCII_BEFORE_SPACE = re.compile(r"([^\x00-\x7f]) ")
 WORD_CACHE_LIMIT = 300_000  # words; the cache is emptied when it grows past this
 
 _word_cache_encoders: dict[int, tuple[object, object]] = {}
@@ -153,6 +154,8 @@ class _WordCacheEncoder:
                        and ascii_classes[" "] == "S")
         self.split_ascii = re.compile(_WORD_PATTERN.format(**members)).findall \
             if self.usable else None
+        # A space after any whitespace character may belong to that whitespace's run.
+        self.bad_pairs = [c + " " for c, k in ascii_classes.items() if k == "S"]
 
     @classmethod
     def for_tokenizer(cls, plain):
@@ -204,37 +207,78 @@ class _WordCacheEncoder:
             return None
         return list(map(text.__getitem__, map(slice, [0, *ends[:-1]], ends)))
 
+    def keys(self, text: str) -> list:
+        """Cache keys whose ids, one after another, are ``text``'s ids.
+
+        Fast path: cut at every space that follows a non-space character. No pre-token
+        of the pattern holds a space except as its first character, so such a space
+        always starts a new pre-token, and the pieces between these cuts encode alone
+        exactly as they do in place (each ends with a non-space, so no lookahead reaches
+        past it). A piece after a cut is stored as the plain string and stands for
+        ``" " + piece``; anything else is a 1-tuple holding the exact string. Texts with
+        a space after whitespace (``"a  b"``, ``"\n  - item"``) take the pre-token split."""
+        for pair in self.bad_pairs:  # (a loop: any() over a generator costs more here)
+            if pair in text:
+                return self._exact_keys(text)
+        if not text.isascii() and self._space_after_other_whitespace(text):
+            return self._exact_keys(text)
+        pieces = text.split(" ")
+        pieces[0] = (pieces[0],)
+        return pieces
+
+    def _exact_keys(self, text: str) -> list[tuple[str]]:
+        words = self.split(text)
+        return [(text,)] if words is None else [(word,) for word in words]
+
+    def _space_after_other_whitespace(self, text: str) -> bool:
+        """A space right after a non-ASCII character the pattern counts as whitespace
+        (no-break space, ideographic space, …); True also when the library must decide."""
+        for char in set(_NON_ASCII_BEFORE_SPACE.findall(text)):
+            kind = self.translation.get(ord(char))
+            if kind is None:
+                try:
+                    kind = self.translation[ord(char)] = _REPRESENTATIVE[self._ask_class(char)]
+                except UnicodeError:  # a lone surrogate: leave the text to the slow path
+                    return True
+            if kind == _REPRESENTATIVE["S"]:
+                return True
+        return False
+
     def encode_flat(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        # A text the split cannot take goes to the library whole, as one "word".
-        split = [self.split(text) or [text] for text in texts]
-        words = list(chain.from_iterable(split))
+        keys: list = []
+        keys_per_text = np.zeros(len(texts), dtype=np.int64)
+        for position, text in enumerate(texts):
+            text_keys = self.keys(text)
+            keys += text_keys
+            keys_per_text[position] = len(text_keys)
         try:
-            index = self._indices(words)
+            index = self._indices(keys)
         except KeyError:
-            seen = set(words)
-            missing = [word for word in seen if word not in self.index]
+            seen = set(keys)
+            missing = [key for key in seen if key not in self.index]
             if len(self.index) + len(missing) > WORD_CACHE_LIMIT:
                 self._reset()
                 missing = list(seen)
             self._learn(missing)
-            index = self._indices(words)
-        # Gather each word's ids from the table, all words at once.
+            index = self._indices(keys)
+        # Gather each key's ids from the table, all keys at once.
         counts = self.counts[index]
         token_ends = np.cumsum(counts)
         total = int(token_ends[-1]) if len(token_ends) else 0
         source = np.repeat(self.starts[index] - (token_ends - counts), counts)
         flat = self.table[source + np.arange(total)]
-        word_ends = np.cumsum([len(text_words) for text_words in split])
+        key_ends = np.cumsum(keys_per_text)
         token_bounds = np.concatenate([[0], token_ends])
-        lengths = np.diff(token_bounds[np.concatenate([[0], word_ends])])
+        lengths = np.diff(token_bounds[np.concatenate([[0], key_ends])])
         return flat, lengths.astype(np.int64)
 
-    def _indices(self, words: list[str]) -> np.ndarray:
-        return np.fromiter(map(self.index.__getitem__, words), dtype=np.int64, count=len(words))
+    def _indices(self, keys: list) -> np.ndarray:
+        return np.fromiter(map(self.index.__getitem__, keys), dtype=np.int64, count=len(keys))
 
-    def _learn(self, words: list[str]) -> None:
-        """Encode new words with the library and add their ids to the table."""
-        encoded = [enc.ids for enc in self.plain.encode_batch(words, add_special_tokens=False)]
+    def _learn(self, keys: list) -> None:
+        """Encode new keys with the library and add their ids to the table."""
+        texts = [key[0] if isinstance(key, tuple) else " " + key for key in keys]
+        encoded = [enc.ids for enc in self.plain.encode_batch(texts, add_special_tokens=False)]
         counts = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
         ids = np.fromiter(chain.from_iterable(encoded), dtype=TOKEN_DTYPE, count=int(counts.sum()))
         first = len(self.counts)
@@ -246,11 +290,11 @@ class _WordCacheEncoder:
             self.table = grown
         self.table[self.size:self.size + len(ids)] = ids
         self.size += len(ids)
-        self.index.update(zip(words, range(first, first + len(words))))
+        self.index.update(zip(keys, range(first, first + len(keys))))
 
     def _reset(self) -> None:
         """Forget every cached word (word -> row of counts/starts -> ids in table)."""
-        self.index: dict[str, int] = {}
+        self.index: dict[str | tuple[str], int] = {}
         self.counts = np.zeros(0, dtype=np.int64)
         self.starts = np.zeros(0, dtype=np.int64)
         self.table = np.zeros(1 << 16, dtype=TOKEN_DTYPE)
@@ -277,7 +321,10 @@ def _self_check_texts() -> list[str]:
     texts = ["".join(context.format(c=c) for c in characters) for context in contexts]
     texts += ["It's 'S they're we've I'm you'll he'd 'tis ''x'' ", "a  b   c\t\t d \n\n e \n",
               "  lead\ntrail  ", " ", "\n\n", "Café naïve ½ ² 日本語 🙂👍🏽 \u00a0nbsp\u2009thin ü",
-              "x" * 500 + " " + "0123456789" * 20]
+              "x" * 500 + " " + "0123456789" * 20,
+              # where a space does and does not start a pre-token (the fast path's cuts)
+              " lead", "trail ", "a  b", "a \u00a0 b c", "x\u3000 y", "é ü ", "\u2009 x",
+              "\n - item\n  - sub", "end.  Next", "(paren) [x] 'q' \"d\" 1 2 ,", "  ", "é"]
     return texts
 
 
