@@ -277,7 +277,10 @@ class Engine:
 
     # ----------------------------------------------------------------- retrieval
 
-    def search(self, query: str, date_range: DateRange | None, limit: int):
+    def search(self, query: str, date_range: DateRange | None, limit: int,
+               summaries: bool = False):
+        """Passages for ``query`` in ``date_range``; with ``summaries`` (a count or total
+        over a whole month or year is asked for) the entries titled with that period too."""
         from ingest.search import search
 
         embedder = self._embedder_for_search()
@@ -286,7 +289,7 @@ class Engine:
             return self.entries_on_this_day(date_range.month_day, query, limit)
         since = date_range.since if date_range else None
         until = date_range.until if date_range else None
-        period = date_range.period if date_range else None
+        period = date_range.period if date_range and summaries else None
         return search(self.store, query, since=since, until=until, limit=limit, embedder=embedder,
                       period=period)
 
@@ -337,15 +340,17 @@ class Engine:
         # Sentences are picked from more entries than the prompt will name: the entry
         # holding the answer often ranks below others that share the question's words.
         pool = self.config.passages * CANDIDATE_FACTOR
-        passages = list(self.search(query, date_range, pool))
+        quantity = prompting.asks_for_quantity(question)
+        passages = list(self.search(query, date_range, pool, summaries=quantity))
         fell_back = False
         if not passages and date_range is not None:
             passages = list(self.search(query, None, pool))
             fell_back = bool(passages)
         weights = [1.0 / (1 + rank) for rank in range(len(passages))]
-        # The period was taken out of the search words (the date filter holds it), but a
-        # line or heading that names it ("October 2023 in numbers") sums that period up.
-        period = date_range.period_name if date_range is not None and not fell_back else None
+        # The period was taken out of the search words (the date filter holds it), but for
+        # a count or a total over it, a line or heading naming it ("October 2023 in
+        # numbers") is where the sum is.
+        period = date_range.period_name if date_range is not None and quantity and not fell_back else None
         sentences = prompting.select_sentences(query, passages, self.config.sentences,
                                                embed=self.embed, passage_weights=weights,
                                                period=period)

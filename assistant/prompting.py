@@ -80,6 +80,15 @@ _QUESTION_LEAD = re.compile(
     r"|what\s+(?:was|is|were)\s+the\s+name\s+of|what\s+kind\s+of)\b", re.IGNORECASE)
 
 
+_QUANTITY = re.compile(r"^\s*how\s+(?:many|much|far|long|often)\b|\b(?:average|total|number\s+of)\b",
+                       re.IGNORECASE)
+
+
+def asks_for_quantity(question: str) -> bool:
+    """"How many …", "how far in total …", "my average …": answered by a count or sum."""
+    return bool(_QUANTITY.search(question))
+
+
 def search_query(question: str) -> str:
     """The question as a search query: its leading question phrase dropped."""
     stripped = _QUESTION_LEAD.sub(" ", question).strip()

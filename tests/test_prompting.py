@@ -37,3 +37,14 @@ def test_a_line_naming_the_period_wins_for_a_question_about_that_period():
     with_period = prompting.select_sentences(question, passages, limit=1, context=0,
                                              period="October 2023")
     assert [s.text for s in with_period] == ["Distance run: 142 km"]
+
+
+@pytest.mark.parametrize("question, expected", [
+    ("How many kilometres did I run in 2024?", True),
+    ("How far did I run in total in 2023?", True),
+    ("What was my average sleep in January 2024?", True),
+    ("Which city did we visit in May 2023?", False),
+    ("What did I buy in June 2023?", False),
+])
+def test_questions_asking_for_a_count_or_total(question, expected):
+    assert prompting.asks_for_quantity(question) is expected
