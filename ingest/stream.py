@@ -155,7 +155,8 @@ class _WordCacheEncoder:
         self.split_ascii = re.compile(_WORD_PATTERN.format(**members)).findall \
             if self.usable else None
         # A space after any whitespace character may belong to that whitespace's run.
-        self.bad_pairs = [c + " " for c, k in ascii_classes.items() if k == "S"]
+        self.ascii_spaces = frozenset(c for c, k in ascii_classes.items() if k == "S")
+        self.bad_pairs = [c + " " for c in sorted(self.ascii_spaces)]
 
     @classmethod
     def for_tokenizer(cls, plain):
@@ -222,9 +223,28 @@ class _WordCacheEncoder:
                 return self._exact_keys(text)
         if not text.isascii() and self._space_after_other_whitespace(text):
             return self._exact_keys(text)
-        pieces = text.split(" ")
-        pieces[0] = (pieces[0],)
-        return pieces
+        if "\n" not in text:
+            pieces = text.split(" ")
+            pieces[0] = (pieces[0],)
+            return pieces
+        # Also cut before a newline that follows a non-space character (the same argument:
+        # no pre-token runs from such a character into whitespace), so that
+        # "end.\n\nNext" gives the keys "end." and "\n\nNext": far fewer distinct keys.
+        keys: list = []
+        lines = text.split("\n")
+        segment = lines[0]
+        for line in lines[1:]:
+            if segment and segment[-1] < "\x80" and segment[-1] not in self.ascii_spaces:
+                pieces = segment.split(" ")
+                keys.append((pieces[0],))
+                keys += pieces[1:]
+                segment = "\n" + line
+            else:
+                segment += "\n" + line
+        pieces = segment.split(" ")
+        keys.append((pieces[0],))
+        keys += pieces[1:]
+        return keys
 
     def _exact_keys(self, text: str) -> list[tuple[str]]:
         words = self.split(text)
@@ -324,7 +344,8 @@ def _self_check_texts() -> list[str]:
               "x" * 500 + " " + "0123456789" * 20,
               # where a space does and does not start a pre-token (the fast path's cuts)
               " lead", "trail ", "a  b", "a \u00a0 b c", "x\u3000 y", "é ü ", "\u2009 x",
-              "\n - item\n  - sub", "end.  Next", "(paren) [x] 'q' \"d\" 1 2 ,", "  ", "é"]
+              "\n - item\n  - sub", "end.  Next", "end.\n\nNext x\ny\n\tz\t\nw\n \n",
+              "a\n\n\nb\r\nc\x0c\nd!\n", "é\nü \u00a0\nx", "(paren) [x] 'q' \"d\" 1 2 ,", "  ", "é"]
     return texts
 
 

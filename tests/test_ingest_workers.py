@@ -108,6 +108,8 @@ def test_the_word_cache_fast_path_cuts_only_where_a_space_starts_a_pre_token(tok
     plain = stream._plain_backend(tokenizer)
     encoder = stream._word_cache_encoder(plain)
     assert encoder.keys("It was a good day.") == [("It",), "was", "a", "good", "day."]
+    assert encoder.keys("end.\n\nNext day\n") == [("end.",), ("\n\nNext",), "day", ("\n",)]
+    assert encoder.keys("a \n\nb") == [("a",), "\n\nb"]  # no cut after a space
     # a space after whitespace may belong to that whitespace: the pre-token split
     for text in ("two  spaces", "line\n indented", "nbsp\u00a0 space", "ideo\u3000 space"):
         assert all(isinstance(key, tuple) for key in encoder.keys(text)), text
