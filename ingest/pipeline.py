@@ -904,8 +904,8 @@ class PreTokens:
     stream phase of the same run. They live in an unnamed temporary file in the data home
     (private; it vanishes when closed or when the process dies, killed or not), and are
     recorded only after the rows they belong to are committed. An entry found here with
-    the same number of chunks is appended from these ids; any other is tokenized from its
-    text, so a missing or partial file changes nothing but the speed."""
+    the same number of chunks as in the store is appended from these ids; any other is
+    tokenized from its text, so a missing or partial file changes nothing but the speed."""
 
     def __init__(self, folder: Path):
         self.folder = folder
@@ -941,13 +941,12 @@ class PreTokens:
         self.chunks.append(len(per_chunk))
         self.size += len(data)
 
-    def take(self, entry_id: int, chunk_count: int) -> tuple[np.ndarray, np.ndarray] | None:
-        """(token ids, ids per chunk) of an entry, or None if not here (or not matching)."""
+    def take(self, entry_id: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """(token ids, ids per chunk) of an entry, or None if not here."""
         at = bisect.bisect_left(self.entry_ids, entry_id)
-        if at == len(self.entry_ids) or self.entry_ids[at] != entry_id \
-                or self.chunks[at] != chunk_count:
+        if at == len(self.entry_ids) or self.entry_ids[at] != entry_id:
             return None
-        offset = self.offsets[at]
+        offset, chunk_count = self.offsets[at], self.chunks[at]
         per_chunk = np.frombuffer(os.pread(self.file.fileno(), 8 * chunk_count, offset),
                                   dtype="<i8")
         total = int(per_chunk.sum())
@@ -971,13 +970,16 @@ def _chunk_ids_of(entry_ids: list[int], store: Store) -> dict[int, list[int]]:
     return found
 
 
-def _texts_of(chunk_ids: list[int], store: Store) -> dict[int, str]:
-    found: dict[int, str] = {}
-    for start in range(0, len(chunk_ids), 500):
-        ids = chunk_ids[start:start + 500]
-        marks = ",".join("?" * len(ids))
-        found.update(store.db.execute(f"SELECT id, text FROM chunks WHERE id IN ({marks})", ids))
-    return found
+def _texts_of(entry_id: int, store: Store, texts: dict[int, str], size: int
+              ) -> tuple[list[int], int]:
+    """An entry's chunk ids in order; adds their texts to ``texts``, their length to ``size``."""
+    chunk_ids = []
+    for chunk_id, text in store.db.execute(
+            "SELECT id, text FROM chunks WHERE entry_id = ? ORDER BY ordinal", [entry_id]):
+        chunk_ids.append(chunk_id)
+        texts[chunk_id] = text
+        size += len(text)
+    return chunk_ids, size
 
 
 def _encode_sliced(tokenizer, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -1018,25 +1020,27 @@ def stream_pending(store: Store, tokenizer, report: IngestReport | None = None, 
             "ORDER BY date, document_id, ordinal LIMIT ?", [STREAM_BATCH_ENTRIES]).fetchall()
         if not entries:
             break
-        chunks_by_entry = _chunk_ids_of([e[0] for e in entries], store)
         # Each entry's token ids: from the workers' file, else tokenized from its text
         # (the batch ends after STREAM_BATCH_CHARS characters, or 4 bytes a token).
         ready, texts = {}, {}
+        chunks_by_entry: dict[int, list[int]] = {}
         size = 0
         kept = []
         for entry_id, document_id, header in entries:
             kept.append((entry_id, document_id, header))
-            found = pretokens.take(entry_id, len(chunks_by_entry[entry_id])) \
-                if pretokens is not None else None
+            found = pretokens.take(entry_id) if pretokens is not None else None
             if found is not None:
                 ready[entry_id] = found
                 size += 4 * len(found[0])
             else:
-                entry_texts = _texts_of(chunks_by_entry[entry_id], store)
-                texts.update(entry_texts)
-                size += sum(map(len, entry_texts.values()))
+                chunks_by_entry[entry_id], size = _texts_of(entry_id, store, texts, size)
             if size >= STREAM_BATCH_CHARS:
                 break
+        chunks_by_entry.update(_chunk_ids_of(list(ready), store))
+        for entry_id in list(ready):  # another chunk count than recorded: from the text
+            if len(chunks_by_entry[entry_id]) != len(ready[entry_id][1]):
+                del ready[entry_id]
+                chunks_by_entry[entry_id], size = _texts_of(entry_id, store, texts, size)
         todo = [chunk_id for entry_id, _, _ in kept if entry_id not in ready
                 for chunk_id in chunks_by_entry[entry_id]]
         encoded_ids, encoded_lengths = _encode_sliced(tokenizer, [texts[c] for c in todo])

@@ -72,15 +72,16 @@ def test_entries_left_pending_by_an_earlier_run_are_tokenized_from_their_text(
         check_consistency(store, tokenizer)
 
 
-def test_pre_tokens_that_do_not_match_the_entry_are_not_used(tmp_path):
+def test_pre_tokens_are_found_by_entry_and_kept_in_an_unnamed_file(tmp_path):
     with pipeline.PreTokens(tmp_path) as pretokens:
-        assert pretokens.take(1, 1) is None  # nothing recorded yet
+        assert pretokens.take(1) is None  # nothing recorded yet
         pretokens.add(5, np.array([7, 8, 9], dtype=np.uint32), np.array([2, 1]))
         pretokens.add(4, np.array([1], dtype=np.uint32), np.array([1]))  # ids only grow
-        ids, per_chunk = pretokens.take(5, 2)
+        pretokens.add(9, np.array([], dtype=np.uint32), np.array([0]))
+        ids, per_chunk = pretokens.take(5)
         assert ids.tolist() == [7, 8, 9] and per_chunk.tolist() == [2, 1]
-        assert pretokens.take(5, 3) is None  # another chunk count: tokenize from text
-        assert pretokens.take(4, 1) is None
+        assert pretokens.take(4) is None and pretokens.take(6) is None
+        assert pretokens.take(9)[1].tolist() == [0]
         assert not [name for name in os.listdir(tmp_path)]  # the file has no name
 
 
@@ -177,3 +178,22 @@ def test_workers_die_with_a_sigkilled_parent_and_a_rerun_finishes(tmp_path, toke
         clean_digest = stream_digest(store)
     with ingest.open_store(home, tokenizer) as store:  # killed or not: the same stream
         assert stream_digest(store) == clean_digest
+
+
+def test_pre_tokens_whose_chunk_count_differs_from_the_store_are_not_used(tmp_path, tokenizer,
+                                                                        monkeypatch):
+    """Ids recorded for an entry whose rows no longer match (one chunk fewer here):
+    the stream phase tokenizes the stored text instead, and the stream is unchanged."""
+    add = pipeline.PreTokens.add
+
+    def add_one_chunk_short(self, entry_id, ids, per_chunk):
+        if len(per_chunk) > 1:
+            ids, per_chunk = ids[:-int(per_chunk[-1]) or None], per_chunk[:-1]
+        add(self, entry_id, ids, per_chunk)
+
+    monkeypatch.setattr(pipeline.PreTokens, "add", add_one_chunk_short)
+    root = tricky_tree(tmp_path / "journal")
+    store, _ = build(tmp_path, "home", tokenizer, root, workers=0)
+    with store:
+        assert stream_digest(store) == PINNED_STREAM_SHA256
+        check_consistency(store, tokenizer)
