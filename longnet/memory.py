@@ -706,7 +706,9 @@ class Memory:
         levels (as their gates allow), so text in the turn (retrieved passages) is not
         crowded by the raw tail of the history. ``reserve_tokens``: the turn's expected
         length; this memory's buffers get room for it first (``reserve``), once, so the
-        turn does not copy the state."""
+        turn does not copy the state. A fork is a scratch for one turn: it writes into
+        the memory's free rows, so use it before the memory appends again (the engine
+        runs answers and memory updates under one lock), never beside an append."""
         isolate_window = isolate_window and bool(self.config.local_window)
         if reserve_tokens > 0:  # an isolated turn starts a window of its own
             self.reserve(reserve_tokens, window=not isolate_window)
