@@ -19,6 +19,7 @@ from datetime import date
 import numpy as np
 
 RRF_K = 60
+PERIOD_WEIGHT = 2.0  # weight of the period ranking in the fusion (see search)
 CANDIDATES = 50
 # MiniLM cosine below this is unrelated text (measured: unrelated pairs 0.0-0.15,
 # related 0.3-0.6); such neighbours are not offered as matches.
@@ -292,9 +293,12 @@ def search(store, query: str, since=None, until=None, limit: int = 10, embedder=
     period_rank = ({chunk_id: rank for rank, chunk_id in enumerate(period_ranking(store, period), 1)}
                    if period is not None else {})
     similarity = dict(vector_hits)
-    for ranking in (fts_rank, vector_rank, meta_rank, period_rank):
+    # The period's own summary counts double: it is one entry among many that share the
+    # question's words, and the question asks for exactly what it sums up.
+    for ranking, weight in ((fts_rank, 1.0), (vector_rank, 1.0), (meta_rank, 1.0),
+                            (period_rank, PERIOD_WEIGHT)):
         for chunk_id, rank in ranking.items():
-            scores[chunk_id] = scores.get(chunk_id, 0.0) + 1.0 / (RRF_K + rank)
+            scores[chunk_id] = scores.get(chunk_id, 0.0) + weight / (RRF_K + rank)
     ordered = sorted(scores, key=lambda cid: (-scores[cid], fts_rank.get(cid, 10**9)))[:limit]
     if not ordered:
         return []
