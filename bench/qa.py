@@ -105,7 +105,7 @@ def run_mode(engine, mode: str, items: list[dict], checkpoint: Path, console) ->
     return done
 
 
-def prompt_recall(engine, items: list[dict], console) -> dict:
+def prompt_recall(engine, items: list[dict], console, number: dict[str, int] | None = None) -> list[dict]:
     """Answer-in-prompt recall of the retrieval prompt, without running the model."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
@@ -127,6 +127,7 @@ def prompt_recall(engine, items: list[dict], console) -> dict:
                                      item["evidence"])
             searched = any(score(p.text or "", [p], item["answers"], item["evidence"]) == (True, True)
                            for p in passages)
+            index = number.get(item["question"], index) if number else index
             rows.append({"index": index, "question": item["question"], "in_prompt": in_prompt,
                          "cited": cited, "in_searched": searched})
             bar.update(task, advance=1)
@@ -139,11 +140,32 @@ def recall_table(rows: list[dict]) -> str:
 
     lines = ["| questions | n | answer in prompt | cited | answer in searched entries |",
              "|---|---|---|---|---|"]
-    for label, subset in (("all", rows), ("even-numbered", rows[0::2]), ("odd-numbered", rows[1::2])):
+    even = [r for r in rows if r["index"] % 2 == 0]
+    odd = [r for r in rows if r["index"] % 2 == 1]
+    for label, subset in (("all", rows), ("even-numbered", even), ("odd-numbered", odd)):
         lines.append(f"| {label} | {len(subset)} | {share(subset, 'in_prompt')} "
                      f"| {share(subset, 'cited')} | {share(subset, 'in_searched')} |")
     missed = [f"#{r['index']} {r['question']}" for r in rows if not r["in_prompt"]]
     return "\n".join(lines) + "\n\nnot in the prompt: " + "; ".join(missed) + "\n"
+
+
+def select_items(items: list[dict], half: str | None, every: int = 1,
+                 limit: int | None = None) -> list[dict]:
+    """The questions to ask: one half (by number in the file, from 0), every k-th, the first N."""
+    if half is not None:
+        items = items[0 if half == "even" else 1::2]
+    return items[::every][:limit]
+
+
+def summarise_halves(mode: str, results: list[dict], number: dict[str, int]) -> list[dict]:
+    """The mode's row, then (when it holds both) its even- and odd-numbered questions apart."""
+    rows = [summarise(mode, results)]
+    halves = (("even-numbered", 0), ("odd-numbered", 1))
+    parts = [(label, [r for r in results if number.get(r["question"], -1) % 2 == parity])
+             for label, parity in halves]
+    if all(part for _, part in parts):
+        rows.extend(summarise(f"{mode}, {label}", part) for label, part in parts)
+    return rows
 
 
 def summarise(mode: str, results: list[dict]) -> dict:
@@ -170,6 +192,9 @@ def main() -> None:
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--limit", type=int, default=None, help="only the first N questions")
     parser.add_argument("--every", type=int, default=1, help="every k-th question (a spread sample)")
+    parser.add_argument("--half", choices=("even", "odd"), default=None,
+                        help="only the even- or odd-numbered questions (numbered from 0 in the "
+                             "file): tune on one half, check on the other")
     parser.add_argument("--today", default="2025-01-01", help="'today' for relative dates")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (1 is faster on a machine shared with other work)")
@@ -195,7 +220,9 @@ def main() -> None:
     unknown = [m for m in modes if m not in MODES]
     if unknown:
         parser.error(f"unknown modes {unknown}; pick from {MODES}")
-    items = load_questions(args.questions)[::args.every][:args.limit]
+    all_items = load_questions(args.questions)
+    number = {item["question"]: index for index, item in enumerate(all_items)}
+    items = select_items(all_items, args.half, args.every, args.limit)
     if args.table_only:
         rows = []
         for mode in modes:
@@ -203,13 +230,13 @@ def main() -> None:
             saved = [json.loads(line) for line in checkpoint.read_text().splitlines()
                      if line.strip()] if checkpoint.exists() else []
             wanted = {item["question"] for item in items}
-            rows.append(summarise(mode, [r for r in saved if r["question"] in wanted]))
+            rows.extend(summarise_halves(mode, [r for r in saved if r["question"] in wanted], number))
         write_table(args, rows, len(items), "(table of saved answers)", None, None)
         return
     if args.recall:
         prepare_home(args.home, args.journal, console, memory=False)
         engine = Engine(args.home, today=date.fromisoformat(args.today))
-        table = recall_table(prompt_recall(engine, items, console))
+        table = recall_table(prompt_recall(engine, items, console, number))
         print(f"# answer-in-prompt recall (no model), {args.questions.name}; {machine()}; "
               f"{time.strftime('%Y-%m-%d')}\n\n{table}")
         return
@@ -227,7 +254,7 @@ def main() -> None:
             checkpoint.unlink()
         results = run_mode(engine, mode, items, checkpoint, console)
         wanted = {item["question"] for item in items}
-        rows.append(summarise(mode, [r for r in results if r["question"] in wanted]))
+        rows.extend(summarise_halves(mode, [r for r in results if r["question"] in wanted], number))
     write_table(args, rows, len(items), header, memory, stream)
     console.print(f"written to {args.out}; per-question answers in {RESULTS}/qa-<mode>.tmp")
 
