@@ -6,8 +6,12 @@ Three resumable phases, each made of small transactions:
    and then sha256; read new and changed files, split them into dated entries
    and chunks (status ``pending``; searchable at once). Moves and renames with the
    same content update the path only. Files gone from disk are marked deleted.
-2. **stream**: tokenize pending entries (oldest date first) and append them to
-   the token stream; the spans table records which tokens came from where.
+   Reading, parsing, chunking and tokenizing are pure (``prepare_files``); on a large
+   run worker processes do them while this process writes SQLite, and the chunks'
+   token ids wait for phase 2 in an unnamed temporary file (``PreTokens``).
+2. **stream**: append pending entries (oldest date first) to the token stream, from
+   those ids or tokenized from the stored text; the spans table records which
+   tokens came from where.
 3. **embed**: compute embeddings for chunks that have none (optional).
 
 Killed at any point, a rerun picks up where the last committed step ended.
@@ -45,7 +49,7 @@ WORKERS_MIN_BYTES = 32 * 1024 * 1024  # below this a run reads in this process
 MAX_WORKERS = 2
 WORKER_TASK_FILES = 64
 WORKER_TASK_BYTES = 1024 * 1024
-WORKER_AHEAD_BYTES = 24 * 1024 * 1024  # read but not yet written: bounds memory
+WORKER_AHEAD_BYTES = 8 * 1024 * 1024  # read but not yet written: bounds memory
 
 
 @dataclass
@@ -342,6 +346,7 @@ def _sync_files(store: Store, scope, max_file_bytes: int, report: IngestReport, 
         if len(batch) >= READ_BATCH_FILES or batch_bytes >= READ_BATCH_BYTES:
             _apply_batch(store, batch, missing, missing_by_sha, report, pretokens)
             batch, batch_bytes = [], 0
+            _give_back_freed_memory()
     if batch:
         _apply_batch(store, batch, missing, missing_by_sha, report, pretokens)
     progress.done()
@@ -350,6 +355,24 @@ def _sync_files(store: Store, scope, max_file_bytes: int, report: IngestReport, 
         with store.write():
             for row in missing.values():
                 _mark_gone(store, row, report)
+
+
+_malloc_trim = None
+
+
+def _give_back_freed_memory() -> None:
+    """Return the C heap's free pages to the system after a batch (glibc keeps them, and
+    the holes left by one batch's many strings make the process grow run after run)."""
+    global _malloc_trim
+    if _malloc_trim is None:
+        try:
+            import ctypes
+
+            _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):  # not glibc
+            _malloc_trim = False
+    if _malloc_trim:
+        _malloc_trim(0)
 
 
 def _cap_raised(row: _Known, info: FileInfo, max_file_bytes: int) -> bool:
@@ -566,8 +589,9 @@ class _Workers:
         self.failed = False
         for _ in range(count):
             process = subprocess.Popen(
-                [sys.executable, "-c", "from ingest.pipeline import _worker_main; "
-                 f"_worker_main({os.getpid()})"], stdin=subprocess.PIPE,
+                [sys.executable, "-c",
+                 f"from ingest.pipeline import _worker_main; _worker_main({os.getpid()})"],
+                stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE, env=env)
             results: queue.Queue = queue.Queue()
             thread = threading.Thread(target=self._drain, args=(process.stdout, results),
@@ -585,7 +609,7 @@ class _Workers:
         while True:
             try:
                 results.put(pickle.load(stdout))
-            except Exception:  # EOF or a broken stream: the worker is gone
+            except Exception:  # noqa: BLE001  EOF or any broken stream: the worker is gone
                 results.put(None)
                 return
 
@@ -625,6 +649,8 @@ class _Workers:
         return self
 
     def __exit__(self, *exc) -> None:
+        import subprocess
+
         for process in self.processes:
             try:
                 process.stdin.close()
@@ -633,7 +659,7 @@ class _Workers:
         for process in self.processes:
             try:
                 process.wait(timeout=1 if exc[0] is None else 0.01)
-            except Exception:  # busy with a task we no longer want
+            except subprocess.TimeoutExpired:  # busy with a task we no longer want
                 process.kill()
                 process.wait()
         for thread in self.threads:
@@ -1045,7 +1071,8 @@ def stream_pending(store: Store, tokenizer, report: IngestReport | None = None, 
                 for chunk_id in chunks_by_entry[entry_id]]
         encoded_ids, encoded_lengths = _encode_sliced(tokenizer, [texts[c] for c in todo])
         encoded_starts = np.concatenate([[0], np.cumsum(encoded_lengths)])
-        header_ids, header_lengths = encode_flat(tokenizer, [header for _, _, header in kept])
+        header_ids, header_lengths = encode_flat(tokenizer, [header for _, _, header in kept],
+                                                 unique=True)
         header_starts = np.concatenate([[0], np.cumsum(header_lengths)])
         pieces: list[np.ndarray] = []
         chunk_lengths: list[np.ndarray] = []  # per entry: header + chunk 1, chunk 2, ...
@@ -1089,6 +1116,7 @@ def stream_pending(store: Store, tokenizer, report: IngestReport | None = None, 
             store.db.conn.executemany("INSERT INTO spans(token_start, token_end, entry_id, "
                                       "document_id, status) VALUES (?, ?, ?, ?, 'live')",
                                       span_rows)
+        _give_back_freed_memory()
         appended += end - base
         report.entries_streamed += len(kept)
         report.tokens_appended += end - base

@@ -93,9 +93,12 @@ def encode_batch(tokenizer, texts: list[str]) -> list[list[int]]:
     return [flat[end - length:end].tolist() for end, length in zip(ends, lengths)]
 
 
-def encode_flat(tokenizer, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+def encode_flat(tokenizer, texts: list[str], *, unique: bool = False
+                ) -> tuple[np.ndarray, np.ndarray]:
     """(all token ids one after another as uint32, tokens per text): the same ids as
-    ``encode_batch``, in the shape the stream writes, without a list per text."""
+    ``encode_batch``, in the shape the stream writes, without a list per text.
+    ``unique=True`` for texts unlike any other (entry headers with their paths): cached
+    by the pattern's words, which recur, not by whole space-cut pieces, which would not."""
     if not texts:
         return np.zeros(0, dtype=TOKEN_DTYPE), np.zeros(0, dtype=np.int64)
     backend = _plain_backend(tokenizer)
@@ -104,7 +107,7 @@ def encode_flat(tokenizer, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     else:
         fast = _word_cache_encoder(backend)
         if fast is not None:
-            return fast.encode_flat(texts)
+            return fast.encode_flat(texts, unique)
         encoded = [enc.ids for enc in backend.encode_batch(texts, add_special_tokens=False)]
     lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
     flat = np.fromiter(chain.from_iterable(encoded), dtype=TOKEN_DTYPE, count=int(lengths.sum()))
@@ -117,7 +120,10 @@ def encode_flat(tokenizer, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
 # alone, so a text's ids are the concatenation of its words' ids. Journals repeat the
 # same few thousand words, so splitting in Python and looking each word up in a cache
 # (filled by the library itself) is several times faster than re-running BPE on
-# everything. The pattern's character classes (letter, number, whitespace, other) are
+# everything. The cache's keys are coarser than the pattern's words where that is safe
+# and cheap: pieces cut with str.split at spaces (and before newlines) that follow a
+# non-space character, where a word always starts (see ``keys``); other texts use
+# the pattern's words. The pattern's character classes (letter, number, whitespace, other) are
 # asked of the library, one probe per character; the encoder checks itself against the
 # library on a probe text and is not used if they disagree or the tokenizer is built
 # another way.
@@ -128,7 +134,7 @@ _WORD_PATTERN = (" ?[{L}]+| ?[{N}]+|'(?:s|t|re|ve|m|ll|d)| ?[^{S}{L}{N}]+|[{S}]+
                  "|[{S}]+")
 _REPRESENTATIVE = {"L": "a", "N": "0", "S": "\t", "O": "!"}  # ASCII stand-ins per class
 _NON_ASCII_BEFORE_SPACE = re.compile(r"([^\x00-\x7f]) ")
-WORD_CACHE_LIMIT = 300_000  # words; the cache is emptied when it grows past this
+WORD_CACHE_LIMIT = 150_000  # keys (~20 MB); the cache is emptied when it grows past this
 
 _word_cache_encoders: dict[int, tuple[object, object]] = {}
 
@@ -264,11 +270,12 @@ class _WordCacheEncoder:
                 return True
         return False
 
-    def encode_flat(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    def encode_flat(self, texts: list[str], unique: bool = False
+                    ) -> tuple[np.ndarray, np.ndarray]:
         keys: list = []
         keys_per_text = np.zeros(len(texts), dtype=np.int64)
         for position, text in enumerate(texts):
-            text_keys = self.keys(text)
+            text_keys = self._exact_keys(text) if unique else self.keys(text)
             keys += text_keys
             keys_per_text[position] = len(text_keys)
         try:
