@@ -160,7 +160,8 @@ def generate_corpus(root: Path, files: int, total_bytes: int, seed: int = 0) -> 
 
 
 # -- child processes ---------------------------------------------------------
-def child_ingest(home: str, roots: list[str], repeat_rescans: int) -> dict:
+def child_ingest(home: str, roots: list[str], repeat_rescans: int,
+                 workers: int | None = None) -> dict:
     import psutil
 
     import ingest
@@ -178,7 +179,8 @@ def child_ingest(home: str, roots: list[str], repeat_rescans: int) -> dict:
         return time.process_time() + children.ru_utime + children.ru_stime
 
     started, cpu_started = time.perf_counter(), cpu_seconds()
-    report = ingest.run(store, tokenizer, embed=False)
+    options = {} if workers is None else {"workers": workers}  # (older code: no option)
+    report = ingest.run(store, tokenizer, embed=False, **options)
     total = time.perf_counter() - started
     cpu = cpu_seconds() - cpu_started  # independent of other load
     rescans = []
@@ -283,6 +285,8 @@ def main() -> None:
     parser.add_argument("--baseline", type=Path,
                         help="a checkout of older code to measure side by side (whole corpus)")
     parser.add_argument("--baseline-label", default=None, help="its name in the table")
+    parser.add_argument("--one-process-too", action="store_true",
+                        help="also build the whole corpus with workers=0 (no worker processes)")
     parser.add_argument("--int8-check", action="store_true",
                         help="only check int8 MiniLM against float32 on examples/journal")
     parser.add_argument("--child-ingest", nargs="+", help=argparse.SUPPRESS)
@@ -291,7 +295,10 @@ def main() -> None:
 
     if args.child_ingest:
         home, rescans, *roots = args.child_ingest
-        print(json.dumps(child_ingest(home, roots, int(rescans))))
+        workers = None
+        if rescans.startswith("w0:"):  # "w0:<rescans>": build without worker processes
+            workers, rescans = 0, rescans[3:]
+        print(json.dumps(child_ingest(home, roots, int(rescans), workers)))
         return
     if args.child_embed:
         print(json.dumps(child_embed(args.child_embed[0], int(args.child_embed[1]))))
@@ -331,12 +338,20 @@ def main() -> None:
                          *map(str, parts))
         console.print("embeddings …")
         full["embed"] = run_child("--child-embed", str(work / "home-full"), str(args.embed_sample))
+        single = None
+        if args.one_process_too:
+            shutil.rmtree(work / "home-full", ignore_errors=True)
+            console.print("first build of the whole corpus in one process (workers=0) …")
+            single = run_child("--child-ingest", str(work / "home-single"), "w0:0",
+                               *map(str, parts))
         end_load = os.getloadavg()[0]
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
 
     runs = [("now", full)]
+    if single is not None:
+        runs.append(("now, workers=0", single))
     if before is not None:
         runs.insert(0, (args.baseline_label or f"before ({args.baseline.name})", before))
     table = format_table(runs, small, load, end_load)
@@ -350,22 +365,22 @@ def format_table(runs: list[tuple[str, dict]], small: dict, load: str, end_load:
     def cells(full: dict) -> list[str]:
         mb = full["bytes"] / 1e6
         rescan = statistics.median(full["rescans"]) if full["rescans"] else float("nan")
-        embed = full["embed"]
+        embed = full.get("embed")
         return [
             f"{full['seconds']:.1f} s = {mb / full['seconds']:.2f} MB/s",
             f"{full['cpu_s']:.1f} CPU-s = {mb / full['cpu_s']:.2f} MB/CPU-s",
             f"{full['read_s']:.1f} s = {mb / full['read_s']:.2f} MB/s",
             f"{full['stream_s']:.1f} s = {mb / full['stream_s']:.2f} MB/s",
             f"{full['tokens'] / full['stream_s']:,.0f} tokens/s",
-            f"{rescan:.2f} s (median of {len(full['rescans'])})",
-            f"{embed['tokens'] / embed['seconds']:,.0f} tokens/s",
-            f"{embed['tokens'] / embed['cpu_s']:,.0f} tokens/CPU-s",
+            f"{rescan:.2f} s (median of {len(full['rescans'])})" if full["rescans"] else "—",
+            f"{embed['tokens'] / embed['seconds']:,.0f} tokens/s" if embed else "—",
+            f"{embed['tokens'] / embed['cpu_s']:,.0f} tokens/CPU-s" if embed else "—",
             f"{full['maxrss_mb']:.0f} MB (+{full['maxrss_mb'] - full['baseline_mb']:.0f})",
             f"{full['db_bytes'] / 1e6:.1f} MB",
             f"{full['load']:.1f}",
         ]
 
-    full = runs[-1][1]
+    full = dict(runs)["now"]
     names = [
         "first build (read + FTS5 + stream), wall",
         "  CPU time of the first build",
