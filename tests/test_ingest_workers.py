@@ -158,7 +158,7 @@ def test_workers_die_with_a_sigkilled_parent_and_a_rerun_finishes(tmp_path, toke
         time.sleep(0.5)
         parent.send_signal(signal.SIGKILL)
         parent.wait(timeout=30)
-        gone, alive = psutil.wait_procs(workers, timeout=10)
+        _, alive = psutil.wait_procs(workers, timeout=10)
         assert not alive
     finally:
         if parent.poll() is None:
