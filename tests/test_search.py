@@ -102,7 +102,7 @@ def test_period_ranking_finds_the_entry_titled_with_the_month_or_year(period_sto
 
 def test_search_with_a_period_ranks_its_summary_first(period_store):
     plain = search(period_store, "run", since="2023-10-01", until="2023-10-31")
-    assert [r.path for r in plain][0] == "running/2023-10-15.md"  # more "run" in the text
+    assert plain[0].path == "running/2023-10-15.md"  # more "run" in the text
     with_period = search(period_store, "run", since="2023-10-01", until="2023-10-31",
                          period=(2023, 10))
-    assert [r.path for r in with_period][0] == "reviews/2023-10.md"
+    assert with_period[0].path == "reviews/2023-10.md"
