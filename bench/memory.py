@@ -388,6 +388,16 @@ def bench_positions(args, device, dtype) -> str:
                 f"{c.num_levels - 1} far levels, gates closed ({c.far_gate_init:g})")
         results.append((name, memory_ppl(model)))
         del model
+    if "window+sinks" in wanted:  # the default's level 0 alone (= the default, far levels shut)
+        model = LongNetLM.from_pretrained(args.model, device=device)
+        local, sinks = model.config.local_window, model.config.attention_sinks
+        del model
+        model = LongNetLM.from_pretrained(args.model, device=device, segment_lengths=(local,),
+                                          dilation_rates=(1,), local_window=local,
+                                          attention_sinks=sinks)
+        results.append((f"sliding window {local:,} + {sinks} sinks, no far levels",
+                        memory_ppl(model)))
+        del model
     if "window" in wanted:  # the sliding window alone
         model = LongNetLM.from_pretrained(args.model, device=device, segment_lengths=(8192,),
                                           dilation_rates=(1,), local_window=8192)
@@ -491,7 +501,7 @@ def main(argv=None):
     parser.add_argument("--ppl-scored", type=int, default=4096)
     parser.add_argument("--ppl-configs", default="default,window,paper-absolute,paper-dilated",
                         help="comma-separated LongNet rows of the --positions table: default, "
-                             "window, paper-absolute, paper-dilated")
+                             "window+sinks, window, paper-absolute, paper-dilated")
     parser.add_argument("--ppl-local", action="store_true",
                         help="also the dense local level alone (one more pass)")
     parser.add_argument("--check", action="store_true",
