@@ -57,6 +57,7 @@ _DEFAULT_SEGMENTS, _DEFAULT_RATES = level_schedule()
 
 PRETRAINED_WINDOW_CAP = 8192  # the sliding window of a pretrained model: its context, at most this
 FAR_LEVEL_KEYS = 2048  # rows each far level keeps per segment (w / r) in the sliding schedule
+SHUT_GATE = -1e4  # exp(-1e4) is 0 in every float type: the level takes no part
 CLOSED_GATE = -8.0  # initial bias of the far levels of a pretrained model: exp(-8) ≈ 3e-4
 PRETRAINED_SINKS = 4  # attention sinks of a pretrained model (one already does most of it)
 
@@ -418,6 +419,26 @@ class LongNetLM(nn.Module):
         from longnet.memory import Memory
 
         return Memory(self, dtype=dtype, chunk_size=chunk_size)
+
+    @contextlib.contextmanager
+    def far_levels_shut(self):
+        """Within this block the far levels take no part (their gates at ``SHUT_GATE``);
+        the gates are put back after. For reading a turn with untrained far levels: their
+        gates at ``CLOSED_GATE`` are nearly closed against a full 8K window, but against
+        a turn's short window of its own the thousands of far rows still add up (measured:
+        they changed 55 of 114 answers of the example questions)."""
+        biases = [layer.self_attn.level_bias for layer in self.layers
+                  if getattr(layer.self_attn, "level_bias", None) is not None]
+        saved = [bias.detach().clone() for bias in biases]
+        try:
+            with torch.no_grad():
+                for bias in biases:
+                    bias[:, 1:] = SHUT_GATE
+            yield self
+        finally:
+            with torch.no_grad():
+                for bias, value in zip(biases, saved):
+                    bias.copy_(value)
 
     # -- identity
 

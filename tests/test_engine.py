@@ -11,6 +11,7 @@ from datetime import date
 from pathlib import Path
 
 import pytest
+import torch
 
 from assistant import prompting
 from assistant.config import Config
@@ -324,3 +325,32 @@ def test_config_values_are_checked(tmp_path):
     with pytest.raises(ConfigError, match="integer|int"):
         set_value(tmp_path, "passages", "many")
     assert load_config(tmp_path).levels == "2048:1,4096:2"
+
+
+def test_hybrid_turns_leave_untrained_far_levels_out(journal_home, monkeypatch):
+    """Untrained far levels only perturb a hybrid turn's reading of its notes: the turn
+    runs with them shut (gates put back after); memory mode and a trained model keep them."""
+    from longnet.memory import Memory
+    from longnet.model import SHUT_GATE
+
+    engine = make_engine(journal_home)
+    engine.catch_up()
+    far_gates = lambda: engine.longnet_model.layers[0].self_attn.level_bias[:, 1:].detach().clone()
+    closed = far_gates()
+    assert float(closed.max()) > SHUT_GATE
+    seen = []
+    generate = Memory.generate
+
+    def spy(self, *args, **kwargs):
+        seen.append(far_gates())
+        return generate(self, *args, **kwargs)
+
+    monkeypatch.setattr(Memory, "generate", spy)
+    engine.answer("What did I order at Café Lune?", "hybrid")
+    engine.answer("What did I order at Café Lune?", "memory")
+    engine._far_levels_trained = True  # as after `memex train`
+    engine.answer("What did I order at Café Lune?", "hybrid")
+    assert bool((seen[0] == SHUT_GATE).all())
+    torch.testing.assert_close(seen[1], closed)
+    torch.testing.assert_close(seen[2], closed)
+    torch.testing.assert_close(far_gates(), closed)

@@ -360,3 +360,23 @@ def test_a_reserved_fork_writes_in_place_and_changes_nothing(tmp_path, window):
         torch.testing.assert_close(value, before[key], msg=key)
     # The memory reads on over the fork's leftovers exactly.
     torch.testing.assert_close(memory.append(ids[66:]), full[66:], atol=2e-5, rtol=1e-5)
+
+
+def test_far_levels_shut_for_a_turn_and_put_back():
+    """model.far_levels_shut(): inside, an isolated turn reads as the plain model on the
+    turn alone although the far gates are open (-2); after, the gates are as before."""
+    model = small_model("dilated", local_window=6, level_gates=True, far_gate_init=-2.0,
+                        attention_sinks=2)
+    history = torch.randint(0, 64, (70,), generator=torch.Generator().manual_seed(8))
+    turn = torch.randint(0, 64, (9,), generator=torch.Generator().manual_seed(9))
+    memory = model.memory()
+    memory.append(history)
+    gates = [layer.self_attn.level_bias.detach().clone() for layer in model.layers]
+    with model.far_levels_shut():
+        shut = memory.fork(isolate_window=True).append(turn)
+        with torch.no_grad():
+            alone = model(turn[None])[0]
+    torch.testing.assert_close(shut, alone, atol=1e-5, rtol=1e-5)
+    for layer, before in zip(model.layers, gates):
+        torch.testing.assert_close(layer.self_attn.level_bias, before)
+    assert (memory.fork(isolate_window=True).append(turn) - alone).abs().max() > 1e-3
