@@ -293,16 +293,22 @@ def test_sliding_window_state_saves_loads_and_forks(tmp_path):
     torch.testing.assert_close(fork_logits, full, atol=2e-5, rtol=1e-5)
 
 
+def history_and_turn(model, seed: int):
+    """A memory of 70 random tokens read by ``model`` and a 9-token turn to follow it."""
+    history = torch.randint(0, 64, (70,), generator=torch.Generator().manual_seed(seed))
+    turn = torch.randint(0, 64, (9,), generator=torch.Generator().manual_seed(seed + 1))
+    memory = model.memory()
+    memory.append(history)
+    return memory, turn
+
+
 def test_isolated_turn_reads_itself_like_the_plain_model():
     """fork(isolate_window=True): the turn's window starts empty and its own first tokens
     are its sinks, so with the far gates shut the turn's logits are the model's on the
     turn alone; the history still reaches it through the far levels once they open."""
     shut = small_model("dilated", local_window=6, level_gates=True, far_gate_init=-1e4,
                        attention_sinks=2)
-    history = torch.randint(0, 64, (70,), generator=torch.Generator().manual_seed(5))
-    turn = torch.randint(0, 64, (9,), generator=torch.Generator().manual_seed(6))
-    memory = shut.memory()
-    memory.append(history)
+    memory, turn = history_and_turn(shut, seed=5)
     with torch.no_grad():
         alone = shut(turn[None])[0]
     torch.testing.assert_close(memory.fork(isolate_window=True).append(turn), alone,
@@ -313,8 +319,7 @@ def test_isolated_turn_reads_itself_like_the_plain_model():
     with torch.no_grad():
         for block in shut.layers:
             block.self_attn.level_bias[:, 1:] = 0.0  # open gates: the far levels read history
-    opened = shut.memory()
-    opened.append(history)
+    opened, _ = history_and_turn(shut, seed=5)
     with torch.no_grad():
         alone = shut(turn[None])[0]
     assert (opened.fork(isolate_window=True).append(turn) - alone).abs().max() > 1e-3
@@ -367,10 +372,7 @@ def test_far_levels_shut_for_a_turn_and_put_back():
     turn alone although the far gates are open (-2); after, the gates are as before."""
     model = small_model("dilated", local_window=6, level_gates=True, far_gate_init=-2.0,
                         attention_sinks=2)
-    history = torch.randint(0, 64, (70,), generator=torch.Generator().manual_seed(8))
-    turn = torch.randint(0, 64, (9,), generator=torch.Generator().manual_seed(9))
-    memory = model.memory()
-    memory.append(history)
+    memory, turn = history_and_turn(model, seed=8)
     gates = [layer.self_attn.level_bias.detach().clone() for layer in model.layers]
     with model.far_levels_shut():
         shut = memory.fork(isolate_window=True).append(turn)

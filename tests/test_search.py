@@ -27,15 +27,20 @@ def write(root: Path, files: dict[str, str]) -> None:
         path.write_text(text, encoding="utf-8")
 
 
-@pytest.fixture
-def store(tmp_path, tokenizer):
+def ingested(tmp_path, tokenizer, files):
+    """A store over ``files`` written to a journal folder, ingested (no embeddings)."""
     root = tmp_path / "journal"
-    write(root, FILES)
+    write(root, files)
     with ingest.open_store(tmp_path / "home", tokenizer) as opened:
         ingest.add_source(opened, root)
         ingest.run(opened, embed=False)
         opened.root = root
         yield opened
+
+
+@pytest.fixture
+def store(tmp_path, tokenizer):
+    yield from ingested(tmp_path, tokenizer, FILES)
 
 
 def test_a_word_only_in_the_file_name_finds_the_entry(store):
@@ -77,12 +82,7 @@ PERIOD_FILES = {
 
 @pytest.fixture
 def period_store(tmp_path, tokenizer):
-    root = tmp_path / "journal"
-    write(root, PERIOD_FILES)
-    with ingest.open_store(tmp_path / "home", tokenizer) as opened:
-        ingest.add_source(opened, root)
-        ingest.run(opened, embed=False)
-        yield opened
+    yield from ingested(tmp_path, tokenizer, PERIOD_FILES)
 
 
 def paths_of(store, chunk_ids):
