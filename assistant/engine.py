@@ -615,7 +615,7 @@ class Engine:
                                     "run `memex memory build` to bring it up to date")
 
         # Untrained far levels only perturb a hybrid turn's reading of its notes (with
-        # them, 55 of the 114 example answers changed, 6 right ones went wrong): until
+        # them, 55 of the 114 example answers changed and 6 fewer were right): until
         # `memex train` has taught them, the hybrid turn reads its notes as the plain model.
         shut = isolate_window and not self._far_levels_trained
         with self.longnet_model.far_levels_shut() if shut else contextlib.nullcontext():
