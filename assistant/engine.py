@@ -352,7 +352,8 @@ class Engine:
         # The period was taken out of the search words (the date filter holds it), but for
         # a count or a total over it, a line or heading naming it ("October 2023 in
         # numbers") is where the sum is.
-        period = date_range.period_name if date_range is not None and quantity and not fell_back else None
+        period = (date_range.period_name
+                  if date_range is not None and quantity and not fell_back else None)
         sentences = prompting.select_sentences(query, passages, self.config.sentences,
                                                embed=self.embed, passage_weights=weights,
                                                period=period)

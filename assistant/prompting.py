@@ -37,8 +37,8 @@ SYSTEM_PROMPT = (
     "If the notes do not answer the question, say that the notes do not say."
 )
 CONTEXT_WEIGHT = 0.5  # a question word found in the heading, not the sentence
-ENTRY_WEIGHT = 0.3
-PERIOD_WEIGHT = 0.3  # a line or heading naming the month or year the question is about  # share of the question's words found anywhere in the sentence's entry
+ENTRY_WEIGHT = 0.3  # share of the question's words found anywhere in the sentence's entry
+PERIOD_WEIGHT = 0.3  # a line or heading naming the month or year the question is about
 NOTHING_FOUND = "I couldn't find anything in your notes about that."
 
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")

@@ -427,8 +427,9 @@ class _PreparedEntry:
 
 
 def prepare_file(job: tuple) -> tuple:
-    """Read, hash, parse and chunk one file. Pure: no database. ``job`` is (path, relpath, size, mtime_ns, format, max_file_bytes,
-    sha256 already stored or None: a file with those bytes is not parsed). Returns
+    """Read, hash, parse and chunk one file. Pure: no database. ``job`` is (path,
+    relpath, size, mtime_ns, format, max_file_bytes, sha256 already stored or None: a
+    file with those bytes is not parsed). Returns
     ("gone",) | ("skip", FileInfo, reason) | ("read", FileInfo, sha256, parsed) where
     parsed is None (known bytes), a SkipFile, or ((warnings, encoding, title), entries)."""
     path, relpath, size, mtime_ns, file_format, max_file_bytes, known_sha = job
