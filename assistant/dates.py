@@ -336,10 +336,26 @@ def find_dates(question: str, today: date | None = None) -> list[_Match]:
     return sorted(found, key=lambda match: match.span)
 
 
+_DAY_PARTS = ("day", "night", "morning", "evening", "afternoon")
+
+
+def _next_to_a_day(match, part: str, cue: str, phrase: str) -> DateRange:
+    """"the day before X" is one day, not everything before X; a night joins two days
+    (it may be written up on either), the other parts of a day are that day."""
+    day, one = match.start, timedelta(days=1)
+    if part == "night":
+        start, end = (day - one, day) if cue == "before" else (day, day + one)
+    else:
+        start = end = day - one if cue == "before" else day + one
+    label = start.isoformat() if start == end else f"{start.isoformat()} to {end.isoformat()}"
+    return DateRange(start, end, label, f"the {part} {cue} {phrase}")
+
+
 def resolve_dates(question: str, today: date | None = None) -> DateRange | None:
     """The date range a question asks about, or None when it names no date.
 
-    "since X", "after X", "before X", "until X" and "between X and Y" open or join ranges.
+    "since X", "after X", "before X", "until X" and "between X and Y" open or join ranges;
+    "the day (night, morning, ...) before/after X" is the day (or night) next to X.
     """
     today = today or date.today()
     matches = find_dates(question, today)
@@ -358,6 +374,9 @@ def resolve_dates(question: str, today: date | None = None) -> DateRange | None:
             whole = question[first.span[0]:second.span[1]]
             return DateRange(first.start, second.end, f"{first.label} to {second.label}",
                              f"{cue} {whole}")
+    if cue in ("before", "after") and first.start == first.end and len(before) >= 3 \
+            and before[-3] == "the" and before[-2] in _DAY_PARTS:
+        return _next_to_a_day(first, before[-2], cue, phrase)
     if cue == "since":
         return DateRange(first.start, today, f"since {first.label}", f"since {phrase}")
     if cue == "after":

@@ -80,3 +80,16 @@ def test_a_whole_month_or_year_is_a_period(question, period, name):
     found = resolve_dates(question, TODAY)
     assert found.period == period
     assert found.period_name == name
+
+
+@pytest.mark.parametrize("question, start, end", [
+    ("How long did I sleep the night before 2024-01-15?", date(2024, 1, 14), date(2024, 1, 15)),
+    ("How did I feel the night after 14 February 2023?", date(2023, 2, 14), date(2023, 2, 15)),
+    ("What did I eat the day after 3 March 2024?", date(2024, 3, 4), date(2024, 3, 4)),
+    ("Where was I the morning before 2024-06-02?", date(2024, 6, 1), date(2024, 6, 1)),
+    ("What happened before 2024-01-15?", None, date(2024, 1, 14)),  # still an open range
+    ("What did I do the day before March 2024?", None, date(2024, 2, 29)),  # not one day
+])
+def test_the_day_or_night_next_to_a_date(question, start, end):
+    found = resolve_dates(question, TODAY)
+    assert (found.start, found.end) == (start, end)
