@@ -352,6 +352,16 @@ def test_head_major_first_level_is_taken(monkeypatch):
 # --------------------------------------------------------------------------- sliding window
 
 
+def assert_same_values_and_gradients(got, want, inputs):
+    """(out, lse) pairs equal, and so are the gradients of one loss over both."""
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b)
+    loss = lambda out, lse: (out ** 2).sum() + lse.sum()
+    for a, b in zip(torch.autograd.grad(loss(*got), inputs),
+                    torch.autograd.grad(loss(*want), inputs)):
+        torch.testing.assert_close(a, b)
+
+
 def _reference_sliding(q, k, v, window, scale=None):
     """Brute force: query at position t sees keys j with t - window < j <= t."""
     B, H, M, D = q.shape
@@ -409,12 +419,7 @@ def test_local_window_level_mixes_with_far_levels_by_eq10():
         outs.append(o)
         lses.append(l)
     ref_out, ref_lse = merge_levels(outs, lses, level_bias=bias)
-    torch.testing.assert_close(out, ref_out)
-    torch.testing.assert_close(lse, ref_lse)
-    got = torch.autograd.grad((out ** 2).sum() + lse.sum(), (q, k, v, bias))
-    want = torch.autograd.grad((ref_out ** 2).sum() + ref_lse.sum(), (q, k, v, bias))
-    for a, b in zip(got, want):
-        torch.testing.assert_close(a, b)
+    assert_same_values_and_gradients((out, lse), (ref_out, ref_lse), (q, k, v, bias))
 
 
 def test_local_window_needs_a_dense_causal_level_0():
@@ -446,11 +451,6 @@ def test_attention_sinks_join_the_window_in_one_softmax():
     ref0 = (torch.softmax(scores, -1) @ ve, torch.logsumexp(scores, -1))
     far = reference_level(q, k, v, 16, 4)
     ref_out, ref_lse = merge_levels([ref0[0], far[0]], [ref0[1], far[1]], level_bias=bias)
-    torch.testing.assert_close(out, ref_out)
-    torch.testing.assert_close(lse, ref_lse)
-    got = torch.autograd.grad((out ** 2).sum() + lse.sum(), (q, k, v, bias))
-    want = torch.autograd.grad((ref_out ** 2).sum() + ref_lse.sum(), (q, k, v, bias))
-    for a, b in zip(got, want):
-        torch.testing.assert_close(a, b)
+    assert_same_values_and_gradients((out, lse), (ref_out, ref_lse), (q, k, v, bias))
     with pytest.raises(ValueError, match="local_window"):
         dilated_attention(q, k, v, [5, 16], [1, 4], attention_sinks=2)
