@@ -389,9 +389,13 @@ def bench_positions(args, device, dtype) -> str:
         results.append((name, memory_ppl(model)))
         del model
     if "window+sinks" in wanted:  # the default's level 0 alone (= the default, far levels shut)
-        model = LongNetLM.from_pretrained(args.model, device=device)
-        local, sinks = model.config.local_window, model.config.attention_sinks
-        del model
+        import json
+
+        from longnet.weights import resolve_model_dir
+
+        hf = json.loads((resolve_model_dir(args.model) / "config.json").read_text())
+        defaults = pretrained_defaults(hf, {})  # what from_pretrained would give
+        local, sinks = defaults["local_window"], defaults["attention_sinks"]
         model = LongNetLM.from_pretrained(args.model, device=device, segment_lengths=(local,),
                                           dilation_rates=(1,), local_window=local,
                                           attention_sinks=sinks)
