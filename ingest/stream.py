@@ -136,7 +136,33 @@ _REPRESENTATIVE = {"L": "a", "N": "0", "S": "\t", "O": "!"}  # ASCII stand-ins p
 _NON_ASCII_BEFORE_SPACE = re.compile(r"([^\x00-\x7f]) ")
 WORD_CACHE_LIMIT = 150_000  # keys (~20 MB); the cache is emptied when it grows past this
 
+BYTE_TABLE_BITS = 19  # slots of the byte path's table: > 3 x WORD_CACHE_LIMIT
+_LOW_BYTES = np.array([(1 << (8 * n)) - 1 for n in range(8)] + [(1 << 64) - 1],
+                      dtype=np.uint64)  # masks keeping the first n bytes of 8
+
 _word_cache_encoders: dict[int, tuple[object, object]] = {}
+
+
+def _slot_hash(head: np.ndarray, tail: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Where a key's probe starts in the byte path's table (a mix of its identity)."""
+    mixed = (head * np.uint64(0x9E3779B97F4A7C15)) ^ (tail * np.uint64(0xC2B2AE3D27D4EB4F)) \
+        ^ lengths.astype(np.uint64)
+    mixed ^= mixed >> np.uint64(31)
+    mixed *= np.uint64(0xD6E8FEB86659FD93)
+    return (mixed >> np.uint64(64 - BYTE_TABLE_BITS)).astype(np.int64)
+
+
+def _distinct(head: np.ndarray, tail: np.ndarray, lengths: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """(an index of each different key, each key's number among them) by identity."""
+    order = np.lexsort((lengths, tail, head))
+    head, tail, lengths = head[order], tail[order], lengths[order]
+    starts_group = np.ones(len(order), dtype=bool)
+    starts_group[1:] = ((head[1:] != head[:-1]) | (tail[1:] != tail[:-1])
+                        | (lengths[1:] != lengths[:-1]))
+    inverse = np.empty(len(order), dtype=np.int64)
+    inverse[order] = np.cumsum(starts_group) - 1
+    return order[starts_group], inverse
 
 
 def _word_cache_encoder(plain):
@@ -163,6 +189,10 @@ class _WordCacheEncoder:
         # A space after any whitespace character may belong to that whitespace's run.
         self.ascii_spaces = frozenset(c for c, k in ascii_classes.items() if k == "S")
         self.bad_pairs = [c + " " for c in sorted(self.ascii_spaces)]
+        self.space_bytes = np.zeros(256, dtype=bool)  # the pattern's ASCII whitespace
+        self.space_bytes[[ord(c) for c in self.ascii_spaces]] = True
+        self.newline_cut_after = ~self.space_bytes  # a newline after one starts a key
+        self.newline_cut_after[128:] = False
 
     @classmethod
     def for_tokenizer(cls, plain):
@@ -272,6 +302,32 @@ class _WordCacheEncoder:
 
     def encode_flat(self, texts: list[str], unique: bool = False
                     ) -> tuple[np.ndarray, np.ndarray]:
+        if unique:
+            return self._encode_keys(texts, unique=True)
+        fast, slow, data, byte_lengths = self._split_fast_texts(texts)
+        if not len(slow):
+            return self._encode_bytes(data, byte_lengths)
+        # Texts the byte path cannot cut: the per-text keys, then both merged in order.
+        fast_ids, fast_lengths = self._encode_bytes(data, byte_lengths) if len(fast) else (
+            np.zeros(0, dtype=TOKEN_DTYPE), np.zeros(0, dtype=np.int64))
+        slow_ids, slow_lengths = self._encode_keys([texts[i] for i in slow.tolist()])
+        lengths = np.zeros(len(texts), dtype=np.int64)
+        lengths[fast] = fast_lengths
+        lengths[slow] = slow_lengths
+        from_slow = np.zeros(len(texts), dtype=bool)
+        from_slow[slow] = True
+        # Where each text's ids start in its group's array, then one gather.
+        group_starts = np.zeros(len(texts), dtype=np.int64)
+        group_starts[fast] = np.cumsum(fast_lengths) - fast_lengths
+        group_starts[slow] = np.cumsum(slow_lengths) - slow_lengths + len(fast_ids)
+        ends = np.cumsum(lengths)
+        total = int(ends[-1]) if len(ends) else 0
+        source = np.repeat(group_starts - (ends - lengths), lengths) + np.arange(total)
+        return np.concatenate([fast_ids, slow_ids])[source], lengths
+
+    def _encode_keys(self, texts: list[str], unique: bool = False
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """Encode by per-text keys looked up in a dict (texts the byte path leaves)."""
         keys: list = []
         keys_per_text = np.zeros(len(texts), dtype=np.int64)
         for position, text in enumerate(texts):
@@ -283,12 +339,16 @@ class _WordCacheEncoder:
         except KeyError:
             seen = set(keys)
             missing = [key for key in seen if key not in self.index]
-            if len(self.index) + len(missing) > WORD_CACHE_LIMIT:
+            if self.cached_keys + len(missing) > WORD_CACHE_LIMIT:
                 self._reset()
                 missing = list(seen)
             self._learn(missing)
             index = self._indices(keys)
-        # Gather each key's ids from the table, all keys at once.
+        return self._gather(index, keys_per_text)
+
+    def _gather(self, index: np.ndarray, keys_per_text: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """Each key's ids from the table, all keys at once; and the ids per text."""
         counts = self.counts[index]
         token_ends = np.cumsum(counts)
         total = int(token_ends[-1]) if len(token_ends) else 0
@@ -299,12 +359,164 @@ class _WordCacheEncoder:
         lengths = np.diff(token_bounds[np.concatenate([[0], key_ends])])
         return flat, lengths.astype(np.int64)
 
+    # -- the byte path: the same keys, cut and looked up with numpy --------------------
+    # ``keys`` costs a few Python objects per word; here the texts of a batch are one
+    # UTF-8 byte array, cut with the same rule (a key starts at every space, and at a
+    # newline after an ASCII non-space character; a space-cut key holds its space, so
+    # its bytes are the exact text it encodes), and each key of up to 16 bytes is found
+    # in an open-addressing table by its exact (first 8 bytes, last 8 bytes, length).
+    # Longer keys use a dict. Texts with a space after whitespace or after a non-ASCII
+    # character, or that are not valid UTF-8 (lone surrogates), go to ``keys``.
+    def _split_fast_texts(self, texts: list[str]):
+        """(indices of byte-path texts, of the others, their UTF-8 bytes, bytes per text)."""
+        joined = "".join(texts)
+        if joined.isascii():
+            encoded = None
+            data = joined.encode("ascii")
+            byte_lengths = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
+        else:
+            encoded = []
+            for text in texts:
+                try:
+                    encoded.append(text.encode("utf-8"))
+                except UnicodeEncodeError:
+                    encoded.append(None)
+            byte_lengths = np.fromiter((len(e) if e is not None else 0 for e in encoded),
+                                       dtype=np.int64, count=len(texts))
+            data = b"".join(e for e in encoded if e is not None)
+        slow = np.zeros(len(texts), dtype=bool)
+        if encoded is not None:
+            slow[[i for i, e in enumerate(encoded) if e is None]] = True
+        codes = np.frombuffer(data, dtype=np.uint8)
+        starts = np.cumsum(byte_lengths) - byte_lengths
+        inner = np.ones(len(codes), dtype=bool)  # False where a text starts
+        inner[starts[starts < len(codes)]] = False
+        after = codes[:-1]
+        bad = np.flatnonzero((codes[1:] == 32) & inner[1:]
+                             & (self.space_bytes[after] | (after >= 128))) + 1
+        # (a text's index: the last text starting at or before the byte; empty texts
+        # share their start with the next one and hold no bytes)
+        slow[np.searchsorted(starts, bad, side="right") - 1] = True
+        if not slow.any():
+            return np.arange(len(texts)), np.zeros(0, dtype=np.int64), data, byte_lengths
+        fast = np.flatnonzero(~slow)
+        data = codes[np.repeat(~slow, byte_lengths)].tobytes()
+        return fast, np.flatnonzero(slow), data, byte_lengths[fast]
+
+    def _encode_bytes(self, data: bytes, byte_lengths: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        codes = np.frombuffer(data, dtype=np.uint8)
+        size = len(codes)
+        starts = np.cumsum(byte_lengths) - byte_lengths
+        cut = codes == 32
+        cut[starts[starts < size]] = True
+        cut[1:] |= (codes[1:] == 10) & self.newline_cut_after[codes[:-1]]
+        key_starts = np.flatnonzero(cut)
+        key_ends = np.append(key_starts[1:], size)
+        key_lengths = key_ends - key_starts
+        keys_per_text = np.bincount(np.searchsorted(starts, key_starts, side="right") - 1,
+                                    minlength=len(byte_lengths)) if len(key_starts) else \
+            np.zeros(len(byte_lengths), dtype=np.int64)
+        # 8 bytes read at any offset (the array padded so the last reads stay inside).
+        padded = np.zeros(size + 16 - size % 8, dtype=np.uint8)
+        padded[:size] = codes
+        words = np.lib.stride_tricks.as_strided(padded.view("<u8"), shape=(size + 1,),
+                                                strides=(1,))
+        head = words[key_starts] & _LOW_BYTES[np.minimum(key_lengths, 8)]
+        tail = np.where(key_lengths > 8, words[np.maximum(key_ends - 8, 0)], np.uint64(0))
+        rows = self._find(head, tail, key_lengths)
+        unknown = np.flatnonzero(rows < 0)
+        if len(unknown):
+            # Each different key once (short ones told apart by their identity).
+            short = unknown[key_lengths[unknown] <= 16]
+            first, inverse = _distinct(head[short], tail[short], key_lengths[short])
+            distinct = np.concatenate([short[first], unknown[key_lengths[unknown] > 16]])
+            pieces = list(map(data.__getitem__, map(slice, key_starts[distinct].tolist(),
+                                                    key_ends[distinct].tolist())))
+            found = self._rows_of_unknown(pieces, head[distinct], tail[distinct],
+                                          key_lengths[distinct])
+            if found is None:  # the cache was emptied: every row above is gone
+                return self._encode_bytes(data, byte_lengths)
+            found = np.array(found, dtype=np.int64)
+            rows[short] = found[:len(first)][inverse]
+            rows[unknown[key_lengths[unknown] > 16]] = found[len(first):]
+        return self._gather(rows, keys_per_text)
+
+    def _find(self, head: np.ndarray, tail: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """Rows of keys of <= 16 bytes in the table (-1: not there or longer)."""
+        rows = np.full(len(head), -1, dtype=np.int64)
+        slots = _slot_hash(head, tail, lengths)
+        pending = np.flatnonzero(lengths <= 16)
+        while len(pending):
+            slot = slots[pending]
+            there = self.slot_lengths[slot]
+            match = ((there == lengths[pending]) & (self.slot_heads[slot] == head[pending])
+                     & (self.slot_tails[slot] == tail[pending]))
+            rows[pending[match]] = self.slot_rows[slot[match]]
+            going = ~match & (there != 0)  # occupied by another key: probe the next slot
+            pending = pending[going]
+            slots[pending] = (slot[going] + 1) & (len(self.slot_lengths) - 1)
+        return rows
+
+    def _rows_of_unknown(self, pieces: list[bytes], head: np.ndarray, tail: np.ndarray,
+                         lengths: np.ndarray) -> list[int] | None:
+        """Rows of keys not in the table (``pieces`` with their identities): longer ones
+        from a dict, new ones learnt (None: the cache was full and has been emptied;
+        encode the batch again)."""
+        first_seen: dict[bytes, int] = {}
+        for position, piece in enumerate(pieces):
+            first_seen.setdefault(piece, position)
+        new = [piece for piece in first_seen if piece not in self.long_rows]
+        if self.cached_keys and self.cached_keys + len(new) > WORD_CACHE_LIMIT:
+            self._reset()
+            return None
+        first = self._add_ids([piece.decode("utf-8") for piece in new]) if new else 0
+        found = dict(zip(new, range(first, first + len(new))))
+        short = []
+        for piece, row in found.items():
+            if len(piece) > 16:
+                self.long_rows[piece] = row
+            else:
+                short.append(first_seen[piece])
+        if short:
+            at = np.array(short, dtype=np.int64)
+            self._insert(head[at], tail[at], lengths[at],
+                         np.array([found[pieces[i]] for i in short], dtype=np.int64))
+        return [found[piece] if piece in found else self.long_rows[piece] for piece in pieces]
+
+    def _insert(self, head: np.ndarray, tail: np.ndarray, lengths: np.ndarray,
+                rows: np.ndarray) -> None:
+        """Put new keys (all different, none in the table) into free slots."""
+        mask = len(self.slot_lengths) - 1
+        slots = _slot_hash(head, tail, lengths)
+        pending = np.arange(len(head))
+        while len(pending):
+            slot = slots[pending]
+            free = self.slot_lengths[slot] == 0
+            taken, first = np.unique(slot[free], return_index=True)  # one key per slot
+            placed = pending[free][first]
+            self.slot_heads[taken], self.slot_tails[taken] = head[placed], tail[placed]
+            self.slot_lengths[taken], self.slot_rows[taken] = lengths[placed], rows[placed]
+            left = np.ones(len(head), dtype=bool)
+            left[placed] = False
+            pending = pending[left[pending]]
+            slots[pending] = (slots[pending] + 1) & mask
+        self.byte_keys += len(head)
+
+    @property
+    def cached_keys(self) -> int:
+        return len(self.index) + self.byte_keys + len(self.long_rows)
+
     def _indices(self, keys: list) -> np.ndarray:
         return np.fromiter(map(self.index.__getitem__, keys), dtype=np.int64, count=len(keys))
 
     def _learn(self, keys: list) -> None:
         """Encode new keys with the library and add their ids to the table."""
-        texts = [key[0] if isinstance(key, tuple) else " " + key for key in keys]
+        first = self._add_ids([key[0] if isinstance(key, tuple) else " " + key for key in keys])
+        self.index.update(zip(keys, range(first, first + len(keys))))
+
+    def _add_ids(self, texts: list[str]) -> int:
+        """Encode ``texts`` with the library, append their ids; returns the first new row."""
         encoded = [enc.ids for enc in self.plain.encode_batch(texts, add_special_tokens=False)]
         counts = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
         ids = np.fromiter(chain.from_iterable(encoded), dtype=TOKEN_DTYPE, count=int(counts.sum()))
@@ -317,7 +529,7 @@ class _WordCacheEncoder:
             self.table = grown
         self.table[self.size:self.size + len(ids)] = ids
         self.size += len(ids)
-        self.index.update(zip(keys, range(first, first + len(keys))))
+        return first
 
     def _reset(self) -> None:
         """Forget every cached word (word -> row of counts/starts -> ids in table)."""
@@ -326,6 +538,13 @@ class _WordCacheEncoder:
         self.starts = np.zeros(0, dtype=np.int64)
         self.table = np.zeros(1 << 16, dtype=TOKEN_DTYPE)
         self.size = 0
+        slots = 1 << BYTE_TABLE_BITS
+        self.slot_heads = np.zeros(slots, dtype=np.uint64)
+        self.slot_tails = np.zeros(slots, dtype=np.uint64)
+        self.slot_lengths = np.zeros(slots, dtype=np.int64)  # 0: empty
+        self.slot_rows = np.zeros(slots, dtype=np.int64)
+        self.byte_keys = 0
+        self.long_rows: dict[bytes, int] = {}
 
     def agrees_with_library(self, texts: list[str]) -> bool:
         """Same words as the library's pre-tokenizer, and the same ids, for ``texts``."""
