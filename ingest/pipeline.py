@@ -20,6 +20,8 @@ Killed at any point, a rerun picks up where the last committed step ended.
 from __future__ import annotations
 
 import bisect
+import contextlib
+import gc
 import hashlib
 import json
 import os
@@ -204,7 +206,7 @@ def run(store: Store, tokenizer=None, *, scope: list[Path | str] | None = None,
     report = IngestReport()
     if max_file_bytes is None:
         max_file_bytes = int(store.get_meta("max_file_bytes", DEFAULT_MAX_FILE_BYTES))
-    with store.ingest_lock():
+    with store.ingest_lock(), _old_objects_left_alone():
         store.recover()
         started = time.perf_counter()
         with PreTokens(store.home) as pretokens:
@@ -229,6 +231,19 @@ def run(store: Store, tokenizer=None, *, scope: list[Path | str] | None = None,
         with store.write():
             store.set_meta("last_ingest_at", utc_now())
     return report
+
+
+@contextlib.contextmanager
+def _old_objects_left_alone():
+    """Keep the cyclic garbage collector off the objects that existed before the run
+    (the tokenizer, transformers and torch: hundreds of thousands) for its duration:
+    the run's many rows and arrays would otherwise set off full collections that walk
+    them all again and again (about 7 % of a large build's CPU time)."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def _scope_by_source(store: Store, scope) -> dict[int, tuple[Source, list[str]]]:
@@ -673,6 +688,7 @@ def _worker_main(parent: int) -> None:
     import sys
 
     _worker_start(parent)
+    gc.freeze()  # (the imports' objects: see _old_objects_left_alone)
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # stray prints must not corrupt the results
     tokenizer_json = pickle.load(stdin)

@@ -136,7 +136,7 @@ _REPRESENTATIVE = {"L": "a", "N": "0", "S": "\t", "O": "!"}  # ASCII stand-ins p
 _NON_ASCII_BEFORE_SPACE = re.compile(r"([^\x00-\x7f]) ")
 WORD_CACHE_LIMIT = 150_000  # keys (~20 MB); the cache is emptied when it grows past this
 
-BYTE_TABLE_BITS = 19  # slots of the byte path's table: > 3 x WORD_CACHE_LIMIT
+BYTE_TABLE_BITS = 18  # slots of the byte path's table (at most 57 % full)
 _LOW_BYTES = np.array([(1 << (8 * n)) - 1 for n in range(8)] + [(1 << 64) - 1],
                       dtype=np.uint64)  # masks keeping the first n bytes of 8
 
@@ -541,8 +541,8 @@ class _WordCacheEncoder:
         slots = 1 << BYTE_TABLE_BITS
         self.slot_heads = np.zeros(slots, dtype=np.uint64)
         self.slot_tails = np.zeros(slots, dtype=np.uint64)
-        self.slot_lengths = np.zeros(slots, dtype=np.int64)  # 0: empty
-        self.slot_rows = np.zeros(slots, dtype=np.int64)
+        self.slot_lengths = np.zeros(slots, dtype=np.uint8)  # 0: empty
+        self.slot_rows = np.zeros(slots, dtype=np.int32)
         self.byte_keys = 0
         self.long_rows: dict[bytes, int] = {}
 

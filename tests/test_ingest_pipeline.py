@@ -359,9 +359,24 @@ def test_private_files_and_recorded_migrations(store, tree):
     assert stat.S_IMODE(store.home.stat().st_mode) == 0o700
     applied = [row[0] for row in store.db.execute(
         "SELECT name FROM _sqlite_migrations WHERE migration_set = 'memex-ingest'")]
-    assert applied == ["migration_001_initial"]
+    assert applied == ["migration_001_initial", "migration_002_fts_merge_less_often"]
     assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert store.db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+
+
+def test_a_home_from_before_migration_002_upgrades_and_keeps_its_index(store, tree):
+    ingest_tree(store, tree)
+    with store.write():  # back to how migration 001 left it
+        store.db.execute("DELETE FROM _sqlite_migrations WHERE name = ?",
+                         ["migration_002_fts_merge_less_often"])
+        store.db.execute("DELETE FROM chunks_fts_config WHERE k IN ('automerge', 'crisismerge')")
+    home = store.home
+    store.close()
+    with ingest.open_store(home) as upgraded:
+        settings = dict(upgraded.db.execute("SELECT k, v FROM chunks_fts_config").fetchall())
+        assert settings["automerge"] == 16 and settings["crisismerge"] == 64
+        upgraded.db.execute("INSERT INTO chunks_fts(chunks_fts) VALUES ('integrity-check')")
+        assert search(upgraded, "Lisbon")[0].path == "2024-03-05.md"
 
 
 def test_compact_drops_dead_spans_and_keeps_live_text(store, tree, tokenizer):
