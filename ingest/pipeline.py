@@ -423,7 +423,7 @@ def _read_one(store: Store, source: Source, info: FileInfo, row: _Known | None,
     if parsed is None:  # left unparsed as known bytes (not reached: those are "same")
         return _read_one(store, source, info, row, max_file_bytes, prepare_file(
             (str(source.root / info.relpath), info.relpath, info.size, info.mtime_ns,
-             info.format, max_file_bytes, None)))
+             info.format, max_file_bytes, None, _label(source, info.relpath))))
     return ("new" if row is None else "parse", info, row, source, sha, parsed)
 
 
@@ -438,16 +438,27 @@ class _PreparedEntry:
     tags: str | None
     text: str
     spans: list[tuple[int, int]]
+    header: str = ""  # what the stream puts before it (see entry_header)
     tokens: tuple[np.ndarray, np.ndarray] | None = None  # (ids, ids per chunk)
+    header_tokens: np.ndarray | None = None
+
+
+def _label(source: Source, relpath: str) -> str:
+    return f"{source.root.name}/{relpath}"
+
+
+def entry_header(date: str | None, label: str) -> str:
+    """The short header each entry starts with in the stream."""
+    return f"# {date or 'undated'} · {label}\n\n"
 
 
 def prepare_file(job: tuple) -> tuple:
     """Read, hash, parse and chunk one file. Pure: no database. ``job`` is (path,
     relpath, size, mtime_ns, format, max_file_bytes, sha256 already stored or None: a
-    file with those bytes is not parsed). Returns
+    file with those bytes is not parsed, label for the entry headers). Returns
     ("gone",) | ("skip", FileInfo, reason) | ("read", FileInfo, sha256, parsed) where
     parsed is None (known bytes), a SkipFile, or ((warnings, encoding, title), entries)."""
-    path, relpath, size, mtime_ns, file_format, max_file_bytes, known_sha = job
+    path, relpath, size, mtime_ns, file_format, max_file_bytes, known_sha, label = job
     info = FileInfo(relpath, size, mtime_ns, file_format)
     try:
         data, st = read_stable(Path(path), max_file_bytes)
@@ -471,17 +482,18 @@ def prepare_file(job: tuple) -> tuple:
         text = entry.text.strip("\n").rstrip() + "\n\n"
         if not text.strip():
             continue
+        date = entry.date.isoformat() if entry.date else None
         prepared.append(_PreparedEntry(
-            ordinal, entry.date.isoformat() if entry.date else None, entry.date_rule,
-            entry.title, json.dumps(entry.tags) if entry.tags else None, text,
-            chunk_spans(text)))
+            ordinal, date, entry.date_rule, entry.title,
+            json.dumps(entry.tags) if entry.tags else None, text, chunk_spans(text),
+            entry_header(date, label)))
     summary = ("; ".join(result.warnings) or None, result.encoding, result.title)
     return ("read", info, sha, (summary, prepared))
 
 
 def prepare_files(jobs: list[tuple], tokenizer=None) -> list[tuple]:
-    """``prepare_file`` for each job, and (with ``tokenizer``) every entry's chunks
-    tokenized, all in a few large encodes (each chunk alone, as the stream has it)."""
+    """``prepare_file`` for each job, and (with ``tokenizer``) every entry's chunks and
+    header tokenized, all in a few large encodes (each text alone, as the stream has it)."""
     outcomes = [prepare_file(job) for job in jobs]
     if tokenizer is None:
         return outcomes
@@ -496,6 +508,11 @@ def prepare_files(jobs: list[tuple], tokenizer=None) -> list[tuple]:
         entry.tokens = (ids[bounds[first]:bounds[first + count]].copy(),
                         per_chunk[first:first + count].copy())
         first += count
+    header_ids, header_lengths = encode_flat(tokenizer, [e.header for e in entries],
+                                             unique=True)
+    header_ends = np.cumsum(header_lengths)
+    for entry, end, length in zip(entries, header_ends.tolist(), header_lengths.tolist()):
+        entry.header_tokens = header_ids[end - length:end].copy()
     return outcomes
 
 
@@ -536,7 +553,7 @@ def _prepared(to_read: list, max_file_bytes: int, tokenizer, workers: int | None
     def job(source, info, row):
         known = row.sha256 if row is not None and row.status == "live" else None
         return (str(source.root / info.relpath), info.relpath, info.size, info.mtime_ns,
-                info.format, max_file_bytes, known)
+                info.format, max_file_bytes, known, _label(source, info.relpath))
 
     groups: list[list] = [[]]  # a few files per task: fewer round trips, larger encodes
     size = 0
@@ -888,11 +905,11 @@ def _store_revision(store: Store, source: Source, info: FileInfo, row: _Known | 
         "INSERT INTO revisions(document_id, number, sha256, size, mtime_ns, status, created_at) "
         "VALUES (?, ?, ?, ?, ?, 'current', ?)",
         [document_id, number, sha, info.size, info.mtime_ns, now]).lastrowid
-    label = f"{source.root.name}/{info.relpath}"
+    label = _label(source, info.relpath)
     chunk_rows = []
     for entry in entries:
         when, text = entry.date, entry.text
-        header = f"# {when or 'undated'} · {label}\n\n"
+        header = entry_header(when, label)
         entry_id = store.db.execute(
             "INSERT INTO entries(document_id, revision_id, ordinal, date, date_rule, title, tags,"
             " header, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending')",
@@ -901,7 +918,8 @@ def _store_revision(store: Store, source: Source, info: FileInfo, row: _Known | 
         for index, (start, end) in enumerate(entry.spans):
             chunk_rows.append((entry_id, document_id, index, text[start:end], start, end, when))
         if entry.tokens is not None and tokens is not None:
-            tokens.append((entry_id, entry.tokens))
+            tokens.append((entry_id, (*entry.tokens, header, entry.header_tokens
+                                      if entry.header == header else None)))
     return chunk_rows
 
 
@@ -957,6 +975,8 @@ class PreTokens:
         self.entry_ids = array("q")  # ascending (ids of rows inserted by this run)
         self.offsets = array("q")
         self.chunks = array("q")
+        self.header_sizes = array("q")  # bytes of the header text the header ids encode
+        self.header_counts = array("q")
 
     def __enter__(self) -> PreTokens:
         return self
@@ -969,35 +989,52 @@ class PreTokens:
             self.file.close()
             self.file = None
 
-    def add(self, entry_id: int, ids: np.ndarray, per_chunk: np.ndarray) -> None:
+    def add(self, entry_id: int, ids: np.ndarray, per_chunk: np.ndarray, header: str = "",
+            header_ids: np.ndarray | None = None) -> None:
+        """Keep an entry's chunk ids (and its header's, with the header they encode)."""
         if self.entry_ids and entry_id <= self.entry_ids[-1]:
             return  # (ids only grow within a run; keep the index sorted regardless)
         if self.file is None:
             import tempfile
 
             self.file = tempfile.TemporaryFile(dir=self.folder)  # O_TMPFILE: never named
-        data = np.ascontiguousarray(per_chunk, dtype="<i8").tobytes() + \
-            np.ascontiguousarray(ids, dtype=TOKEN_DTYPE).tobytes()
+        header_bytes = header.encode("utf-8") if header_ids is not None else b""
+        header_ids = header_ids if header_ids is not None else np.zeros(0, TOKEN_DTYPE)
+        data = b"".join([header_bytes, np.ascontiguousarray(header_ids, TOKEN_DTYPE).tobytes(),
+                         np.ascontiguousarray(per_chunk, dtype="<i8").tobytes(),
+                         np.ascontiguousarray(ids, dtype=TOKEN_DTYPE).tobytes()])
         os.pwrite(self.file.fileno(), data, self.size)
         self.entry_ids.append(entry_id)
         self.offsets.append(self.size)
         self.chunks.append(len(per_chunk))
+        self.header_sizes.append(len(header_bytes))
+        self.header_counts.append(len(header_ids))
         self.size += len(data)
 
-    def take(self, entry_id: int) -> tuple[np.ndarray, np.ndarray] | None:
-        """(token ids, ids per chunk) of an entry, or None if not here."""
+    def take(self, entry_id: int, header: str = ""
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None] | None:
+        """(token ids, ids per chunk, the header's ids or None if kept for another header
+        than ``header``) of an entry, or None if not here."""
         at = bisect.bisect_left(self.entry_ids, entry_id)
         if at == len(self.entry_ids) or self.entry_ids[at] != entry_id:
             return None
         offset, chunk_count = self.offsets[at], self.chunks[at]
-        per_chunk = np.frombuffer(os.pread(self.file.fileno(), 8 * chunk_count, offset),
-                                  dtype="<i8")
-        total = int(per_chunk.sum())
-        ids = np.frombuffer(os.pread(self.file.fileno(), 4 * total, offset + 8 * chunk_count),
-                            dtype=TOKEN_DTYPE)
-        if len(per_chunk) != chunk_count or len(ids) != total:
+        header_size, header_count = self.header_sizes[at], self.header_counts[at]
+        head = os.pread(self.file.fileno(), header_size + 4 * header_count + 8 * chunk_count,
+                        offset)
+        if len(head) != header_size + 4 * header_count + 8 * chunk_count:
             return None
-        return ids, per_chunk.astype(np.int64)
+        header_ids = None
+        if header_size and head[:header_size] == header.encode("utf-8"):
+            header_ids = np.frombuffer(head, dtype=TOKEN_DTYPE, count=header_count,
+                                       offset=header_size)
+        per_chunk = np.frombuffer(head, dtype="<i8", offset=header_size + 4 * header_count)
+        total = int(per_chunk.sum())
+        ids = np.frombuffer(os.pread(self.file.fileno(), 4 * total, offset + len(head)),
+                            dtype=TOKEN_DTYPE)
+        if len(ids) != total:
+            return None
+        return ids, per_chunk.astype(np.int64), header_ids
 
 
 def _chunk_ids_of(entry_ids: list[int], store: Store) -> dict[int, list[int]]:
@@ -1071,7 +1108,7 @@ def stream_pending(store: Store, tokenizer, report: IngestReport | None = None, 
         kept = []
         for entry_id, document_id, header in entries:
             kept.append((entry_id, document_id, header))
-            found = pretokens.take(entry_id) if pretokens is not None else None
+            found = pretokens.take(entry_id, header) if pretokens is not None else None
             if found is not None:
                 ready[entry_id] = found
                 size += 4 * len(found[0])
@@ -1088,16 +1125,22 @@ def stream_pending(store: Store, tokenizer, report: IngestReport | None = None, 
                 for chunk_id in chunks_by_entry[entry_id]]
         encoded_ids, encoded_lengths = _encode_sliced(tokenizer, [texts[c] for c in todo])
         encoded_starts = np.concatenate([[0], np.cumsum(encoded_lengths)])
-        header_ids, header_lengths = encode_flat(tokenizer, [header for _, _, header in kept],
-                                                 unique=True)
-        header_starts = np.concatenate([[0], np.cumsum(header_lengths)])
+        headers = [ready[entry_id][2] if entry_id in ready else None
+                   for entry_id, _, _ in kept]  # the workers' ids, else encoded here
+        unencoded = [number for number, ids in enumerate(headers) if ids is None]
+        encoded_header_ids, encoded_header_lengths = encode_flat(
+            tokenizer, [kept[number][2] for number in unencoded], unique=True)
+        ends = np.cumsum(encoded_header_lengths).tolist()
+        for number, end, length in zip(unencoded, ends, encoded_header_lengths.tolist()):
+            headers[number] = encoded_header_ids[end - length:end]
+        header_lengths = [len(ids) for ids in headers]
         pieces: list[np.ndarray] = []
         chunk_lengths: list[np.ndarray] = []  # per entry: header + chunk 1, chunk 2, ...
         position = 0  # in todo
         for number, (entry_id, _, _) in enumerate(kept):
-            pieces.append(header_ids[header_starts[number]:header_starts[number + 1]])
+            pieces.append(headers[number])
             if entry_id in ready:
-                ids, per_chunk = ready[entry_id]
+                ids, per_chunk, _ = ready[entry_id]
             else:
                 count = len(chunks_by_entry[entry_id])
                 ids = encoded_ids[encoded_starts[position]:encoded_starts[position + count]]

@@ -75,13 +75,18 @@ def test_entries_left_pending_by_an_earlier_run_are_tokenized_from_their_text(
 def test_pre_tokens_are_found_by_entry_and_kept_in_an_unnamed_file(tmp_path):
     with pipeline.PreTokens(tmp_path) as pretokens:
         assert pretokens.take(1) is None  # nothing recorded yet
-        pretokens.add(5, np.array([7, 8, 9], dtype=np.uint32), np.array([2, 1]))
+        pretokens.add(5, np.array([7, 8, 9], dtype=np.uint32), np.array([2, 1]),
+                      "# 2024-01-02 · j/é.md\n\n", np.array([3, 4], dtype=np.uint32))
         pretokens.add(4, np.array([1], dtype=np.uint32), np.array([1]))  # ids only grow
         pretokens.add(9, np.array([], dtype=np.uint32), np.array([0]))
-        ids, per_chunk = pretokens.take(5)
+        ids, per_chunk, header_ids = pretokens.take(5, "# 2024-01-02 · j/é.md\n\n")
         assert ids.tolist() == [7, 8, 9] and per_chunk.tolist() == [2, 1]
+        assert header_ids.tolist() == [3, 4]
+        # kept for another header (the file moved since): the header is encoded again
+        ids, per_chunk, header_ids = pretokens.take(5, "# 2024-01-02 · j/moved.md\n\n")
+        assert ids.tolist() == [7, 8, 9] and header_ids is None
         assert pretokens.take(4) is None and pretokens.take(6) is None
-        assert pretokens.take(9)[1].tolist() == [0]
+        assert pretokens.take(9)[1].tolist() == [0] and pretokens.take(9)[2] is None
         assert not [name for name in os.listdir(tmp_path)]  # the file has no name
 
 
@@ -186,10 +191,10 @@ def test_pre_tokens_whose_chunk_count_differs_from_the_store_are_not_used(tmp_pa
     the stream phase tokenizes the stored text instead, and the stream is unchanged."""
     add = pipeline.PreTokens.add
 
-    def add_one_chunk_short(self, entry_id, ids, per_chunk):
+    def add_one_chunk_short(self, entry_id, ids, per_chunk, *header):
         if len(per_chunk) > 1:
             ids, per_chunk = ids[:-int(per_chunk[-1]) or None], per_chunk[:-1]
-        add(self, entry_id, ids, per_chunk)
+        add(self, entry_id, ids, per_chunk, *header)
 
     monkeypatch.setattr(pipeline.PreTokens, "add", add_one_chunk_short)
     root = tricky_tree(tmp_path / "journal")
