@@ -52,6 +52,7 @@ MAX_WORKERS = 2
 WORKER_TASK_FILES = 64
 WORKER_TASK_BYTES = 1024 * 1024
 WORKER_AHEAD_BYTES = 8 * 1024 * 1024  # read but not yet written: bounds memory
+CHECKPOINT_THREAD_MIN_BYTES = 16 * 1024 * 1024  # runs this large checkpoint in a thread
 
 
 @dataclass
@@ -209,9 +210,9 @@ def run(store: Store, tokenizer=None, *, scope: list[Path | str] | None = None,
     with store.ingest_lock(), _old_objects_left_alone():
         store.recover()
         started = time.perf_counter()
-        with PreTokens(store.home) as pretokens:
+        with PreTokens(store.home) as pretokens, _Checkpointer(store) as checkpointer:
             _sync_files(store, scope, max_file_bytes, report, progress, should_stop, tokenizer,
-                        workers, pretokens if tokenizer is not None else None)
+                        workers, pretokens if tokenizer is not None else None, checkpointer)
             report.seconds["read"] = time.perf_counter() - started
             if tokenizer is not None and not should_stop():
                 started = time.perf_counter()
@@ -246,6 +247,59 @@ def _old_objects_left_alone():
         gc.unfreeze()
 
 
+class _Checkpointer:
+    """Copies the write-ahead log into the database file from a second connection in a
+    thread, while a large run writes (``start``): SQLite runs a checkpoint without the
+    GIL, so it overlaps the writer's work instead of stopping it at every commit that
+    finds the log past 1000 pages (about 7 % of the writer's time on a large build).
+    The writer's automatic checkpoints are off meanwhile and back on at the end.
+    Checkpoints change no content and may run at any moment, so crash safety is as
+    before."""
+
+    INTERVAL_S = 0.25
+
+    def __init__(self, store: Store):
+        self.store = store
+        self.thread = None
+        self.stopping = None
+
+    def __enter__(self) -> _Checkpointer:
+        return self
+
+    def start(self) -> None:
+        import threading
+
+        if self.thread is not None:
+            return
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="memex-checkpoint", daemon=True)
+        self.store.db.execute("PRAGMA wal_autocheckpoint = 0")
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            conn = sqlite3.connect(str(self.store.db_path), timeout=60)
+        except sqlite3.Error:
+            return
+        try:
+            conn.execute("PRAGMA synchronous = FULL")
+            while not self.stopping.wait(self.INTERVAL_S):
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.OperationalError:  # busy: the next one catches up
+                    pass
+        finally:
+            conn.close()
+
+    def __exit__(self, *exc) -> None:
+        if self.thread is None:
+            return
+        self.stopping.set()
+        self.thread.join()
+        self.thread = None
+        self.store.db.execute("PRAGMA wal_autocheckpoint = 1000")
+
+
 def _scope_by_source(store: Store, scope) -> dict[int, tuple[Source, list[str]]]:
     """Group scope paths by source; '' means the whole source."""
     sources = store.sources()
@@ -276,7 +330,8 @@ def _in_scope(path: str, rels: list[str]) -> bool:
 
 def _sync_files(store: Store, scope, max_file_bytes: int, report: IngestReport, progress,
                 should_stop, tokenizer=None, workers: int | None = 0,
-                pretokens: PreTokens | None = None) -> None:
+                pretokens: PreTokens | None = None,
+                checkpointer: _Checkpointer | None = None) -> None:
     home = os.path.realpath(store.home)
     to_read: list[tuple[Source, FileInfo, _Known | None]] = []
     skips: list[tuple[Source, FileInfo, _Known | None]] = []
@@ -342,6 +397,8 @@ def _sync_files(store: Store, scope, max_file_bytes: int, report: IngestReport, 
                 missing.pop(row.id if row else -1, None)
 
     total_bytes = sum(info.size or 0 for _, info, _ in to_read)
+    if checkpointer is not None and total_bytes >= CHECKPOINT_THREAD_MIN_BYTES:
+        checkpointer.start()
     progress.phase("read", total_bytes, "bytes")
     batch: list[tuple] = []
     batch_bytes = 0

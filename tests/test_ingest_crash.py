@@ -31,6 +31,7 @@ home, root, tokenizer_file, action, target = sys.argv[1:6]
 # Small steps, so that a kill lands inside a run of many transactions.
 ingest.pipeline.READ_BATCH_FILES = 8
 ingest.pipeline.STREAM_BATCH_ENTRIES = 10
+ingest.pipeline.CHECKPOINT_THREAD_MIN_BYTES = 0  # checkpoints from a second connection too
 tokenizer = Tokenizer.from_file(tokenizer_file)
 store = ingest.open_store(home, tokenizer)
 if not store.sources():

@@ -202,3 +202,21 @@ def test_pre_tokens_whose_chunk_count_differs_from_the_store_are_not_used(tmp_pa
     with store:
         assert stream_digest(store) == PINNED_STREAM_SHA256
         check_consistency(store, tokenizer)
+
+
+def test_checkpoints_from_a_thread_leave_the_same_store_and_switch_back(tmp_path, tokenizer,
+                                                                        monkeypatch):
+    """A large run copies the log into the database from a second connection (here any
+    run): same rows and stream, the writer's automatic checkpoints back on, thread gone."""
+    import threading
+
+    monkeypatch.setattr(pipeline, "CHECKPOINT_THREAD_MIN_BYTES", 0)
+    monkeypatch.setattr(pipeline._Checkpointer, "INTERVAL_S", 0.001)
+    root = tricky_tree(tmp_path / "journal")
+    store, report = build(tmp_path, "home", tokenizer, root, workers=0)
+    with store:
+        assert not report.skipped
+        assert stream_digest(store) == PINNED_STREAM_SHA256
+        check_consistency(store, tokenizer)
+        assert store.db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000
+        assert not [t for t in threading.enumerate() if t.name == "memex-checkpoint"]
