@@ -219,4 +219,5 @@ def test_checkpoints_from_a_thread_leave_the_same_store_and_switch_back(tmp_path
         assert stream_digest(store) == PINNED_STREAM_SHA256
         check_consistency(store, tokenizer)
         assert store.db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000
+        assert store.db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL again
         assert not [t for t in threading.enumerate() if t.name == "memex-checkpoint"]
