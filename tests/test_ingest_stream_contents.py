@@ -131,3 +131,35 @@ def test_chunks_split_over_many_insert_statements_index_the_same(tmp_path, token
             "SELECT count(*) FROM chunks_fts WHERE chunks_fts MATCH 'tram OR ligature OR "
             "numbers'").fetchone()[0]
         assert chunks > 3 and indexed >= 3
+
+
+def test_the_byte_path_matches_the_library_across_its_edge_cases(tokenizer, monkeypatch):
+    """The word cache's byte path (keys cut and looked up with numpy) against the library:
+    empty texts, keys longer than 16 bytes (a dict), spaces after whitespace or non-ASCII
+    characters (left to the per-text keys), in one batch, cold and warm, and with a cache
+    so small that it is emptied in the middle of a batch."""
+    from ingest import stream
+
+    plain = stream._plain_backend(tokenizer)
+    texts = ["", "Plain words, and punctuation!", "", " leading space", "trailing space ",
+             "internationalisation-and-other-very-long-keys https://example.org/a/b?c=d",
+             "x" * 40 + " " + "y" * 17 + "\n\n" + "z" * 16 + " " + "w" * 8,
+             "café au lait", "naïve\nline", "日本語 text", "a\u00a0 b", "é\n\nNext one",
+             "tab\tthen word", "two  spaces", "\n\nStarts with newlines", "ends.\n",
+             "0123456789 " * 30, "It's they're we'd",
+             "12345678AB 12345678CD 12345678AB sixteen-bytes-ab sixteen-bytes-cd"]
+    rng = random.Random(3)
+    words = ["the", "river", "Anna", "walked,", "1,000", "über", "—", "é", "(x)", "\n", "\t"]
+    texts += [" ".join(rng.choice(words) for _ in range(rng.randint(0, 40)))
+              for _ in range(200)]
+
+    expected = [enc.ids for enc in plain.encode_batch(texts, add_special_tokens=False)]
+    for limit in (stream.WORD_CACHE_LIMIT, 40):
+        monkeypatch.setattr(stream, "WORD_CACHE_LIMIT", limit)
+        stream._word_cache_encoders.clear()
+        assert stream._word_cache_encoder(plain) is not None
+        for _ in range(2):  # cold, then warm
+            flat, lengths = stream.encode_flat(tokenizer, texts)
+            assert lengths.tolist() == [len(ids) for ids in expected]
+            assert flat.tolist() == [i for ids in expected for i in ids]
+    stream._word_cache_encoders.clear()
