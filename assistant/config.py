@@ -40,6 +40,10 @@ SETTINGS = {
     "temperature": Setting("temperature", "sampling temperature (0 = greedy)"),
     "top_p": Setting("top_p", "nucleus sampling threshold (used when temperature > 0)"),
     "embeddings": Setting("embeddings", "use embeddings in retrieval (true/false)"),
+    "answer_stems": Setting("answer_stems", "start an answer with the question's own words, "
+                                            "for the model to finish (true/false)"),
+    "grounded": Setting("grounded", "numbers and names in an answer must appear in its notes "
+                                    "(true/false)"),
     "today": Setting("today", "date that 'last week' is relative to (empty = the real today)"),
 }
 
@@ -58,6 +62,8 @@ class Config:
     temperature: float = 0.0
     top_p: float = 0.9
     embeddings: bool = True
+    answer_stems: bool = True
+    grounded: bool = True
     today: str = ""
 
     def as_dict(self) -> dict:

@@ -25,6 +25,8 @@ from assistant import prompting
 from assistant.config import MODES, Config, load_config
 from assistant.conversations import SourceRecord
 from assistant.dates import DateRange, resolve_dates, strip_dates
+from assistant.grounding import grounded_chooser
+from assistant.stems import answer_stem
 
 DENSE_CONTEXT = 8192
 QUESTION_ROOM = 256  # tokens kept free after the dense window for the question
@@ -396,20 +398,29 @@ class Engine:
                                         "these entries are from other dates")
             date_label = answer.date_range.label if answer.date_range else None
             messages = prompting.answer_messages(question, notes_text, history, date_label)
-            prompt_ids = self._chat_ids(messages)
-            answer.prompt_tokens = len(prompt_ids)
             emit = self._emitter(answer, timer, on_token)
+            # The model finishes a sentence begun with the question's words (stems.py).
+            stem = answer_stem(question) if self.config.answer_stems else None
+            stem_ids = self.tokenizer.encode(stem, add_special_tokens=False) if stem else []
+            prompt_ids = self._chat_ids(messages) + stem_ids
+            answer.prompt_tokens = len(prompt_ids)
+            choose = self._pick
+            if self.config.grounded and notes_text:
+                choose = grounded_chooser(notes_text, question, self._pick, self.tokenizer,
+                                          emit.ids, stop_ids=emit.stop_ids,
+                                          given=len(stem_ids))
             try:
+                emit.begin_with(stem_ids)
                 if mode in ("retrieval",):
-                    self._generate_dense(prompt_ids, emit)
+                    self._generate_dense(prompt_ids, emit, choose=choose)
                 elif mode == "dense":
-                    self._generate_dense_window(messages, emit, answer)
+                    self._generate_dense_window(messages, emit, answer, stem_ids)
                 else:
                     # hybrid: the retrieved notes are the turn's local text and the memory
                     # comes in through the far levels (the raw tail of the history in the
                     # window crowds the notes out); memory: the window reads the history.
                     self._generate_memory(prompt_ids, emit, answer,
-                                          isolate_window=mode == "hybrid")
+                                          isolate_window=mode == "hybrid", choose=choose)
             except Stopped:
                 answer.status = "partial"
             answer.text = emit.text.strip()
@@ -462,6 +473,15 @@ class Engine:
             self.stop_ids = stop_ids
             self.done = False
 
+        def begin_with(self, ids: list[int]):
+            """The answer's first words are given (a stem): show them and go on from them."""
+            if not ids:
+                return
+            self.ids.extend(int(i) for i in ids)
+            self.text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+            if self.on_token:
+                self.on_token(self.text)
+
         def __call__(self, token_id: int) -> bool:
             """Take one token; returns True when the answer is finished."""
             if token_id in self.stop_ids:
@@ -507,7 +527,8 @@ class Engine:
         choice = torch.multinomial(sorted_probs / sorted_probs.sum(), 1)
         return int(order[choice])
 
-    def _generate_dense(self, prompt_ids: list[int], emit, prefix_key=None, prefix_ids=None):
+    def _generate_dense(self, prompt_ids: list[int], emit, prefix_key=None, prefix_ids=None,
+                        choose=None):
         """Greedy/sampled decoding with the dense model and its KV cache.
 
         With ``prefix_key``, the KV of ``prefix_ids`` is kept and reused by the next call
@@ -535,12 +556,12 @@ class Engine:
             ids = torch.tensor([prompt_ids], device=device)
             for _ in range(self.config.max_new_tokens):
                 out = model(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1)
-                token = self._pick(out.logits[0, -1])
+                token = (choose or self._pick)(out.logits[0, -1])
                 if emit(token) or emit.done:
                     break
                 ids = torch.tensor([[token]], device=device)
 
-    def _generate_dense_window(self, messages, emit, answer: Answer):
+    def _generate_dense_window(self, messages, emit, answer: Answer, stem_ids=()):
         """The baseline: the last 8K tokens of the stream, then the question."""
         tokenizer = self.tokenizer
         question = messages[-1]["content"]
@@ -548,7 +569,7 @@ class Engine:
         split = _find_marker(tokenizer, head)
         head_ids, tail_ids = head[:split[0]], head[split[1]:]
         question_ids = tokenizer.encode("\n\n" + question, add_special_tokens=False)
-        tail_ids = question_ids + tail_ids
+        tail_ids = question_ids + tail_ids + list(stem_ids)
         # A fixed room for the question keeps the window (and its cached KV) the same
         # from one question to the next.
         room = max(QUESTION_ROOM, len(tail_ids))
@@ -593,7 +614,7 @@ class Engine:
         return max(0, self.stream_tokens() - self.memory_info()["tokens"])
 
     def _generate_memory(self, prompt_ids: list[int], emit, answer: Answer,
-                         isolate_window: bool = False):
+                         isolate_window: bool = False, choose=None):
         if self.memory_needs_rebuild():
             answer.notes.append("the memory holds text that was since forgotten or compacted and "
                                 "is not used until `memex memory build` rebuilds it")
@@ -623,7 +644,8 @@ class Engine:
             memory.generate(prompt_ids, max_new_tokens=self.config.max_new_tokens,
                             temperature=self.config.temperature, top_p=self.config.top_p,
                             stop_ids=sorted(emit.stop_ids), isolate_window=isolate_window,
-                            on_token=lambda token_id: not emit(int(token_id)))  # False stops
+                            on_token=lambda token_id: not emit(int(token_id)),  # False stops
+                            choose=choose)
 
     def catch_up(self, memory=None, chunk: int | None = None,
                  progress: Callable[[int, int], None] | None = None,

@@ -44,7 +44,8 @@ def stop_set(config, stop_ids: Iterable[int] | None) -> set[int]:
 def generate(memory, prompt_ids, max_new_tokens: int = 256, temperature: float = 0.0,
              top_p: float = 1.0, stop_ids: Iterable[int] | None = None,
              on_token: Callable[[int], object] | None = None, seed: int | None = None,
-             remember: bool = False, isolate_window: bool = False) -> list[int]:
+             remember: bool = False, isolate_window: bool = False,
+             choose: Callable[[torch.Tensor], int] | None = None) -> list[int]:
     """Generated token ids (the stop token left out).
 
     Stops at EOS, at any of ``stop_ids``, after ``max_new_tokens``, or when
@@ -52,6 +53,8 @@ def generate(memory, prompt_ids, max_new_tokens: int = 256, temperature: float =
     False. With ``remember=True`` the prompt and the answer are appended to the memory
     afterwards. ``isolate_window``: the turn's sliding window starts empty (see
     ``Memory.fork``); the history is reached through the far levels only.
+    ``choose(logits [V]) -> token id`` replaces the greedy/nucleus choice (constrained
+    decoding); temperature, top_p and seed are then the chooser's business.
     """
     prompt = [int(t) for t in torch.as_tensor(prompt_ids).reshape(-1).tolist()]
     if not prompt:
@@ -76,7 +79,8 @@ def generate(memory, prompt_ids, max_new_tokens: int = 256, temperature: float =
             last = begin + turn.chunk_size >= len(prompt)
             logits = turn._step(chunk, logits=last, last_only=True)
         for _ in range(max_new_tokens):
-            token = pick_token(logits[-1], temperature, top_p, generator)
+            token = (choose(logits[-1]) if choose is not None
+                     else pick_token(logits[-1], temperature, top_p, generator))
             if token in stops:
                 break
             answer.append(token)

@@ -733,14 +733,15 @@ class Memory:
 
     def generate(self, prompt_ids, max_new_tokens: int = 256, temperature: float = 0.0,
                  top_p: float = 1.0, stop_ids=None, on_token=None, seed: int | None = None,
-                 remember: bool = False, isolate_window: bool = False) -> list[int]:
+                 remember: bool = False, isolate_window: bool = False,
+                 choose=None) -> list[int]:
         """Answer ``prompt_ids`` with the whole history in view; see ``longnet.generate``."""
         from longnet.generate import generate
 
         return generate(self, prompt_ids, max_new_tokens=max_new_tokens,
                         temperature=temperature, top_p=top_p, stop_ids=stop_ids,
                         on_token=on_token, seed=seed, remember=remember,
-                        isolate_window=isolate_window)
+                        isolate_window=isolate_window, choose=choose)
 
     # -- persistence
 

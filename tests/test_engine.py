@@ -201,6 +201,27 @@ def test_retrieval_answer_has_sources_and_timings(journal_home):
     assert answer.to_json().keys() == {"answer", "sources", "timings"}
 
 
+def test_answers_start_with_the_stem_and_keep_to_the_notes(journal_home):
+    from assistant.grounding import GroundedChoice
+
+    engine = make_engine(journal_home)
+    engine.config.max_new_tokens = 12
+    question = "How much was the adoption fee?"
+    answer = engine.answer(question, "retrieval")
+    assert answer.text.startswith("The adoption fee was")
+    assert answer.prompt_tokens > 0 and answer.new_tokens > 0
+    # the tiny random model's numbers and names are held to those of its notes
+    notes = prompting.format_notes(prompting.select_sentences(
+        prompting.search_query(question), engine.search(question, None, 8), 4))
+    rule = GroundedChoice(notes + "\n" + " ".join(s.snippet for s in answer.sources), question,
+                          choose=None, text_with=None)
+    assert rule.grounded(answer.text + " ")
+    # both can be switched off
+    engine.config.answer_stems = engine.config.grounded = False
+    plain = engine.answer(question, "retrieval")
+    assert not plain.text.startswith("The adoption fee was")
+
+
 def test_nothing_relevant_says_so_without_inventing(journal_home):
     engine = make_engine(journal_home)
     answer = engine.answer("What is the capital of Mongolia?", "retrieval")
@@ -229,12 +250,14 @@ def test_stop_keeps_partial_answer(journal_home):
 
     def on_token(piece):
         seen.append(piece)
-        if len(seen) == 2:
+        if len(seen) == 3:  # the stem, then two generated tokens
             raise Stopped()
 
     answer = engine.answer("What did I order at Café Lune?", "retrieval", on_token=on_token)
+    assert seen[0] == "At Café Lune, I ordered"
     assert answer.status == "partial"
     assert answer.new_tokens == 2
+    assert answer.text.startswith("At Café Lune, I ordered")
 
 
 def test_dense_mode_reads_the_end_of_the_stream(journal_home):

@@ -104,6 +104,28 @@ def test_sampling_is_seeded_and_top_p_narrows():
         pick_token(logits, -1.0)
 
 
+def test_a_chooser_replaces_the_greedy_choice():
+    """``choose`` (constrained decoding) sees each step's logits and picks the token;
+    the next step reads the token it picked."""
+    model = small_model()
+    memory = model.memory()
+    memory.append(list(range(20)))
+    seen = []
+
+    def second_best(logits):
+        seen.append(logits.clone())
+        return int(torch.topk(logits, 2).indices[1])
+
+    answer = memory.generate([3, 4], max_new_tokens=4, choose=second_best)
+    assert len(seen) == 4
+    assert answer == [int(torch.topk(logits, 2).indices[1]) for logits in seen]
+    # each step's logits are those of the prompt plus the chosen tokens so far
+    with torch.no_grad():
+        full = model(torch.tensor([list(range(20)) + [3, 4] + answer]))[0]
+    for step, logits in enumerate(seen):
+        torch.testing.assert_close(logits, full[21 + step], rtol=1e-4, atol=1e-4)
+
+
 def test_remember_appends_the_turn():
     model = small_model()
     memory = model.memory()
