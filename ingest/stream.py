@@ -365,8 +365,8 @@ class _WordCacheEncoder:
     # newline after an ASCII non-space character; a space-cut key holds its space, so
     # its bytes are the exact text it encodes), and each key of up to 16 bytes is found
     # in an open-addressing table by its exact (first 8 bytes, last 8 bytes, length).
-    # Longer keys use a dict. Texts with a space after whitespace or after a non-ASCII
-    # character, or that are not valid UTF-8 (lone surrogates), go to ``keys``.
+    # Longer keys use a dict. Texts with a space after a whitespace character, or that
+    # are not valid UTF-8 (lone surrogates), go to ``keys``.
     def _split_fast_texts(self, texts: list[str]):
         """(indices of byte-path texts, of the others, their UTF-8 bytes, bytes per text)."""
         joined = "".join(texts)
@@ -392,8 +392,12 @@ class _WordCacheEncoder:
         inner = np.ones(len(codes), dtype=bool)  # False where a text starts
         inner[starts[starts < len(codes)]] = False
         after = codes[:-1]
-        bad = np.flatnonzero((codes[1:] == 32) & inner[1:]
-                             & (self.space_bytes[after] | (after >= 128))) + 1
+        spaces = (codes[1:] == 32) & inner[1:]
+        bad = np.flatnonzero(spaces & self.space_bytes[after]) + 1
+        after_other = np.flatnonzero(spaces & (after >= 128)) + 1
+        if len(after_other):  # a space after a non-ASCII character: bad if that is whitespace
+            bad = np.concatenate([bad, [at for at in after_other.tolist()
+                                        if self._whitespace_ends_at(data, at)]]).astype(np.int64)
         # (a text's index: the last text starting at or before the byte; empty texts
         # share their start with the next one and hold no bytes)
         slow[np.searchsorted(starts, bad, side="right") - 1] = True
@@ -402,6 +406,26 @@ class _WordCacheEncoder:
         fast = np.flatnonzero(~slow)
         data = codes[np.repeat(~slow, byte_lengths)].tobytes()
         return fast, np.flatnonzero(slow), data, byte_lengths[fast]
+
+    def _whitespace_ends_at(self, data: bytes, end: int) -> bool:
+        """Whether the character whose UTF-8 bytes end at ``end`` (non-ASCII) is one the
+        pattern counts as whitespace (no-break space, ideographic space, ...)."""
+        start = end - 1
+        while start > end - 4 and start > 0 and (data[start] & 0xC0) == 0x80:
+            start -= 1
+        try:
+            char = data[start:end].decode("utf-8")
+        except UnicodeDecodeError:  # (not reached for valid UTF-8): leave it to the keys
+            return True
+        kind = self.translation.get(ord(char)) if len(char) == 1 else None
+        if kind is None:
+            if len(char) != 1:
+                return True
+            try:
+                kind = self.translation[ord(char)] = _REPRESENTATIVE[self._ask_class(char)]
+            except UnicodeError:
+                return True
+        return kind == _REPRESENTATIVE["S"]
 
     def _encode_bytes(self, data: bytes, byte_lengths: np.ndarray
                       ) -> tuple[np.ndarray, np.ndarray]:

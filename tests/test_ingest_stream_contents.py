@@ -154,6 +154,10 @@ def test_the_byte_path_matches_the_library_across_its_edge_cases(tokenizer, monk
               for _ in range(200)]
 
     expected = [enc.ids for enc in plain.encode_batch(texts, add_special_tokens=False)]
+    # a space after a non-ASCII letter is cut on the byte path; after a no-break space not
+    _, slow, _, _ = stream._word_cache_encoder(plain)._split_fast_texts(
+        ["café au lait", "a\u00a0 b", "日本語 text", "x\u3000 y"])
+    assert slow.tolist() == [1, 3]
     for limit in (stream.WORD_CACHE_LIMIT, 40):
         monkeypatch.setattr(stream, "WORD_CACHE_LIMIT", limit)
         stream._word_cache_encoders.clear()
