@@ -25,6 +25,7 @@ PREPOSITIONS = {"at", "on", "in", "for", "from", "to", "with", "by", "about", "a
 MOTION_VERBS = {"go", "move", "travel", "fly", "drive", "walk", "ride", "cycle", "come",
                 "return", "run", "head", "emigrate", "relocate"}
 DWELLING_VERBS = {"live", "stay", "work", "study", "grow", "settle"}
+OBJECT_PLACE_VERBS = {"hide", "keep", "put", "leave", "store", "find", "lose", "pack", "plant"}
 AUXILIARIES = {"did", "do", "does", "had", "have", "has"}
 BE = {"is", "was", "are", "were"}
 
@@ -98,7 +99,14 @@ def _how_adjective(words, lower):
         return f"{_join(words[3:])} {lower[2]}"  # "how far was my run" → "my run was"
     if lower[2] in AUXILIARIES:
         clause = _clause(words[2:], lower[2:])
-        return clause[1] if clause else None
+        if not clause:
+            return None
+        full, head, verb, rest = clause
+        if adjective == "long" and rest and _lemma(verb) not in ("take", "last"):
+            return f"{full} for"  # "how long did I live at X" → "I lived at X for"
+        if adjective == "far" and rest and rest[0].lower() in PREPOSITIONS:
+            return f"{_join(rest)}, {head}"  # "how far did I run in May" → "In May, I ran"
+        return head  # "how old did Dad turn in June" → "Dad turned"
     return None
 
 
@@ -108,6 +116,17 @@ def _what_is(rest: list[str], be: str) -> str | None:
         return None
     if rest[-1].lower() == "called":
         return f"{_join(rest[:-1])} {be} called"
+    for k in range(1, len(rest)):
+        # "what was Dad refereeing on Sunday" → "On Sunday, Dad was refereeing"
+        if rest[k].lower().endswith("ing") and _is_verb(rest[k]) and (
+                rest[k - 1][:1].isupper() or rest[k - 1].lower() in PRONOUNS):
+            subject = _join(rest[:k])
+            if rest[k - 1].lower() in PRONOUNS:
+                subject = _join(rest[:k - 1] + [PRONOUNS[rest[k - 1].lower()]])
+            after = rest[k + 1:]
+            if after and after[0].lower() in PREPOSITIONS:
+                return f"{_join(after)}, {subject} {be} {rest[k]}"
+            return f"{subject} {be} {rest[k]} {_join(after)}".strip()
     return f"{_join(rest)} {be}"
 
 
@@ -176,11 +195,12 @@ def _wh_adverb(wh: str, words, lower):
     if not clause:
         return None
     full, head, verb, rest = clause
+    if rest and rest[-1].lower() in PREPOSITIONS and wh in ("where", "what"):
+        return full  # "what did we move in with" → "we moved in with"
     if wh == "where":
-        if rest and rest[-1].lower() in PREPOSITIONS:
-            return full
         lemma = _lemma(verb)
-        place = "to" if lemma in MOTION_VERBS else "in" if lemma in DWELLING_VERBS else "at"
+        place = ("to" if lemma in MOTION_VERBS else
+                 "in" if lemma in DWELLING_VERBS | OBJECT_PLACE_VERBS else "at")
         return f"{full} {place}"
     if wh == "when":
         return f"{full} on"

@@ -26,6 +26,11 @@ from assistant.stems import answer_stem
     ("How long did my morning swim take?", "My morning swim took"),
     ("How far was the hike to the lake?", "The hike to the lake was"),
     ("How long were we at the airport?", "We were at the airport for"),
+    ("How long did I live in Leeds?", "I lived in Leeds for"),
+    ("How far did I cycle on Saturday?", "On Saturday, I cycled"),
+    ("What was Omar cooking on Friday?", "On Friday, Omar was cooking"),
+    ("What did we fill the van with?", "We filled the van with"),
+    ("Where did I put my passport?", "I put my passport in"),
     # which/what + noun
     ("Which museum did we visit in Vienna?", "The museum we visited in Vienna was"),
     ("What film did Omar and I watch on Friday?", "The film Omar and I watched on Friday was"),
