@@ -20,6 +20,7 @@ REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
 JOURNAL = EXAMPLES / "journal"
 QUESTIONS = EXAMPLES / "questions.jsonl"
+MORE_QUESTIONS = EXAMPLES / "questions-more.jsonl"  # hand-written, not by the generator
 
 FIRST_DAY, LAST_DAY = date(2023, 1, 1), date(2024, 12, 31)
 DATED_NAME = re.compile(r"(\d{4}-\d{2}-\d{2})")
@@ -130,6 +131,19 @@ def test_every_answer_is_in_its_evidence(questions):
             assert path.is_file(), f"{relative} (for {item['question']!r}) does not exist"
             evidence.append(read(path).lower())
         text = "\n".join(evidence)
+        assert any(answer.lower() in text for answer in item["answers"]), item
+
+
+def test_the_hand_written_questions_hold_too():
+    items = [json.loads(line) for line in MORE_QUESTIONS.read_text(encoding="utf-8").splitlines()
+             if line.strip()]
+    main = {json.loads(line)["question"]
+            for line in QUESTIONS.read_text(encoding="utf-8").splitlines() if line.strip()}
+    assert len(items) >= 20
+    for item in items:
+        assert set(item) == {"question", "answers", "evidence"}, item
+        assert item["question"].endswith("?") and item["question"] not in main, item
+        text = "\n".join(read(JOURNAL / relative).lower() for relative in item["evidence"])
         assert any(answer.lower() in text for answer in item["answers"]), item
 
 
