@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from assistant.stems import answer_stem
 
@@ -68,3 +70,16 @@ def test_common_question_shapes_get_a_stem(question, stem):
 ])
 def test_other_shapes_get_none(question):
     assert answer_stem(question) is None
+
+
+QUESTION_WORDS = ("how many much what which who where when why did do does had have is was "
+                  "were I we my the Maya run ran cost take long old of in on at to with "
+                  "2023 £5 called name born ? ,").split()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(QUESTION_WORDS), max_size=10), st.text(max_size=30))
+def test_any_text_gives_a_stem_or_none_and_never_fails(words, noise):
+    for question in (" ".join(words), noise, " ".join(words) + noise):
+        stem = answer_stem(question)
+        assert stem is None or (stem and stem == stem.strip() and not stem[0].islower())
