@@ -310,6 +310,15 @@ class _Checkpointer:
         self.thread = None
         self.store.db.execute("PRAGMA synchronous = FULL")
         self.store.db.execute("PRAGMA wal_autocheckpoint = 1000")
+        # The log grew while readers (the stream phase's) kept it from restarting: copy
+        # the rest and cut it to nothing, unless another process is reading right now.
+        self.store.db.execute("PRAGMA busy_timeout = 1000")
+        try:
+            self.store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        except sqlite3.OperationalError:
+            pass
+        finally:
+            self.store.db.execute("PRAGMA busy_timeout = 60000")
 
 
 def _scope_by_source(store: Store, scope) -> dict[int, tuple[Source, list[str]]]:
@@ -694,7 +703,8 @@ class _Workers:
                 [sys.executable, "-c",
                  f"from ingest.pipeline import _worker_main; _worker_main({os.getpid()})"],
                 stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE, env=env)
+                stdout=subprocess.PIPE, env=env, cwd=code_root)  # ("-c" puts the cwd first
+            # on sys.path: an `ingest` folder where memex was started must not be imported)
             results: queue.Queue = queue.Queue()
             thread = threading.Thread(target=self._drain, args=(process.stdout, results),
                                       daemon=True)
