@@ -40,6 +40,16 @@ def build(tmp_path, name, tokenizer, root, **options):
     return store, report
 
 
+def build_tricky_tree_as_pinned(tmp_path, tokenizer, workers: int):
+    """Ingest the tricky tree: its stream must be the pinned one, its store consistent."""
+    store, report = build(tmp_path, "home", tokenizer, tricky_tree(tmp_path / "journal"),
+                          workers=workers)
+    assert not report.skipped
+    assert stream_digest(store) == PINNED_STREAM_SHA256
+    check_consistency(store, tokenizer)
+    return store
+
+
 def test_two_workers_write_the_same_store_and_stream_as_one_process(tmp_path, tokenizer,
                                                                      monkeypatch):
     monkeypatch.setattr(pipeline, "WORKER_TASK_FILES", 2)  # many tasks, round-robin
@@ -100,12 +110,7 @@ def test_a_worker_that_dies_leaves_the_rest_to_this_process(tmp_path, tokenizer,
         self.processes[1].kill()
 
     monkeypatch.setattr(pipeline._Workers, "__init__", start_then_kill_one)
-    root = tricky_tree(tmp_path / "journal")
-    store, report = build(tmp_path, "home", tokenizer, root, workers=2)
-    with store:
-        assert not report.skipped
-        assert stream_digest(store) == PINNED_STREAM_SHA256
-        check_consistency(store, tokenizer)
+    build_tricky_tree_as_pinned(tmp_path, tokenizer, workers=2).close()
 
 
 def test_the_word_cache_fast_path_cuts_only_where_a_space_starts_a_pre_token(tokenizer):
@@ -212,12 +217,7 @@ def test_checkpoints_from_a_thread_leave_the_same_store_and_switch_back(tmp_path
 
     monkeypatch.setattr(pipeline, "CHECKPOINT_THREAD_MIN_BYTES", 0)
     monkeypatch.setattr(pipeline._Checkpointer, "INTERVAL_S", 0.001)
-    root = tricky_tree(tmp_path / "journal")
-    store, report = build(tmp_path, "home", tokenizer, root, workers=0)
-    with store:
-        assert not report.skipped
-        assert stream_digest(store) == PINNED_STREAM_SHA256
-        check_consistency(store, tokenizer)
+    with build_tricky_tree_as_pinned(tmp_path, tokenizer, workers=0) as store:
         assert store.db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000
         assert store.db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL again
         assert (store.home / "memex.db-wal").stat().st_size < 64 * 1024  # cut back at the end
