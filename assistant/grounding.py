@@ -1,8 +1,8 @@
 """Keep invented specifics out of answers: numbers and names must come from the notes.
 
 SmolLM2-135M, reading "£85 instead of paying £10.50", will answer "£8.50"; asked for
-a physio's name it may write "Dr. John Smith". A number or a capitalised word in an
-answer is therefore only accepted when the notes or the question hold it. At each
+a physio's name it may write "Dr. John Smith". A number in an answer is therefore only
+accepted when the notes hold it, a capitalised word when the notes or the question do. At each
 step the model's most likely tokens are tried in order and the first one that keeps
 the answer within that rule is taken; lowercase words are never constrained, so the
 model still phrases the answer itself. When none of the top tokens fits, the model's
@@ -52,8 +52,8 @@ class GroundedChoice:
         self.overruled = 0  # how often the model's choice was replaced
 
     def grounded(self, text: str) -> bool:
-        """Whether every number and capitalised word of ``text`` is in the notes (or the
-        question); one still being written at the end need only begin one that is."""
+        """Whether every number of ``text`` is in the notes and every capitalised word in
+        the notes or the question; one still being written at the end need only begin one."""
         end = len(text)
         for match in NUMBER.finditer(text):
             number = match.group(0)
