@@ -404,7 +404,7 @@ class Engine:
             stem_ids = self.tokenizer.encode(stem, add_special_tokens=False) if stem else []
             prompt_ids = self._chat_ids(messages) + stem_ids
             answer.prompt_tokens = len(prompt_ids)
-            choose = self._pick
+            choose = None  # the model's own choice; grounded: held to the notes
             if self.config.grounded and notes_text:
                 choose = grounded_chooser(notes_text, question, self._pick, self.tokenizer,
                                           emit.ids, stop_ids=emit.stop_ids,

@@ -222,9 +222,7 @@ def _what_did(head: str, verb: str, rest: list[str]) -> str:
     split = next((i for i, w in enumerate(rest) if w.lower() in PREPOSITIONS), len(rest))
     obj, adverbial = rest[:split], rest[split:]
     if _lemma(verb) == "do":  # "what did I do on the evening of …" → "On the evening of …, I"
-        obj = []
-        core = head.split(" ")[:-1]  # drop "did"/"do" itself
-        clause = " ".join(core)
+        clause = " ".join(head.split(" ")[:-1])  # the subject alone: "did"/"do" dropped
     else:
         clause = f"{head}{particle} {_join(obj)}".strip()
     if adverbial:
@@ -303,7 +301,8 @@ def _inflect(verb: str, tag: str) -> str:
 
 
 def _verb_form(word: str) -> str | None:
-    """"past" for "came"/"wrote", "present" for "runs", None when not a verb."""
+    """"past" for "came", "present" for "runs", "participle" for "born"/"written",
+    None for a base form or a word that is not a verb."""
     lemmas = getAllLemmas(word).get("VERB")
     if not lemmas:
         return None
