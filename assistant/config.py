@@ -44,6 +44,9 @@ SETTINGS = {
                                             "for the model to finish (true/false)"),
     "grounded": Setting("grounded", "numbers and names in an answer must appear in its notes "
                                     "(true/false)"),
+    "decode_weights": Setting("decode_weights", "weights each new answer token reads on a CPU: "
+                                                "int4 (fastest), float16, float32 (exact)",
+                              ("int4", "float16", "float32")),
     "today": Setting("today", "date that 'last week' is relative to (empty = the real today)"),
 }
 
@@ -64,6 +67,7 @@ class Config:
     embeddings: bool = True
     answer_stems: bool = True
     grounded: bool = True
+    decode_weights: str = "int4"
     today: str = ""
 
     def as_dict(self) -> dict:

@@ -645,7 +645,7 @@ class Engine:
                             temperature=self.config.temperature, top_p=self.config.top_p,
                             stop_ids=sorted(emit.stop_ids), isolate_window=isolate_window,
                             on_token=lambda token_id: not emit(int(token_id)),  # False stops
-                            choose=choose)
+                            choose=choose, decode_weights=self.config.decode_weights)
 
     def catch_up(self, memory=None, chunk: int | None = None,
                  progress: Callable[[int, int], None] | None = None,

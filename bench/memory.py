@@ -16,6 +16,7 @@ memory unchanged. Medians of repeats. Timings are not a test: they print a table
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import sys
 import time
@@ -40,6 +41,7 @@ from longnet.model import (
 )
 
 TTFT_HISTORIES = (10_000, 100_000, 1_000_000)
+HYBRID_HISTORY = 100_000  # also timed as a hybrid answer reads it before training
 QUESTION_TOKENS = 50
 
 
@@ -80,28 +82,43 @@ def load_model(args, device):
     return LongNetLM.from_pretrained(args.model, device=device, **overrides)
 
 
-def time_turn(memory: Memory, question: torch.Tensor, decode_tokens: int, repeats: int):
-    """(median TTFT s, median decode tokens/s) of answering ``question`` from ``memory``."""
+def time_turn(memory: Memory, question: torch.Tensor, decode_tokens: int, repeats: int,
+              decode_weights=("float32",), isolated: bool = False):
+    """(median TTFT s, {decode weights: median decode tokens/s}, first TTFT s) of answering
+    ``question`` from ``memory``. ``isolated``: as a hybrid answer reads before training
+    (the turn's own window, far levels shut)."""
     device = memory.device
-    ttfts, rates = [], []
-    for _ in range(repeats):
-        # As generate() does: the first turn gives the memory's buffers room for the turn
-        # (one copy of the state, timed in that repeat), later turns write in place.
-        turn = memory.fork(reserve_tokens=len(question) + decode_tokens + 1)
-        with torch.inference_mode(), autocast(device, memory.dtype):
-            sync(device)
-            began = time.perf_counter()
-            logits = turn._step(question, last_only=True)
-            token = pick_token(logits[-1])
-            sync(device)
-            ttfts.append(time.perf_counter() - began)
-            began = time.perf_counter()
-            for _ in range(decode_tokens):
-                logits = turn._step(torch.tensor([token], device=device), last_only=True)
+    model = memory.model
+    for kind in decode_weights:  # pack the copies before timing (once per model)
+        with model.packed_decoding(kind):
+            pass
+    ttfts, rates = [], {kind: [] for kind in decode_weights}
+    shut = model.far_levels_shut() if isolated else contextlib.nullcontext()
+    with shut:
+        for _ in range(repeats):
+            # As generate() does: the first turn gives the memory's buffers room for the
+            # turn (one copy of the state, timed in that repeat), later turns write in place.
+            room = len(question) + decode_tokens * len(decode_weights) + 1
+            turn = memory.fork(isolate_window=isolated, reserve_tokens=room)
+            with torch.inference_mode(), autocast(device, memory.dtype):
+                sync(device)
+                began = time.perf_counter()
+                logits = turn._step(question, last_only=True)
                 token = pick_token(logits[-1])
-            sync(device)
-            rates.append(decode_tokens / (time.perf_counter() - began))
-    return statistics.median(ttfts), statistics.median(rates), ttfts[0]
+                sync(device)
+                ttfts.append(time.perf_counter() - began)
+                for kind in decode_weights:  # the turn goes on with each kind of weights
+                    with model.packed_decoding(kind if memory.dtype == torch.float32
+                                               else "float32"):
+                        began = time.perf_counter()
+                        for _ in range(decode_tokens):
+                            logits = turn._step(torch.tensor([token], device=device),
+                                                last_only=True)
+                            token = pick_token(logits[-1])
+                        sync(device)
+                    rates[kind].append(decode_tokens / (time.perf_counter() - began))
+    return (statistics.median(ttfts), {k: statistics.median(v) for k, v in rates.items()},
+            ttfts[0])
 
 
 def synthetic_memory(model, dtype, tokens: int) -> Memory:
@@ -149,6 +166,7 @@ def bench_memory(args, model, device, dtype, progress):
     question = torch.randint(0, vocab, (QUESTION_TOKENS,), generator=generator).to(device)
     if args.turns_only:  # no reading: every history is a synthetic state
         checkpoints = []
+    kinds = [k.strip() for k in args.decode_weights.split(",") if k.strip()]
     memory = Memory(model, dtype=dtype, chunk_size=args.chunk)
     task = progress.add_task("prefill", total=checkpoints[-1] if checkpoints else 1)
     rows, read_at = [], {}
@@ -169,8 +187,8 @@ def bench_memory(args, model, device, dtype, progress):
         spent = elapsed_total - read_at.get(half, 0.0)
         row["prefill_tok_s"] = (stop - half) / spent if spent > 0 else float("nan")
         if stop in TTFT_HISTORIES:
-            row["ttft_s"], row["decode_tok_s"], row["first_ttft_s"] = time_turn(
-                memory, question, args.decode_tokens, args.repeats)
+            row["ttft_s"], row["decode"], row["first_ttft_s"] = time_turn(
+                memory, question, args.decode_tokens, args.repeats, kinds)
         rows.append(row)
     # The synthetic state must have exactly the shapes that reading produced.
     if memory.tokens:
@@ -182,11 +200,19 @@ def bench_memory(args, model, device, dtype, progress):
             continue
         progress.update(task, description=f"question after {history:,} (synthetic state)")
         shaped = synthetic_memory(model, dtype, history)
-        ttft, decode, first = time_turn(shaped, question, args.decode_tokens, args.repeats)
+        ttft, decode, first = time_turn(shaped, question, args.decode_tokens, args.repeats, kinds)
         rows.append({"tokens": history, "synthetic": True, "prefill_tok_s": float("nan"),
                      "state_bf16_mb": state_bytes_bf16(shaped) / 2 ** 20, "ttft_s": ttft,
-                     "decode_tok_s": decode, "first_ttft_s": first})
+                     "decode": decode, "first_ttft_s": first})
         del shaped
+    # A hybrid answer before training reads its own window with the far levels shut.
+    progress.update(task, description=f"hybrid turn after {HYBRID_HISTORY:,} (synthetic state)")
+    shaped = synthetic_memory(model, dtype, HYBRID_HISTORY)
+    ttft, decode, first = time_turn(shaped, question, args.decode_tokens, args.repeats, kinds,
+                                    isolated=True)
+    rows.append({"tokens": HYBRID_HISTORY, "synthetic": True, "hybrid": True,
+                 "prefill_tok_s": float("nan"), "state_bf16_mb": state_bytes_bf16(shaped) / 2 ** 20,
+                 "ttft_s": ttft, "decode": decode, "first_ttft_s": first})
     return rows
 
 
@@ -294,6 +320,7 @@ def describe_levels(config) -> str:
 
 
 def format_report(args, device, dtype, model, rows, dense) -> str:
+    kinds = [k.strip() for k in args.decode_weights.split(",") if k.strip()]
     lines = [
         (f"# bench/memory.py — {machine_name(device)} ({device.type}), compute {str(dtype)[6:]}, "
         f"model {model.model_id}, position_mode {model.config.position_mode}"),
@@ -303,15 +330,20 @@ def format_report(args, device, dtype, model, rows, dense) -> str:
         + (f", weights stored in {str(dtype)[6:]}" if args.cast_weights else "")),
         "",
         ("| history (tokens) | prefill tok/s (2nd half) | state MB (bf16) | state bound MB (bf16)"
-        " | TTFT s (50-token question) | first turn's TTFT s | decode tok/s |"),
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        " | TTFT s (50-token question) | first turn's TTFT s | "
+        + " | ".join(f"decode tok/s, {kind} weights" for kind in kinds) + " |"),
+        "|---:|---:|---:|---:|---:|---:|" + "---:|" * len(kinds),
     ]
     for row in rows:
         ttft = f"{row['ttft_s']:.3f}" if "ttft_s" in row else ""
         first = f"{row['first_ttft_s']:.3f}" if "first_ttft_s" in row else ""
-        decode = f"{row['decode_tok_s']:.1f}" if "decode_tok_s" in row else ""
+        decode = " | ".join(f"{row['decode'][kind]:.1f}" if kind in row.get("decode", {})
+                            else "" for kind in kinds)
         prefill = "(not read)" if row.get("synthetic") else f"{row['prefill_tok_s']:,.0f}"
         tokens = f"{row['tokens']:,}" + (" (synthetic state)" if row.get("synthetic") else "")
+        if row.get("hybrid"):
+            tokens = f"{row['tokens']:,}, hybrid turn (own window, far levels shut)"
+
         bound = state_bound_bf16(model.config, row["tokens"]) / 2 ** 20
         lines.append(f"| {tokens} | {prefill} | "
                      f"{row['state_bf16_mb']:,.1f} | {bound:,.1f} | {ttft} | {first} | {decode} |")
@@ -320,10 +352,10 @@ def format_report(args, device, dtype, model, rows, dense) -> str:
                      f"{dense['prefill_tok_s']:,.0f} | {dense['state_bf16_mb']:,.1f} | "
                      f"{dense['state_bf16_mb']:,.1f} | "
                      f"{dense['ttft_s']:.3f} | {dense['first_ttft_s']:.3f} | "
-                     f"{dense['decode_tok_s']:.1f} |")
+                     f"{dense['decode_tok_s']:.1f} (float32) |" + " |" * (len(kinds) - 1))
     lines.append("")
     prefill = {r["tokens"]: r["prefill_tok_s"] for r in rows if not r.get("synthetic")}
-    ttft = {r["tokens"]: r["ttft_s"] for r in rows if "ttft_s" in r}
+    ttft = {r["tokens"]: r["ttft_s"] for r in rows if "ttft_s" in r and not r.get("hybrid")}
     if 16_384 in prefill and len(prefill) > 1:
         last = max(prefill)
         lines.append(f"prefill tok/s at {last:,} / at 16,384: "
@@ -484,6 +516,9 @@ def main(argv=None):
     parser.add_argument("--chunk", type=int, default=8192, help="tokens per append")
     parser.add_argument("--decode-tokens", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--decode-weights", default="float32,float16,int4",
+                        help="comma-separated: the weights decoding reads (longnet.packed), "
+                             "each timed in the same turn")
     parser.add_argument("--device", default=None)
     parser.add_argument("--dtype", default=None)
     parser.add_argument("--threads", type=int, default=None)

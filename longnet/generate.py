@@ -45,7 +45,8 @@ def generate(memory, prompt_ids, max_new_tokens: int = 256, temperature: float =
              top_p: float = 1.0, stop_ids: Iterable[int] | None = None,
              on_token: Callable[[int], object] | None = None, seed: int | None = None,
              remember: bool = False, isolate_window: bool = False,
-             choose: Callable[[torch.Tensor], int] | None = None) -> list[int]:
+             choose: Callable[[torch.Tensor], int] | None = None,
+             decode_weights: str = "float32") -> list[int]:
     """Generated token ids (the stop token left out).
 
     Stops at EOS, at any of ``stop_ids``, after ``max_new_tokens``, or when
@@ -55,6 +56,9 @@ def generate(memory, prompt_ids, max_new_tokens: int = 256, temperature: float =
     ``Memory.fork``); the history is reached through the far levels only.
     ``choose(logits [V]) -> token id`` replaces the greedy/nucleus choice (constrained
     decoding); temperature, top_p and seed are then the chooser's business.
+    ``decode_weights``: ``"int4"`` or ``"float16"`` let each new token (after the prompt)
+    read packed copies of the weights on a CPU (``LongNetLM.packed_decoding``): faster,
+    with bfloat16/float16 rounding in the projections; ``"float32"`` reads them as they are.
     """
     prompt = [int(t) for t in torch.as_tensor(prompt_ids).reshape(-1).tolist()]
     if not prompt:
@@ -72,7 +76,9 @@ def generate(memory, prompt_ids, max_new_tokens: int = 256, temperature: float =
 
     ids = torch.tensor(prompt, dtype=torch.long, device=device)
     answer: list[int] = []
-    with autocast(device, memory.dtype):  # one context: weight casts are cached
+    packed = memory.model.packed_decoding(
+        decode_weights if memory.dtype == torch.float32 else "float32")
+    with autocast(device, memory.dtype), packed:  # one context: weight casts are cached
         logits = None
         for begin in range(0, len(prompt), turn.chunk_size):
             chunk = ids[begin:begin + turn.chunk_size]

@@ -45,7 +45,7 @@ from longnet.attention import (
     sink_visibility,
     sliding_window_attention,
 )
-from longnet.model import LongNetConfig, autocast, choose_dtype
+from longnet.model import SHUT_GATE, LongNetConfig, autocast, choose_dtype
 
 FORMAT_VERSION = 2  # 2: the sliding local window's rows (local_first, layers.N.local.k/v)
 METADATA_FILE = "memory.json"
@@ -319,6 +319,8 @@ class Memory:
         self._sink_origin = 0  # the turn's start in a fork whose turn reads no window of the
         # history: its first tokens are its sinks, as for a plain model reading it alone
         self._isolated = False
+        self._scratch = False  # a fork: thrown away after one turn
+        self._skipped_levels: set[int] = set()  # levels a scratch turn never stored
 
     # -- reading the stream
 
@@ -353,8 +355,16 @@ class Memory:
         c = self.config
         rotary = self.model.rotary if c.position_mode == "dilated" else None
         few = ids.numel() <= self.few_queries
+        shut = self._shut_levels()
         plans = [None] if c.local_window else []  # a sliding level 0 is planned apart
         for level in range(len(plans), c.num_levels):
+            if level in self._skipped_levels and level not in shut:
+                raise RuntimeError("this turn was read with the far levels shut and lacks "
+                                   "their rows: read it again in a new fork")
+            if level in shut and self._scratch:  # a turn's rows there would never be read
+                self._skipped_levels.add(level)
+                plans.append(None)
+                continue
             unbounded = level == 0 and self._local_turn_start is not None
             plans.append(plan_level(c, level, self.tokens, ids.numel(),
                                     self._state_start(level, unbounded), self.device,
@@ -384,6 +394,17 @@ class Memory:
                 return layer_states[level].start
         return None
 
+    def _shut_levels(self) -> frozenset[int]:
+        """The far levels whose gate is shut (``SHUT_GATE``) in every layer and head: in
+        eq. 10 their weight is exp(-1e4 + score) = 0 exactly, so attending to them is
+        skipped (``LongNetLM.far_levels_shut`` during a hybrid turn)."""
+        biases = [getattr(layer.self_attn, "level_bias", None) for layer in self.model.layers]
+        if not biases or any(bias is None for bias in biases):
+            return frozenset()
+        shut = (torch.stack([bias.detach() for bias in biases]) <= SHUT_GATE / 2)
+        shut = shut.flatten(0, 1).all(dim=0)
+        return frozenset(level for level in range(1, shut.numel()) if bool(shut[level]))
+
     def _drop_finished_segments(self) -> None:
         """The state of a level whose segment ended is never read again: free it."""
         for level, w in enumerate(self.config.segment_lengths):
@@ -396,7 +417,7 @@ class Memory:
                     layer_states[level] = None
 
     def _attention(self, layer: int, plans: list[LevelPlan | None], absolute, few: bool,
-                   window: WindowPlan | None = None):
+                   window: WindowPlan | None = None, shut: frozenset[int] = frozenset()):
         bias = getattr(self.model.layers[layer].self_attn, "level_bias", None)
         rotate = self.model.rotary.rotate
 
@@ -406,13 +427,17 @@ class Memory:
             q_raw = q
             if absolute is not None:
                 q, k = rotate(q, *absolute), rotate(k, *absolute)
-            active = [plan for plan in plans if plan is not None]
             levels = []
-            for plan in active:
+            for plan in plans:
+                if plan is None:
+                    continue
                 q_level, k_level = q, k
                 if plan.cos is not None:
                     q_level, k_level = rotate(q, plan.cos, plan.sin), rotate(k, plan.cos, plan.sin)
-                levels.append((plan, q_level, self._store(layer, plan, k_level, v)))
+                rows = self._store(layer, plan, k_level, v)
+                if plan.level not in shut:  # a shut level's rows are kept, not read
+                    levels.append((plan, q_level, rows))
+            active = [plan for plan, _, _ in levels]
             columns = ([0] if window is not None else []) + [p.level for p in active]
             level_bias = None if bias is None else bias[:, columns]
             local = None
@@ -715,6 +740,8 @@ class Memory:
         fork = Memory.__new__(Memory)
         fork.__dict__.update(self.__dict__)
         fork._hash = StreamHash(**self._hash.state())
+        fork._scratch = True
+        fork._skipped_levels = set(self._skipped_levels)
         fork.states = [[None if s is None else LevelState(s.start, s.kv) for s in layer]
                        for layer in self.states]
         # The fork renews or writes past the memory's rows, never over them.
@@ -734,14 +761,15 @@ class Memory:
     def generate(self, prompt_ids, max_new_tokens: int = 256, temperature: float = 0.0,
                  top_p: float = 1.0, stop_ids=None, on_token=None, seed: int | None = None,
                  remember: bool = False, isolate_window: bool = False,
-                 choose=None) -> list[int]:
+                 choose=None, decode_weights: str = "float32") -> list[int]:
         """Answer ``prompt_ids`` with the whole history in view; see ``longnet.generate``."""
         from longnet.generate import generate
 
         return generate(self, prompt_ids, max_new_tokens=max_new_tokens,
                         temperature=temperature, top_p=top_p, stop_ids=stop_ids,
                         on_token=on_token, seed=seed, remember=remember,
-                        isolate_window=isolate_window, choose=choose)
+                        isolate_window=isolate_window, choose=choose,
+                        decode_weights=decode_weights)
 
     # -- persistence
 

@@ -290,15 +290,27 @@ def _scaled_inv_freq(inv_freq: torch.Tensor, scaling: dict | None) -> torch.Tens
     raise ValueError(f"unsupported rope scaling {kind!r} (supported: linear, llama3)")
 
 
+class Linear(nn.Linear):
+    """``nn.Linear`` that, while the model decodes (``LongNetLM.packed_decoding``), reads a
+    packed copy of its weight for a one-row input (``longnet.packed``)."""
+
+    packed = None  # a PackedLinear, set only inside packed_decoding
+
+    def forward(self, x):
+        if self.packed is not None and x.numel() == x.shape[-1]:
+            return self.packed(x)
+        return F.linear(x, self.weight, self.bias)
+
+
 class Attention(nn.Module):
     def __init__(self, config: LongNetConfig):
         super().__init__()
         self.config = config
         hd, bias = config.head_dim, config.attention_bias
-        self.q_proj = nn.Linear(config.hidden_size, config.num_heads * hd, bias=bias)
-        self.k_proj = nn.Linear(config.hidden_size, config.num_kv_heads * hd, bias=bias)
-        self.v_proj = nn.Linear(config.hidden_size, config.num_kv_heads * hd, bias=bias)
-        self.o_proj = nn.Linear(config.num_heads * hd, config.hidden_size, bias=False)
+        self.q_proj = Linear(config.hidden_size, config.num_heads * hd, bias=bias)
+        self.k_proj = Linear(config.hidden_size, config.num_kv_heads * hd, bias=bias)
+        self.v_proj = Linear(config.hidden_size, config.num_kv_heads * hd, bias=bias)
+        self.o_proj = Linear(config.num_heads * hd, config.hidden_size, bias=False)
         # Added to each level's log-sum-exp before mixing; 0 is exactly the paper's eq. 10.
         self.level_bias = (nn.Parameter(initial_level_bias(config))
                            if config.level_gates else None)
@@ -329,9 +341,9 @@ def initial_level_bias(config: LongNetConfig) -> torch.Tensor:
 class MLP(nn.Module):
     def __init__(self, config: LongNetConfig):
         super().__init__()
-        self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
-        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
-        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
+        self.gate_proj = Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.up_proj = Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.down_proj = Linear(config.intermediate_size, config.hidden_size, bias=False)
 
     def forward(self, x):
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
@@ -362,7 +374,7 @@ class LongNetLM(nn.Module):
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
         self.layers = nn.ModuleList(Block(config) for _ in range(config.num_layers))
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
-        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.lm_head = Linear(config.hidden_size, config.vocab_size, bias=False)
         if config.tie_word_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
         self.rotary = Rotary(config)
@@ -419,6 +431,34 @@ class LongNetLM(nn.Module):
         from longnet.memory import Memory
 
         return Memory(self, dtype=dtype, chunk_size=chunk_size)
+
+    @contextlib.contextmanager
+    def packed_decoding(self, kind: str = "int4"):
+        """Within this block a one-row input to any projection reads a packed copy of its
+        weight (``longnet.packed``: ``"int4"``, ``"float16"`` or ``"float32"`` = none):
+        decoding reads every weight once per token, so fewer bytes are faster. Copies are
+        made on first use and kept until a weight changes. A CPU-only measure: elsewhere,
+        and for float32, nothing changes."""
+        from longnet.packed import DECODE_WEIGHTS, PackedLinear, weights_key
+
+        if kind not in DECODE_WEIGHTS:
+            raise ValueError(f"decode weights must be one of {DECODE_WEIGHTS}, not {kind!r}")
+        linears = [module for module in self.modules() if isinstance(module, Linear)]
+        if kind == "float32" or self.device.type != "cpu" or not linears:
+            yield self
+            return
+        key = weights_key([module.weight for module in linears])
+        cache = self.__dict__.setdefault("_packed", {})  # kind -> (weights key, copies)
+        if kind not in cache or cache[kind][0] != key:
+            with torch.no_grad():
+                cache[kind] = (key, [PackedLinear(m.weight, m.bias, kind) for m in linears])
+        try:
+            for module, copy in zip(linears, cache[kind][1]):
+                module.packed = copy
+            yield self
+        finally:
+            for module in linears:
+                module.packed = None
 
     @contextlib.contextmanager
     def far_levels_shut(self):

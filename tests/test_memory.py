@@ -382,3 +382,37 @@ def test_far_levels_shut_for_a_turn_and_put_back():
     for layer, before in zip(model.layers, gates):
         torch.testing.assert_close(layer.self_attn.level_bias, before)
     assert (memory.fork(isolate_window=True).append(turn) - alone).abs().max() > 1e-3
+
+
+def test_shut_levels_are_skipped_exactly_and_still_stored():
+    """Far levels shut in every layer and head weigh exactly 0 in eq. 10: a turn skips
+    them (same logits as attending to them, and a scratch turn stores none of their rows,
+    refusing to read on once they open); the memory itself still stores their rows."""
+    model = small_model("dilated", local_window=6, level_gates=True, far_gate_init=-2.0,
+                        attention_sinks=2)
+    memory, turn = history_and_turn(model, seed=11)
+    with model.far_levels_shut():
+        assert memory._shut_levels() == frozenset(range(1, model.config.num_levels))
+        fork = memory.fork(isolate_window=True)
+        skipped = torch.cat([fork.append(turn[:4]), fork.append(turn[4:5]), fork.append(turn[5:])])
+        assert fork._skipped_levels == set(range(1, model.config.num_levels))
+        attended = memory.fork(isolate_window=True)
+        attended._shut_levels = frozenset  # attend to every level, as before the skip
+        reference = attended.append(turn)
+    torch.testing.assert_close(skipped, reference, atol=1e-6, rtol=1e-6)
+    with pytest.raises(RuntimeError, match="new fork"):
+        fork.append(turn[:1])  # the gates are open again and the fork lacks those rows
+
+    history = torch.randint(0, 64, (70,), generator=torch.Generator().manual_seed(11))
+    skipping, attending = model.memory(), model.memory()
+    attending._shut_levels = frozenset
+    with model.far_levels_shut():
+        for reader in (skipping, attending):
+            reader.append(history)
+    assert all(skipping.states[layer][level] is not None for layer in range(2)
+               for level in range(1, model.config.num_levels))
+    assert_same_state(skipping, attending)
+    # One head left open keeps the level in play.
+    with model.far_levels_shut():
+        model.layers[0].self_attn.level_bias.data[0, 2] = 0.0
+        assert 2 not in skipping._shut_levels() and 1 in skipping._shut_levels()
