@@ -272,6 +272,45 @@ def correctness_check(device: torch.device, console: Console) -> bool:
     return ok
 
 
+def kernel_ceiling(n: int, repeats: int) -> str:
+    """CPU seconds and useful GFLOP/s at ``n`` (float32) of dense SDPA, the dilated function,
+    and its level 0 alone as one bare flash-kernel call over the causal 2,048-row segments:
+    how close the dilated path runs to the rate the kernel reaches on such segments."""
+    if n % BASE_SEGMENT:
+        raise SystemExit(f"--ceiling needs a multiple of {BASE_SEGMENT}")
+    q, k, v = (torch.randn(1, HEADS, n, HEAD_DIM) for _ in range(3))
+    ws, rs = levels_for(n)
+    segments = n // BASE_SEGMENT
+
+    def as_segments(x):
+        return x.view(HEADS, segments, BASE_SEGMENT, HEAD_DIM).transpose(0, 1).contiguous()
+
+    qs, ks, vs = as_segments(q), as_segments(k), as_segments(v)
+    calls = {
+        "dense SDPA (causal)": (lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True),
+                                dense_flops(n)),
+        "dilated_attention, all levels": (lambda: dilated_attention(q, k, v, ws, rs),
+                                          dilated_flops(n)),
+        f"level 0 alone: one kernel call, {segments} causal {BASE_SEGMENT}-row segments": (
+            lambda: torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+                qs, ks, vs, is_causal=True),
+            2.0 * n * BASE_SEGMENT * HEAD_DIM * HEADS),
+    }
+    lines = [f"kernel ceiling at N = {n:,}, float32, {HEADS} heads, d = {HEAD_DIM}, "
+             f"{torch.get_num_threads()} threads; median CPU seconds of {repeats}",
+             "", "| call | CPU s | useful GFLOP/s |", "|---|---:|---:|"]
+    for name, (call, flops) in calls.items():
+        call()  # warm-up
+        times = []
+        for _ in range(repeats):
+            began = time.process_time()
+            call()
+            times.append(time.process_time() - began)
+        seconds = statistics.median(times)
+        lines.append(f"| {name} | {seconds:.2f} | {flops / seconds / 1e9:.1f} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -291,7 +330,17 @@ def main(argv=None) -> int:
     parser.add_argument("--check", action="store_true",
                         help="first compare results and gradients with the brute-force reference")
     parser.add_argument("--check-only", action="store_true", help="run the check, no benchmark")
+    parser.add_argument("--ceiling", type=int, default=None, metavar="N",
+                        help="instead: SDPA, dilated and level 0 as one bare kernel call at N "
+                             "(CPU seconds, useful GFLOP/s)")
     args = parser.parse_args(argv)
+    if args.ceiling:
+        report = kernel_ceiling(args.ceiling, args.repeats)
+        print(report)
+        if args.out:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(report + "\n")
+        return 0
 
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():

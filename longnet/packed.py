@@ -72,8 +72,11 @@ class PackedLinear:
             found = int4_codes(weight)
             if found is not None:
                 codes, scale_and_zero = found
-                packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, 1)
-                self.int4 = (packed, scale_and_zero.to(torch.bfloat16))
+                try:
+                    packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, 1)
+                    self.int4 = (packed, scale_and_zero.to(torch.bfloat16))
+                except RuntimeError:  # a shape this torch's kernel does not take: float16
+                    self.int4 = None
         if self.int4 is None and kind != "float32":
             self.half = weight.detach().to(torch.float16)
         self.kind = "int4" if self.int4 is not None else \
