@@ -135,6 +135,7 @@ class Engine:
         self._embedder_failed = False
         self._dense_prefix = None  # (key, prefix ids, KV cache) reused across questions
         self.lock = threading.RLock()
+        self._load_lock = threading.RLock()  # lazy loads: a warm-up thread and an answer
 
     # ----------------------------------------------------------------- resources
 
@@ -169,41 +170,45 @@ class Engine:
 
     @property
     def tokenizer(self):
-        if self._tokenizer is None:
-            from assistant.home import model_cache_dir
-            from longnet.weights import load_tokenizer
+        with self._load_lock:
+            if self._tokenizer is None:
+                from assistant.home import model_cache_dir
+                from longnet.weights import load_tokenizer
 
-            self._tokenizer = load_tokenizer(self.config.model, model_cache_dir())
+                self._tokenizer = load_tokenizer(self.config.model, model_cache_dir())
         return self._tokenizer
 
     @property
     def dense_model(self):
         """The plain transformers model (retrieval and dense modes)."""
-        if self._dense is None:
-            from transformers.utils import logging as hf_logging
+        with self._load_lock:
+            if self._dense is None:
+                from transformers.utils import logging as hf_logging
 
-            from assistant.home import model_cache_dir
-            from longnet.weights import load_hf_model
+                from assistant.home import model_cache_dir
+                from longnet.weights import load_hf_model
 
-            hf_logging.disable_progress_bar()  # our own output stays readable
-            model = load_hf_model(self.config.model, model_cache_dir(), attn_implementation="sdpa")
-            self._dense = model.to(device=self.device, dtype=self.dtype)
+                hf_logging.disable_progress_bar()  # our own output stays readable
+                model = load_hf_model(self.config.model, model_cache_dir(),
+                                      attn_implementation="sdpa")
+                self._dense = model.to(device=self.device, dtype=self.dtype)
         return self._dense
 
     @property
     def longnet_model(self):
-        if self._longnet is None:
-            import longnet
-            from assistant.config import model_overrides
-            from assistant.home import model_cache_dir
+        with self._load_lock:
+            if self._longnet is None:
+                import longnet
+                from assistant.config import model_overrides
+                from assistant.home import model_cache_dir
+                from assistant.trained import apply_trained_adapter
 
-            self._longnet = longnet.LongNetLM.from_pretrained(
-                self.config.model, cache_dir=model_cache_dir(), device=self.device,
-                **model_overrides(self.config))
-            # What `memex train` learned from these notes, when it fits this model.
-            from assistant.trained import apply_trained_adapter
-
-            self._far_levels_trained = apply_trained_adapter(self._longnet, self.home)
+                model = longnet.LongNetLM.from_pretrained(
+                    self.config.model, cache_dir=model_cache_dir(), device=self.device,
+                    **model_overrides(self.config))
+                # What `memex train` learned from these notes, when it fits this model.
+                self._far_levels_trained = apply_trained_adapter(model, self.home)
+                self._longnet = model
         return self._longnet
 
     @property
@@ -600,15 +605,43 @@ class Engine:
 
     def load_memory(self):
         """The saved memory (or a fresh one), loaded once."""
-        if self._memory is None:
-            from longnet import Memory
+        with self._load_lock:
+            if self._memory is None:
+                from longnet import Memory
 
-            model = self.longnet_model
-            if (self.memory_dir / "memory.json").is_file():
-                self._memory = Memory.load(self.memory_dir, model)
-            else:
-                self._memory = model.memory()
+                model = self.longnet_model
+                if (self.memory_dir / "memory.json").is_file():
+                    self._memory = Memory.load(self.memory_dir, model)
+                else:
+                    self._memory = model.memory()
         return self._memory
+
+    def warm_up(self, mode: str | None = None) -> threading.Thread:
+        """Load what an answer in ``mode`` needs (tokenizer, model, memory, packed decode
+        weights) in a background thread while the caller gets on (retrieval, or a person
+        typing): the answer then finds them loaded, or waits for the load under way rather
+        than loading twice. Failures are left for the answer to report."""
+        mode = mode or self.config.mode
+
+        def load():
+            import torch
+
+            loaded = []
+            try:
+                loaded.append(self.tokenizer)
+                if mode in ("hybrid", "memory"):
+                    loaded.append(self.load_memory())  # (not the store: it stays the caller's)
+                    kind = self.config.decode_weights if self.dtype == torch.float32 \
+                        else "float32"
+                    self.longnet_model.pack_for_decoding(kind)
+                else:
+                    loaded.append(self.dense_model)
+            except Exception:  # noqa: BLE001 — no traceback over the TUI: the answer
+                return  # loads again and reports what cannot be loaded
+
+        thread = threading.Thread(target=load, name="memex-warm-up", daemon=True)
+        thread.start()
+        return thread
 
     def memory_lag(self) -> int:
         return max(0, self.stream_tokens() - self.memory_info()["tokens"])

@@ -432,28 +432,54 @@ class LongNetLM(nn.Module):
 
         return Memory(self, dtype=dtype, chunk_size=chunk_size)
 
-    @contextlib.contextmanager
-    def packed_decoding(self, kind: str = "int4"):
-        """Within this block a one-row input to any projection reads a packed copy of its
-        weight (``longnet.packed``: ``"int4"``, ``"float16"`` or ``"float32"`` = none):
-        decoding reads every weight once per token, so fewer bytes are faster. Copies are
-        made on first use and kept until a weight changes. A CPU-only measure: elsewhere,
-        and for float32, nothing changes."""
-        from longnet.packed import DECODE_WEIGHTS, PackedLinear, weights_key
+    def pack_for_decoding(self, kind: str = "int4") -> list:
+        """Make (or reuse) the packed weight copies ``packed_decoding(kind)`` reads; one
+        ``PackedLinear`` per projection. Thread-safe: a warm-up thread may pack while the
+        caller gets on with other work."""
+        from longnet.packed import DECODE_WEIGHTS, PACK_LOCK, PackedLinear, weights_key
 
         if kind not in DECODE_WEIGHTS:
             raise ValueError(f"decode weights must be one of {DECODE_WEIGHTS}, not {kind!r}")
         linears = [module for module in self.modules() if isinstance(module, Linear)]
         if kind == "float32" or self.device.type != "cpu" or not linears:
+            return []
+        from longnet.packed import cache_file, load_copies, save_copies
+        from longnet.weights import CONVERSION_MARKER
+
+        with PACK_LOCK:
+            key = weights_key([module.weight for module in linears])
+            cache = self.__dict__.setdefault("_packed", {})  # kind -> (weights key, copies)
+            if kind in cache and cache[kind][0] == key:
+                return cache[kind][1]
+            # A folder memex converted, weights as loaded: the copies are kept there.
+            folder = getattr(self, "model_dir", None)
+            kept = None
+            if folder is not None and key == getattr(self, "_loaded_key", None) and \
+                    (Path(folder) / CONVERSION_MARKER).is_file():
+                kept = cache_file(folder, kind)
+            copies = load_copies(kept, self.weights_hash, linears) if kept else None
+            if copies is None:
+                with torch.no_grad():
+                    copies = [PackedLinear(m.weight, m.bias, kind) for m in linears]
+                if kept is not None:
+                    save_copies(kept, self.weights_hash, kind, copies)
+            cache[kind] = (key, copies)
+            return copies
+
+    @contextlib.contextmanager
+    def packed_decoding(self, kind: str = "int4"):
+        """Within this block a one-row input to any projection reads a packed copy of its
+        weight (``longnet.packed``: ``"int4"``, ``"float16"`` or ``"float32"`` = none):
+        decoding reads every weight once per token, so fewer bytes are faster. Copies are
+        made on first use (``pack_for_decoding``) and kept until a weight changes. A
+        CPU-only measure: elsewhere, and for float32, nothing changes."""
+        copies = self.pack_for_decoding(kind)
+        linears = [module for module in self.modules() if isinstance(module, Linear)]
+        if not copies:
             yield self
             return
-        key = weights_key([module.weight for module in linears])
-        cache = self.__dict__.setdefault("_packed", {})  # kind -> (weights key, copies)
-        if kind not in cache or cache[kind][0] != key:
-            with torch.no_grad():
-                cache[kind] = (key, [PackedLinear(m.weight, m.bias, kind) for m in linears])
         try:
-            for module, copy in zip(linears, cache[kind][1]):
+            for module, copy in zip(linears, copies):
                 module.packed = copy
             yield self
         finally:
@@ -551,7 +577,13 @@ class LongNetLM(nn.Module):
         model.model_id = str(name_or_path or "smollm2-135m-instruct")
         model._weights_hash = weights_fingerprint(folder)
         model.model_dir = folder
-        return model.to(choose_device(device)).eval()
+        model = model.to(choose_device(device)).eval()
+        from longnet.packed import weights_key
+
+        # The weights as loaded: packed decode copies of these may be kept on disk.
+        model._loaded_key = weights_key([m.weight for m in model.modules()
+                                         if isinstance(m, Linear)])
+        return model
 
 
 def pretrained_defaults(hf_config: dict, overrides: dict) -> dict:

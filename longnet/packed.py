@@ -17,16 +17,23 @@ tokens/s. A single-row input can instead read a packed copy of each weight:
 - ``"float32"``: no copy.
 
 Prefill (many rows per step) and training always use the float32 weights; copies are
-rebuilt when a weight changes (LoRA merged, weights reloaded).
+rebuilt when a weight changes (LoRA merged, weights reloaded). Packing SmolLM2 takes ~2 s,
+so for a model folder memex converted itself the copies of its unchanged weights are kept
+in its ``decode-cache/`` and read back in ~0.1 s.
 """
 
 from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 DECODE_WEIGHTS = ("int4", "float16", "float32")
 INT4_GROUP = 32
+PACK_LOCK = threading.Lock()  # one packing at a time (a warm-up thread and a first answer)
 
 
 def int4_kernel_available() -> bool:
@@ -44,6 +51,8 @@ def int4_codes(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None
     N, K = weight.shape
     if K % INT4_GROUP or N % 16:
         return None
+    if N > 64 and int4_codes(weight[:64]) is None:  # a cheap look at 64 rows first
+        return None
     w = weight.detach().float().reshape(N, K // INT4_GROUP, INT4_GROUP)
     low = w.amin(-1, keepdim=True)
     scale = (w.amax(-1, keepdim=True) - low) / 15
@@ -60,7 +69,8 @@ def int4_codes(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None
 class PackedLinear:
     """``y = x @ W.T + b`` for one row ``x [..., K]`` from a packed copy of ``W``."""
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, kind: str):
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, kind: str,
+                 parts: dict[str, torch.Tensor] | None = None):
         if kind not in DECODE_WEIGHTS:
             raise ValueError(f"decode weights must be one of {DECODE_WEIGHTS}, not {kind!r}")
         self.weight = weight  # the float32 original: fallback for a float16 overflow
@@ -68,7 +78,11 @@ class PackedLinear:
         self.out_features = weight.shape[0]
         self.int4 = None
         self.half = None
-        if kind == "int4" and weight.device.type == "cpu" and int4_kernel_available():
+        if parts is not None:  # read back from a cache file
+            if "int4" in parts:
+                self.int4 = (parts["int4"], parts["scale_and_zero"])
+            self.half = parts.get("half")
+        elif kind == "int4" and weight.device.type == "cpu" and int4_kernel_available():
             found = int4_codes(weight)
             if found is not None:
                 codes, scale_and_zero = found
@@ -77,10 +91,16 @@ class PackedLinear:
                     self.int4 = (packed, scale_and_zero.to(torch.bfloat16))
                 except RuntimeError:  # a shape this torch's kernel does not take: float16
                     self.int4 = None
-        if self.int4 is None and kind != "float32":
+        if parts is None and self.int4 is None and kind != "float32":
             self.half = weight.detach().to(torch.float16)
         self.kind = "int4" if self.int4 is not None else \
             "float16" if self.half is not None else "float32"
+
+    def parts(self) -> dict[str, torch.Tensor]:
+        """What a cache file keeps of this copy."""
+        if self.int4 is not None:
+            return {"int4": self.int4[0], "scale_and_zero": self.int4[1]}
+        return {} if self.half is None else {"half": self.half}
 
     @property
     def nbytes(self) -> int:
@@ -109,3 +129,49 @@ class PackedLinear:
 def weights_key(weights: list[torch.Tensor]) -> tuple:
     """Changes when any of ``weights`` is replaced or written in place."""
     return tuple((w.data_ptr(), w._version) for w in weights)
+
+
+def cache_file(folder: Path, kind: str) -> Path:
+    """Where a converted model folder keeps its decode copies: a subfolder, so that nothing
+    that globs the folder's ``*.safetensors`` takes them for weights; a file per torch
+    version, as the int4 layout is the kernel's own."""
+    version = torch.__version__.replace("+", "-")
+    return Path(folder) / "decode-cache" / f"{kind}-torch{version}.safetensors"
+
+
+def load_copies(path: Path, weights_hash: str, linears) -> list[PackedLinear] | None:
+    """The copies kept in ``path`` for these weights, or None (absent, stale, damaged)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            meta = handle.metadata() or {}
+            if meta.get("weights") != weights_hash or int(meta.get("count", -1)) != len(linears):
+                return None
+            kind = meta["kind"]
+            copies = []
+            for index, module in enumerate(linears):
+                prefix = f"{index}."
+                parts = {key[len(prefix):]: handle.get_tensor(key) for key in handle.keys()
+                         if key.startswith(prefix)}
+                copies.append(PackedLinear(module.weight, module.bias, kind, parts=parts))
+            return copies
+    except (OSError, KeyError, ValueError, SafetensorError):
+        return None
+
+
+def save_copies(path: Path, weights_hash: str, kind: str, copies: list[PackedLinear]) -> None:
+    """Keep ``copies`` in ``path`` (atomically; a folder that cannot be written is skipped)."""
+    from safetensors.torch import save_file
+
+    tensors = {f"{index}.{name}": tensor.contiguous() for index, copy in enumerate(copies)
+               for name, tensor in copy.parts().items()}
+    temp = path.with_name(path.name + f".tmp{os.getpid()}")
+    try:
+        path.parent.mkdir(mode=0o700, exist_ok=True)  # private, as the folder it sits in
+        save_file(tensors, str(temp), metadata={"weights": weights_hash, "kind": kind,
+                                                "count": str(len(copies))})
+        os.chmod(temp, 0o600)
+        os.replace(temp, path)
+    except OSError:
+        temp.unlink(missing_ok=True)

@@ -44,8 +44,8 @@ def tiny_model_dir(tmp_path_factory, model_dir) -> Path:
     torch.manual_seed(0)
     LlamaForCausalLM(config).save_pretrained(folder, safe_serialization=True)
     for path in model_dir.iterdir():  # tokenizer files and the chat template
-        if path.suffix != ".safetensors" and path.name not in ("config.json", "generation_config.json",
-                                                               "memex-conversion.json"):
+        if path.is_file() and path.suffix != ".safetensors" and path.name not in (
+                "config.json", "generation_config.json", "memex-conversion.json"):
             shutil.copy(path, folder / path.name)
     return folder
 
@@ -377,3 +377,29 @@ def test_hybrid_turns_leave_untrained_far_levels_out(journal_home, monkeypatch):
     torch.testing.assert_close(seen[1], closed)
     torch.testing.assert_close(seen[2], closed)
     torch.testing.assert_close(far_gates(), closed)
+
+
+def test_warm_up_loads_in_the_background_once(journal_home, monkeypatch):
+    """warm_up() loads the tokenizer, the model, the memory and the packed decode weights
+    in a thread; an answer that starts meanwhile waits for that load instead of loading
+    again, and reads the same objects."""
+    import longnet
+
+    loads = []
+    original = longnet.LongNetLM.from_pretrained.__func__
+
+    def counting(cls, *args, **kwargs):
+        loads.append(args)
+        return original(cls, *args, **kwargs)
+
+    monkeypatch.setattr(longnet.LongNetLM, "from_pretrained", classmethod(counting))
+    engine = make_engine(journal_home)
+    thread = engine.warm_up("hybrid")
+    answer = engine.answer("What did I order at Café Lune?", "hybrid")
+    thread.join(60)
+    assert not thread.is_alive() and answer.status == "complete"
+    assert len(loads) == 1
+    model = engine.longnet_model
+    assert engine.load_memory() is engine._memory is not None
+    kind = engine.config.decode_weights
+    assert kind == "int4" and model.pack_for_decoding(kind) is model.pack_for_decoding(kind)

@@ -122,3 +122,50 @@ def test_generation_with_packed_weights_matches_float32_on_a_clear_choice():
     half = memory.generate(prompt[10:], max_new_tokens=8, decode_weights="float16")
     assert len(exact) == 8 and exact[0] == packed[0] == half[0]  # the first token: prefill
     assert sum(a == b for a, b in zip(exact, half)) >= 6
+
+
+@needs_int4
+def test_copies_of_a_converted_folder_are_kept_and_read_back(tmp_path):
+    """A model folder memex converted keeps the decode copies of its weights as loaded
+    (in a subfolder: the folder's *.safetensors stay the weights alone); copies read back
+    give the same products; another hash or changed weights are packed anew."""
+    from safetensors.torch import save_file
+
+    from longnet.packed import weights_key
+    from longnet.weights import CONVERSION_MARKER
+
+    model = four_bit_model()
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    folder = tmp_path / "converted"
+    folder.mkdir()
+    save_file({"w": torch.zeros(2)}, str(folder / "model.safetensors"))
+    (folder / CONVERSION_MARKER).write_text("{}")
+    model.model_dir, model._weights_hash = folder, "abc"
+    model._loaded_key = weights_key([m.weight for m in linears])  # as from_pretrained sets it
+
+    fresh = model.pack_for_decoding("int4")
+    assert [p.name for p in (folder / "decode-cache").iterdir()] == \
+        [f"int4-torch{torch.__version__.replace('+', '-')}.safetensors"]
+    assert [p.name for p in folder.glob("*.safetensors")] == ["model.safetensors"]
+    del model.__dict__["_packed"]
+    read_back = model.pack_for_decoding("int4")
+    assert read_back is not fresh and [c.kind for c in read_back] == [c.kind for c in fresh]
+    for a, b in zip(fresh, read_back):
+        rows = torch.randn(1, a.weight.shape[1], generator=torch.Generator().manual_seed(5))
+        torch.testing.assert_close(a(rows), b(rows), atol=0, rtol=0)
+    from longnet.packed import cache_file, load_copies
+
+    kept = cache_file(folder, "int4")
+    assert load_copies(kept, "another model", linears) is None  # copies of other weights
+    assert load_copies(kept, "abc", linears[:-1]) is None  # another shape of model
+    kept.write_bytes(b"damaged")
+    assert load_copies(kept, "abc", linears) is None
+
+    # Weights changed since loading (a merged adapter): packed from them, the file unread.
+    del model.__dict__["_packed"]
+    up = model.layers[0].mlp.up_proj
+    with torch.no_grad():
+        up.weight.mul_(2.0)
+    changed = model.pack_for_decoding("int4")[linears.index(up)]
+    rows = torch.randn(1, 64)
+    torch.testing.assert_close(changed(rows), F.linear(rows, up.weight), atol=2e-2, rtol=2e-2)

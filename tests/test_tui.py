@@ -36,6 +36,10 @@ class FakeEngine:
         self.asked: list[tuple[str, str, list]] = []
         self.reflected: list[tuple] = []
         self.gate = gate  # when set, answers wait for it between tokens (to test Stop)
+        self.warmed: list[str] = []
+
+    def warm_up(self, mode=None):
+        self.warmed.append(mode)
 
     def status(self, wait: bool = True):
         return {"model": "smollm2-135m-instruct", "device": "cpu", "entries": 420,
@@ -102,6 +106,16 @@ async def _ask(pilot, text: str):
     await pilot.press("enter")
     await pilot.app.workers.wait_for_complete()
     await pilot.pause()
+
+
+async def test_the_model_warms_up_for_the_answer_mode(fake):
+    """On start, and when F4 changes the answer mode, the engine loads what that mode
+    needs in the background, so the first answer does not wait for it."""
+    app = make_app(fake, mode="memory")
+    async with app.run_test(size=(80, 24)) as pilot:
+        assert fake.warmed == ["memory"]
+        await pilot.press("f4")
+        assert fake.warmed == ["memory", "retrieval"] and app.answer_mode == "retrieval"
 
 
 async def test_chat_streams_answer_and_persists_it(fake):

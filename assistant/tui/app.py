@@ -51,6 +51,7 @@ class MemexApp(App):
 
     def on_mount(self) -> None:
         self.sub_title = f"answer mode: {self.answer_mode}"
+        self.engine.warm_up(self.answer_mode)  # the model loads while a question is typed
         self.refresh_status()
         self.set_interval(STATUS_EVERY_S, self.refresh_status)
         self.watcher = None
@@ -127,6 +128,7 @@ class MemexApp(App):
 
     def set_answer_mode(self, mode: str) -> None:
         self.answer_mode = mode
+        self.engine.warm_up(mode)
         self.sub_title = f"answer mode: {mode}"
         self.notify(f"Answer mode: {mode}")
 
