@@ -173,5 +173,8 @@ def save_copies(path: Path, weights_hash: str, kind: str, copies: list[PackedLin
                                                 "count": str(len(copies))})
         os.chmod(temp, 0o600)
         os.replace(temp, path)
+        for stale in path.parent.glob(f"{kind}-torch*.safetensors"):  # other torch versions
+            if stale != path:
+                stale.unlink(missing_ok=True)
     except OSError:
         temp.unlink(missing_ok=True)

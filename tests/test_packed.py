@@ -143,9 +143,11 @@ def test_copies_of_a_converted_folder_are_kept_and_read_back(tmp_path):
     model.model_dir, model._weights_hash = folder, "abc"
     model._loaded_key = weights_key([m.weight for m in linears])  # as from_pretrained sets it
 
+    (folder / "decode-cache").mkdir(mode=0o700)
+    (folder / "decode-cache" / "int4-torch0.0.1.safetensors").write_bytes(b"an older torch's")
     fresh = model.pack_for_decoding("int4")
     assert [p.name for p in (folder / "decode-cache").iterdir()] == \
-        [f"int4-torch{torch.__version__.replace('+', '-')}.safetensors"]
+        [f"int4-torch{torch.__version__.replace('+', '-')}.safetensors"]  # the old one gone
     assert [p.name for p in folder.glob("*.safetensors")] == ["model.safetensors"]
     del model.__dict__["_packed"]
     read_back = model.pack_for_decoding("int4")
