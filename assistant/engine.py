@@ -219,14 +219,16 @@ class Engine:
         """L2-normalised embeddings of ``texts`` (numpy), or None when no embedder is there."""
         if not self.config.embeddings or self._embedder_failed:
             return None
-        if self._embedder is None:
-            try:
-                from ingest.embeddings import load_embedder
+        with self._load_lock:
+            if self._embedder is None and not self._embedder_failed:
+                try:
+                    from ingest.embeddings import load_embedder
 
-                self._embedder = load_embedder()
-            except Exception:  # no embedding model installed: retrieval still works on words
-                self._embedder_failed = True
-                return None
+                    self._embedder = load_embedder()
+                except Exception:  # no embedding model installed: retrieval works on words
+                    self._embedder_failed = True
+        if self._embedder is None:
+            return None
         return self._embedder.embed(texts)
 
     # ----------------------------------------------------------------- status
@@ -617,8 +619,8 @@ class Engine:
         return self._memory
 
     def warm_up(self, mode: str | None = None) -> threading.Thread:
-        """Load what an answer in ``mode`` needs (tokenizer, model, memory, packed decode
-        weights) in a background thread while the caller gets on (retrieval, or a person
+        """Load what an answer in ``mode`` needs (tokenizer, embedder, the stems' word
+        tables, model, memory, packed decode weights) in a background thread while the caller gets on (retrieval, or a person
         typing): the answer then finds them loaded, or waits for the load under way rather
         than loading twice. Failures are left for the answer to report."""
         mode = mode or self.config.mode
@@ -629,6 +631,12 @@ class Engine:
             loaded = []
             try:
                 loaded.append(self.tokenizer)
+                if mode != "dense":  # the modes that search (by meaning too)
+                    self.embed(["warm up"])
+                if self.config.answer_stems:  # verb forms: lemminflect reads its tables once
+                    from assistant.stems import answer_stem
+
+                    answer_stem("What did we name the dog?")
                 if mode in ("hybrid", "memory"):
                     loaded.append(self.load_memory())  # (not the store: it stays the caller's)
                     kind = self.config.decode_weights if self.dtype == torch.float32 \

@@ -692,15 +692,16 @@ class Memory:
 
     # -- generation
 
-    def reserve(self, tokens: int, window: bool = True) -> None:
-        """Room in every buffer for ``tokens`` more rows without a copy (the rows held do
-        not change). A fork writes its turn past the memory's rows, in place, when there
-        is room; without it, its first step copies the whole state (at a 1M-token
-        history that copy cost as much as the question itself)."""
+    def reserve(self, tokens: int, window: bool = True,
+                skip_levels: frozenset[int] = frozenset()) -> None:
+        """Room in every buffer (but those of ``skip_levels``) for ``tokens`` more rows
+        without a copy (the rows held do not change). A fork writes its turn past the
+        memory's rows, in place, when there is room; without it, its first step copies the
+        whole state (at a 1M-token history that copy cost as much as the question itself)."""
         c = self.config
         for layer in range(c.num_layers):
             for level, state in enumerate(self.states[layer]):
-                if state is None:
+                if state is None or level in skip_levels:
                     continue
                 rate = c.dilation_rates[level]
                 valid = self.valid_blocks(level, state.start)
@@ -735,8 +736,10 @@ class Memory:
         the memory's free rows, so use it before the memory appends again (the engine
         runs answers and memory updates under one lock), never beside an append."""
         isolate_window = isolate_window and bool(self.config.local_window)
-        if reserve_tokens > 0:  # an isolated turn starts a window of its own
-            self.reserve(reserve_tokens, window=not isolate_window)
+        if reserve_tokens > 0:  # an isolated turn starts a window of its own; the fork
+            # will not store rows of shut levels, so they need no room
+            self.reserve(reserve_tokens, window=not isolate_window,
+                         skip_levels=self._shut_levels())
         fork = Memory.__new__(Memory)
         fork.__dict__.update(self.__dict__)
         fork._hash = StreamHash(**self._hash.state())

@@ -393,6 +393,10 @@ def test_shut_levels_are_skipped_exactly_and_still_stored():
     memory, turn = history_and_turn(model, seed=11)
     with model.far_levels_shut():
         assert memory._shut_levels() == frozenset(range(1, model.config.num_levels))
+        buffers = [s.kv.data_ptr() for layer in memory.states for s in layer if s is not None]
+        memory.fork(isolate_window=True, reserve_tokens=50)  # shut levels get no room
+        assert buffers == [s.kv.data_ptr() for layer in memory.states for s in layer
+                           if s is not None]
         fork = memory.fork(isolate_window=True)
         skipped = torch.cat([fork.append(turn[:4]), fork.append(turn[4:5]), fork.append(turn[5:])])
         assert fork._skipped_levels == set(range(1, model.config.num_levels))
