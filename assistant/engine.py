@@ -620,17 +620,16 @@ class Engine:
 
     def warm_up(self, mode: str | None = None) -> threading.Thread:
         """Load what an answer in ``mode`` needs (tokenizer, embedder, the stems' word
-        tables, model, memory, packed decode weights) in a background thread while the caller gets on (retrieval, or a person
-        typing): the answer then finds them loaded, or waits for the load under way rather
+        tables, model, memory, packed decode weights) in a background thread while a person
+        types: the answer then finds them loaded, or waits for the load under way rather
         than loading twice. Failures are left for the answer to report."""
         mode = mode or self.config.mode
 
         def load():
             import torch
 
-            loaded = []
             try:
-                loaded.append(self.tokenizer)
+                _ = self.tokenizer
                 if mode != "dense":  # the modes that search (by meaning too)
                     self.embed(["warm up"])
                 if self.config.answer_stems:  # verb forms: lemminflect reads its tables once
@@ -638,12 +637,12 @@ class Engine:
 
                     answer_stem("What did we name the dog?")
                 if mode in ("hybrid", "memory"):
-                    loaded.append(self.load_memory())  # (not the store: it stays the caller's)
+                    self.load_memory()  # (not the store: its connection stays the caller's)
                     kind = self.config.decode_weights if self.dtype == torch.float32 \
                         else "float32"
                     self.longnet_model.pack_for_decoding(kind)
                 else:
-                    loaded.append(self.dense_model)
+                    _ = self.dense_model
             except Exception:  # noqa: BLE001 — no traceback over the TUI: the answer
                 return  # loads again and reports what cannot be loaded
 
