@@ -447,21 +447,14 @@ class Memory:
                     q_local = rotate(q, window.cos, window.sin)
                     k_local = rotate(k, window.cos, window.sin)
                 local = (q_local, self._store_window(layer, window, k_local, v), window)
-            sink = None
+            sink_rows = None
             if window is not None and self.config.attention_sinks:
-                sink = self._sink_term(layer, window, q_raw, k, v, absolute is not None)
-            if few:
+                sink_rows = self._sink_rows(layer, window, q_raw, k, v, absolute is not None)
+            if few:  # the sinks' scores join level 0's in the one softmax, with its bias
                 out = _attend_few(levels, level_bias, self.config.dilation_rates[0] == 1, local,
-                                  return_lse=sink is not None)
-                if sink is not None:  # the sinks share level 0's softmax and its bias
-                    out, lse = out
-                    sink_bias = None if level_bias is None else level_bias[:, :1]
-                    merged, _ = merge_levels(
-                        [out[None], sink[0][None]], [lse[None], sink[1][None]],
-                        level_bias=None if sink_bias is None else
-                        torch.cat([torch.zeros_like(sink_bias), sink_bias], 1))
-                    out = merged[0]
+                                  sinks=sink_rows)
             else:
+                sink = None if sink_rows is None else sink_attention(*sink_rows, scale=1.0)
                 outs, lses = [], []
                 if sink is not None:
                     outs.append(sink[0])
@@ -587,10 +580,11 @@ class Memory:
             kv[:, :, :, :plan.old_blocks] = state.kv[:, :, :, :plan.old_blocks]
         return kv
 
-    def _sink_term(self, layer: int, window: WindowPlan, q_raw, k, v, absolute: bool):
+    def _sink_rows(self, layer: int, window: WindowPlan, q_raw, k, v, absolute: bool):
         """Store the stream's first ``attention_sinks`` rows (keys rotated at their own
-        positions) and attend the new tokens to those their window has moved past:
-        ``(out [Hq, T, D], lse [Hq, T])`` or None when none is visible yet."""
+        positions); what the new tokens attend to among them — ``(q [Hq, T, D], keys
+        [Hkv, S, D], values [Hkv, S, D], visible [T, S])``, the sinks their window has moved
+        past — or None when none is visible yet."""
         c = self.config
         S, W = c.attention_sinks, c.local_window
         rotary = self.model.rotary
@@ -620,7 +614,7 @@ class Memory:
         else:  # the sinks sit just before the window's oldest key
             cos, sin = rotary.cos_sin(torch.full((1,), W + S, device=self.device))
             q_sink = rotary.rotate(q_raw, cos, sin)
-        return sink_attention(q_sink, stored[0], stored[1], visible, scale=1.0)
+        return q_sink, stored[0], stored[1], visible
 
     # -- what is held
 
@@ -936,13 +930,17 @@ def _fsync_dir(path: Path) -> None:
 # --------------------------------------------------------------------------- attention
 
 
-def _attend_few(levels, level_bias, first_level_dense: bool, local=None, return_lse=False):
+def _attend_few(levels, level_bias, first_level_dense: bool, local=None, return_lse=False,
+                sinks=None):
     """A few new tokens against every level at once: ``[Hq, T, D]``.
 
     Each level's scores are one masked batched matmul of the heads against the slot
     they read; eq. 10 mixing is one softmax over all levels' scores together. ``local``
-    = (q, kv ``[2, Hkv, n, D]``, WindowPlan): the sliding window, bias column 0."""
+    = (q, kv ``[2, Hkv, n, D]``, WindowPlan): the sliding window, bias column 0.
+    ``sinks`` = (q, keys, values, visible) from ``Memory._sink_rows``: attention sinks,
+    part of level 0 (its bias, its softmax)."""
     scores, values = [], []
+    local_columns = 0  # the window's and the sinks' columns, before the levels'
     if local is not None:
         q_local, kv_local, window = local
         Hq, T, D = q_local.shape
@@ -950,10 +948,22 @@ def _attend_few(levels, level_bias, first_level_dense: bool, local=None, return_
         grouped = q_local.reshape(Hkv, (Hq // Hkv) * T, D).to(kv_local.dtype)
         local_scores = torch.bmm(grouped, kv_local[0].transpose(1, 2)).reshape(Hq, T, n)
         local_scores = local_scores.float() + window.mask
-        if level_bias is not None:
-            local_scores = local_scores + level_bias[:, 0, None, None].float()
+        bias0 = None if level_bias is None else level_bias[:, 0, None, None].float()
+        if bias0 is not None:
+            local_scores = local_scores + bias0
             level_bias = level_bias[:, 1:]
         scores.append(local_scores)
+        local_columns = n
+        if sinks is not None:
+            q_sink, k_sink, v_sink, visible = sinks
+            S = k_sink.shape[1]
+            grouped = q_sink.reshape(Hkv, (Hq // Hkv) * T, D).to(k_sink.dtype)
+            sink_scores = torch.bmm(grouped, k_sink.transpose(1, 2)).reshape(Hq, T, S).float()
+            sink_scores = sink_scores.masked_fill(~visible, float("-inf"))
+            if bias0 is not None:
+                sink_scores = sink_scores + bias0
+            scores.append(sink_scores)
+            local_columns = n + S
     _Hq, T, D = (levels[0][1] if levels else local[0]).shape
     for index, (plan, q, kv) in enumerate(levels):
         groups = plan.groups
@@ -979,8 +989,11 @@ def _attend_few(levels, level_bias, first_level_dense: bool, local=None, return_
         n = scores[0].shape[-1]
         w = weights[..., :n].reshape(Hkv, (Hq // Hkv) * T, n)
         out = torch.bmm(w.to(kv_local.dtype), kv_local[1]).reshape(Hq, T, D).float()
-        begin = n
-        scores = scores[1:]
+        if sinks is not None:
+            w = weights[..., n:local_columns].reshape(Hkv, (Hq // Hkv) * T, local_columns - n)
+            out = out + torch.bmm(w.to(v_sink.dtype), v_sink).reshape(Hq, T, D).float()
+        begin = local_columns
+        scores = scores[2:] if sinks is not None else scores[1:]
     for (plan, _, _), value, level_scores in zip(levels, values, scores):
         groups = plan.groups
         blocks = level_scores.shape[-1]
