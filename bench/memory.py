@@ -90,8 +90,7 @@ def time_turn(memory: Memory, question: torch.Tensor, decode_tokens: int, repeat
     device = memory.device
     model = memory.model
     for kind in decode_weights:  # pack the copies before timing (once per model)
-        with model.packed_decoding(kind):
-            pass
+        model.pack_for_decoding(kind)
     ttfts, rates = [], {kind: [] for kind in decode_weights}
     shut = model.far_levels_shut() if isolated else contextlib.nullcontext()
     with shut:

@@ -56,7 +56,7 @@ def generate(memory, prompt_ids, max_new_tokens: int = 256, temperature: float =
     ``Memory.fork``); the history is reached through the far levels only.
     ``choose(logits [V]) -> token id`` replaces the greedy/nucleus choice (constrained
     decoding); temperature, top_p and seed are then the chooser's business.
-    ``decode_weights``: ``"int4"`` or ``"float16"`` let each new token (after the prompt)
+    ``decode_weights``: ``"int4"`` or ``"float16"`` let each one-token step (decoding)
     read packed copies of the weights on a CPU (``LongNetLM.packed_decoding``): faster,
     with bfloat16/float16 rounding in the projections; ``"float32"`` reads them as they are.
     """

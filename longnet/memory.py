@@ -930,8 +930,7 @@ def _fsync_dir(path: Path) -> None:
 # --------------------------------------------------------------------------- attention
 
 
-def _attend_few(levels, level_bias, first_level_dense: bool, local=None, return_lse=False,
-                sinks=None):
+def _attend_few(levels, level_bias, first_level_dense: bool, local=None, sinks=None):
     """A few new tokens against every level at once: ``[Hq, T, D]``.
 
     Each level's scores are one masked batched matmul of the heads against the slot
@@ -1009,8 +1008,6 @@ def _attend_few(levels, level_bias, first_level_dense: bool, local=None, return_
         if not groups.identity:
             level_out = level_out[groups.grouped_of_head]
         out = level_out.float() if out is None else out + level_out
-    if return_lse:
-        return out, torch.logsumexp(joint, dim=-1)
     return out
 
 

@@ -432,19 +432,30 @@ class LongNetLM(nn.Module):
 
         return Memory(self, dtype=dtype, chunk_size=chunk_size)
 
+    def projections(self) -> list[Linear]:
+        """Every projection (attention, MLP, lm head), in module order: what decoding packs."""
+        return [module for module in self.modules() if isinstance(module, Linear)]
+
     def pack_for_decoding(self, kind: str = "int4") -> list:
         """Make (or reuse) the packed weight copies ``packed_decoding(kind)`` reads; one
         ``PackedLinear`` per projection. Thread-safe: a warm-up thread may pack while the
         caller gets on with other work."""
-        from longnet.packed import DECODE_WEIGHTS, PACK_LOCK, PackedLinear, weights_key
+        from longnet.packed import (
+            DECODE_WEIGHTS,
+            PACK_LOCK,
+            PackedLinear,
+            cache_file,
+            load_copies,
+            save_copies,
+            weights_key,
+        )
+        from longnet.weights import CONVERSION_MARKER
 
         if kind not in DECODE_WEIGHTS:
             raise ValueError(f"decode weights must be one of {DECODE_WEIGHTS}, not {kind!r}")
-        linears = [module for module in self.modules() if isinstance(module, Linear)]
+        linears = self.projections()
         if kind == "float32" or self.device.type != "cpu" or not linears:
             return []
-        from longnet.packed import cache_file, load_copies, save_copies
-        from longnet.weights import CONVERSION_MARKER
 
         with PACK_LOCK:
             key = weights_key([module.weight for module in linears])
@@ -474,7 +485,7 @@ class LongNetLM(nn.Module):
         made on first use (``pack_for_decoding``) and kept until a weight changes. A
         CPU-only measure: elsewhere, and for float32, nothing changes."""
         copies = self.pack_for_decoding(kind)
-        linears = [module for module in self.modules() if isinstance(module, Linear)]
+        linears = self.projections()
         if not copies:
             yield self
             return
@@ -581,8 +592,7 @@ class LongNetLM(nn.Module):
         from longnet.packed import weights_key
 
         # The weights as loaded: packed decode copies of these may be kept on disk.
-        model._loaded_key = weights_key([m.weight for m in model.modules()
-                                         if isinstance(m, Linear)])
+        model._loaded_key = weights_key([m.weight for m in model.projections()])
         return model
 
 
