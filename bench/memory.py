@@ -248,6 +248,65 @@ def state_bound_bf16(config, history: int) -> int:
     return 2 * config.num_layers * config.num_kv_heads * rows * config.head_dim * 2
 
 
+def read_rate(device, repeats: int = 5) -> float:
+    """Bytes per second one reduction streams through 512 MB: the most any decode step
+    that reads its whole state and weights from memory can hope for here."""
+    x = torch.ones(128 * 2 ** 20, device=device)
+    times = []
+    for _ in range(repeats + 1):
+        sync(device)
+        began = time.perf_counter()
+        x.sum()
+        sync(device)
+        times.append(time.perf_counter() - began)
+    return x.numel() * x.element_size() / statistics.median(times[1:])
+
+
+def weight_bytes(model, kind: str) -> int:
+    """Bytes a one-token step reads from the projections with ``kind`` decode weights
+    (the embedding lookup reads one row; norms are negligible)."""
+    copies = model.pack_for_decoding(kind)
+    if copies:
+        return sum(copy.nbytes for copy in copies)
+    return sum(p.numel() * p.element_size() for m in model.projections() for p in m.parameters())
+
+
+def bench_bound(args, model, device, dtype) -> str:
+    """Decode speed with the whole history read, against the ceiling the machine's read
+    bandwidth puts on it: each token reads every state row of every layer and every weight
+    once, so tokens/s <= read rate / (state bytes + weight bytes)."""
+    rate = read_rate(device)
+    kinds = [k.strip() for k in args.decode_weights.split(",") if k.strip()]
+    generator = torch.Generator().manual_seed(0)
+    question = torch.randint(0, model.config.vocab_size, (QUESTION_TOKENS,),
+                             generator=generator).to(device)
+    stored = torch.empty((), dtype=dtype).element_size()
+    lines = [
+        f"# bench/memory.py --bound — {machine_name(device)} ({device.type}), model "
+        f"{model.model_id}, state stored in {str(dtype)[6:]}; decode {args.decode_tokens} "
+        f"tokens, median of {args.repeats}",
+        f"# read rate (one reduction over 512 MB, median of 5): {rate / 1e9:.1f} GB/s",
+        "",
+        "| history (tokens) | weights | state MB read / token | weights MB / token "
+        "| ceiling tok/s | ceiling tok/s, state in 2 bytes | measured decode tok/s |",
+        "|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for history in TTFT_HISTORIES:
+        shaped = synthetic_memory(model, dtype, history)
+        state_2bytes = state_bytes_bf16(shaped)
+        state = state_2bytes * stored // 2
+        _, decode, _ = time_turn(shaped, question, args.decode_tokens, args.repeats, kinds)
+        del shaped
+        for kind in kinds:
+            weights = weight_bytes(model, kind if dtype == torch.float32 else "float32")
+            lines.append(f"| {history:,} | {kind} | {state / 2 ** 20:,.1f} | "
+                         f"{weights / 2 ** 20:,.1f} | {rate / (state + weights):.1f} | "
+                         f"{rate / (state_2bytes + weights):.1f} | {decode[kind]:.1f} |")
+    lines += ["", "ceiling = read rate / (state + weight bytes one token reads); the measured "
+              "rate also pays for arithmetic, kernel calls and Python"]
+    return "\n".join(lines) + "\n"
+
+
 def bench_dense(args, device, dtype):
     """The dense model with its trained window: KV cache of the last 8K tokens."""
     import transformers
@@ -544,6 +603,9 @@ def main(argv=None):
                         help="also the dense local level alone (one more pass)")
     parser.add_argument("--check", action="store_true",
                         help="instead: check correctness on --device (chunked = full, bf16)")
+    parser.add_argument("--bound", action="store_true",
+                        help="instead: decode with the whole history read against the ceiling "
+                             "of this machine's read bandwidth")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -571,6 +633,13 @@ def main(argv=None):
     model = load_model(args, device)
     if args.cast_weights:  # weights stored in the compute dtype: no per-op casts
         model.to(dtype)
+    if args.bound:
+        report = bench_bound(args, model, device, dtype)
+        print(report)
+        if args.out:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(report)
+        return
     console = Console(stderr=True)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), TimeRemainingColumn(), console=console) as progress:

@@ -2,23 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
+from bench_loader import load_bench
 
-BENCH = Path(__file__).resolve().parent.parent / "bench"
-
-
-def load_qa():
-    if str(BENCH) not in sys.path:
-        sys.path.append(str(BENCH))  # for its `_machine` helper; after the packages
-    spec = importlib.util.spec_from_file_location("bench_qa", BENCH / "qa.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-qa = load_qa()
+qa = load_bench("qa")
 ITEMS = [{"question": f"q{i}", "answers": ["x"], "evidence": ["a.md"]} for i in range(7)]
 NUMBER = {item["question"]: index for index, item in enumerate(ITEMS)}
 
