@@ -99,9 +99,17 @@ def run_cell(args) -> dict:
     import torch
 
     from longnet.model import LongNetLM, autocast
-    from longnet.train import CheckpointedBlocks, TrainConfig, prepare_model, window_loss
+    from longnet.train import (
+        CheckpointedBlocks,
+        TrainConfig,
+        keep_heap_small,
+        prepare_model,
+        window_loss,
+    )
 
     device = torch.device(args.device)
+    if device.type == "cpu":
+        keep_heap_small()  # as `memex train` does
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
     length, attention = args.cell_length, args.cell_attention
     torch.manual_seed(0)
