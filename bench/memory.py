@@ -291,6 +291,8 @@ def bench_bound(args, model, device, dtype) -> str:
         "| ceiling tok/s | ceiling tok/s, state in 2 bytes | measured decode tok/s |",
         "|---:|---|---:|---:|---:|---:|---:|",
     ]
+    weights_of = {kind: weight_bytes(model, kind if dtype == torch.float32 else "float32")
+                  for kind in kinds}
     for history in TTFT_HISTORIES:
         shaped = synthetic_memory(model, dtype, history)
         state_2bytes = state_bytes_bf16(shaped)
@@ -298,7 +300,7 @@ def bench_bound(args, model, device, dtype) -> str:
         _, decode, _ = time_turn(shaped, question, args.decode_tokens, args.repeats, kinds)
         del shaped
         for kind in kinds:
-            weights = weight_bytes(model, kind if dtype == torch.float32 else "float32")
+            weights = weights_of[kind]
             lines.append(f"| {history:,} | {kind} | {state / 2 ** 20:,.1f} | "
                          f"{weights / 2 ** 20:,.1f} | {rate / (state + weights):.1f} | "
                          f"{rate / (state_2bytes + weights):.1f} | {decode[kind]:.1f} |")
