@@ -39,6 +39,7 @@ import torch.multiprocessing as mp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from longnet import distributed as D
+from longnet.distributed.plan import _plan_level
 from longnet.attention import dilated_attention
 from _machine import cpu_name  # noqa: E402  (bench/ is on sys.path when run as a script)
 
@@ -143,7 +144,7 @@ def planned_bytes(n_local: int, world: int, element_size: int) -> dict[int, int]
     layout = D.ShardLayout((n_local,) * world, world - 1)
     result = {}
     for level, (w, r) in enumerate(zip(ws, rs)):
-        plan = D._plan_level(layout, level, w, r, HEADS, KV_HEADS, True, None)
+        plan = _plan_level(layout, level, w, r, HEADS, KV_HEADS, True, None)
         rows = sum(sum(ex.recv_sizes) for ex in plan.exchanges)
         result[level] = rows * 2 * HEAD_DIM * element_size  # k and v
     return result

@@ -46,7 +46,7 @@ def machine() -> str:
 def prepare_home(home: Path, journal: Path, console, memory: bool = True) -> None:
     """Ingest the journal and build the memory (each step skips what is already done)."""
     import ingest
-    from assistant.cli_memory import build_memory
+    from assistant.cli.memory import build_memory
     from assistant.engine import Engine
     from assistant.home import model_cache_dir, set_home
     from longnet.weights import load_tokenizer
@@ -77,7 +77,7 @@ def run_mode(engine, mode: str, items: list[dict], checkpoint: Path, console) ->
         TimeRemainingColumn,
     )
 
-    from assistant.cli_chat import score
+    from assistant.engine.evaluation import score
 
     done = []
     if checkpoint.exists():
@@ -109,9 +109,9 @@ def prompt_recall(engine, items: list[dict], console, number: dict[str, int] | N
     """Answer-in-prompt recall of the retrieval prompt, without running the model."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from assistant import prompting
-    from assistant.cli_chat import score
-    from assistant.dates import resolve_dates
+    from assistant.engine import prompting
+    from assistant.engine.evaluation import score
+    from assistant.engine.dates import resolve_dates
     from assistant.engine import relevant_sentences
 
     rows = []
@@ -210,7 +210,7 @@ def main() -> None:
 
     import torch
 
-    from assistant.cli_chat import load_questions
+    from assistant.engine.evaluation import load_questions
     from assistant.engine import Engine
 
     if args.threads:

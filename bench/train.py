@@ -99,7 +99,7 @@ def run_cell(args) -> dict:
     import torch
 
     from longnet.model import LongNetLM, autocast
-    from longnet.train import (
+    from longnet.training import (
         CheckpointedBlocks,
         TrainConfig,
         keep_heap_small,
@@ -280,10 +280,10 @@ def write_table(args, records: Path, header: str) -> str:
 def journal_run(args) -> str:
     """Train the real default model on examples/journal; the before/after figures."""
     import ingest
-    from assistant.cli_train import run_training
+    from assistant.engine.training import run_training
     from assistant.config import set_value
     from assistant.home import model_cache_dir, set_home
-    from longnet.train import TrainConfig, TrainingInterrupted
+    from longnet.training import TrainConfig, TrainingInterrupted
     from longnet.weights import load_tokenizer
 
     home = args.home
@@ -330,7 +330,7 @@ def journal_run(args) -> str:
              f"{meta['forward_tokens_per_s'] or 0:,.0f} tokens/s"),
              f"- loss per step: {', '.join(f'{x:.3f}' for x in losses)}",
              "- memory-only accuracy on examples/questions.jsonl: NOT measured here. It needs the",
-             "  trained adapter wired into the engine (assistant.trained.apply_trained_adapter)",
+             "  trained adapter wired into the engine (assistant.engine.trained.apply_trained_adapter)",
              "  and a memory build of the whole journal with the trained model; on this shared",
              "  CPU the build ran at ~8 tokens/s (bench/results/qa.txt), i.e. ~2 h for 50K tokens.",
              "  Run: bench/qa.py --modes memory --home <this home> once both are in place."]
@@ -338,8 +338,8 @@ def journal_run(args) -> str:
 
 
 def _checkpoint_losses(home) -> list[float]:
-    from assistant.trained import train_dir
-    from longnet.train import read_checkpoint
+    from assistant.engine.trained import train_dir
+    from longnet.training import read_checkpoint
 
     saved = read_checkpoint(train_dir(home))
     return list(saved["state"]["losses"]) if saved else []

@@ -53,7 +53,8 @@ revision (old spans become ``superseded``), a deleted file's spans become
 from ingest.compact import compact
 from ingest.forget import forget
 from ingest.pipeline import IngestReport, add_source, locate, run
-from ingest.store import EntryRecord, Span, Store, StoreError, open_store
+from ingest.recovery import open_store
+from ingest.store import EntryRecord, Span, Store, StoreError
 from ingest.stream import StreamError, TokenStream
 from ingest.watcher import Watcher
 

@@ -17,12 +17,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ingest.forget import scrub
 from ingest.progress import NullProgress
+from ingest.recovery import COMPACT_SUFFIX, finish_pending_compaction, recover, scrub
 from ingest.store import Store, StoreError
-from ingest.stream import HEADER_SIZE, TOKEN_BYTES, _fsync_dir, create_stream_file, read_header
+from ingest.stream.file import HEADER_SIZE, TOKEN_BYTES, create_stream_file
 
-COMPACT_SUFFIX = ".compact"
 COPY_TOKENS = 1 << 22
 
 
@@ -38,7 +37,7 @@ def compact(store: Store, progress=None) -> CompactReport:
     progress = progress or NullProgress()
     report = CompactReport()
     with store.ingest_lock():
-        store.recover()
+        recover(store)
         report.tokens_before = store.stream_tokens()
         if not store.stream.exists or not report.tokens_before:
             return report
@@ -99,22 +98,3 @@ def compact(store: Store, progress=None) -> CompactReport:
         progress.done()
         scrub(store)
     return report
-
-
-def finish_pending_compaction(store: Store, pending: dict) -> None:
-    """Put the compacted file in place (inside a write transaction)."""
-    target = store.stream_path.with_name(pending["file"])
-    if target.exists():
-        os.replace(target, store.stream_path)
-        _fsync_dir(store.home)
-    elif not (store.stream_path.exists()
-              and read_header(store.stream_path).get("stream_id") == pending["stream_id"]):
-        raise StoreError("an interrupted `memex compact` lost its new stream file")
-    store.stream.reload_header()
-    store.delete_meta("compact_pending")
-
-
-def remove_abandoned_compaction(store: Store) -> None:
-    target = store.stream_path.with_name(store.stream_path.name + COMPACT_SUFFIX)
-    if target.exists() and not store.get_meta("compact_pending"):
-        target.unlink()

@@ -14,11 +14,11 @@ brings it back); forgetting a whole source unregisters it.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ingest.pipeline import locate
+from ingest.pipeline.sources import locate
+from ingest.recovery import recover, scrub
 from ingest.store import Store, StoreError
 
 
@@ -50,7 +50,7 @@ def forget_targets(store: Store, path: Path | str) -> tuple[object, str, list[in
 def forget(store: Store, path: Path | str) -> ForgetReport:
     report = ForgetReport()
     with store.ingest_lock():
-        store.recover()
+        recover(store)
         source, rel, document_ids = forget_targets(store, path)
         whole_source = rel == "" or bool(source.only_file)
         if not document_ids and not whole_source:
@@ -88,28 +88,3 @@ def forget(store: Store, path: Path | str) -> ForgetReport:
             store.zero_forgotten_spans()
         report.scrubbed = scrub(store)
     return report
-
-
-def scrub(store: Store, attempts: int = 50) -> bool:
-    """Leave no deleted text in the database files: merge FTS, vacuum, truncate the WAL.
-
-    Returns False if another connection kept the WAL from being truncated."""
-    with store.write():
-        store.db.execute("INSERT INTO chunks_fts(chunks_fts) VALUES ('optimize')")
-    checkpoint(store, attempts)
-    store.db.execute("VACUUM")
-    done = checkpoint(store, attempts)
-    if done:
-        with store.write():
-            store.delete_meta("scrub_pending")
-        done = checkpoint(store, attempts)
-    return done
-
-
-def checkpoint(store: Store, attempts: int = 50) -> bool:
-    for _ in range(attempts):
-        busy, _, _ = store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-        if not busy:
-            return True
-        time.sleep(0.1)
-    return False

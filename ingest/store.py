@@ -22,165 +22,18 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import sqlite_utils
-from sqlite_utils.migrations import Migrations
 
-from ingest.stream import HEADER_SIZE, StreamError, TokenStream, create_stream_file, read_header
+from ingest.schema import migrations
+from ingest.stream.file import StreamError, TokenStream, create_stream_file, read_header
 
 DB_NAME = "memex.db"
 STREAM_NAME = "stream.u32"
 LOCK_NAME = "ingest.lock"
 DEFAULT_MAX_FILE_BYTES = 50 * 1024 * 1024
 
-migrations = Migrations("memex-ingest")
-
 
 class StoreError(RuntimeError):
     """The store cannot do what was asked (with a message meant for a person)."""
-
-
-@migrations()
-def migration_001_initial(db: sqlite_utils.Database) -> None:
-    db.executescript(
-        """
-        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);
-
-        -- A folder (only_file = '') or a single file inside root.
-        CREATE TABLE sources (
-            id INTEGER PRIMARY KEY,
-            root TEXT NOT NULL,
-            only_file TEXT NOT NULL DEFAULT '',
-            added_at TEXT NOT NULL,
-            UNIQUE (root, only_file)
-        );
-
-        -- Paths inside a source that `memex forget` removed and scans must not bring back.
-        CREATE TABLE exclusions (
-            source_id INTEGER NOT NULL REFERENCES sources(id) ON DELETE CASCADE,
-            path TEXT NOT NULL,
-            PRIMARY KEY (source_id, path)
-        );
-
-        -- status: live | skipped | deleted.  error: why it was skipped.
-        CREATE TABLE documents (
-            id INTEGER PRIMARY KEY,
-            source_id INTEGER NOT NULL REFERENCES sources(id) ON DELETE CASCADE,
-            path TEXT NOT NULL,
-            format TEXT,
-            size INTEGER,
-            mtime_ns INTEGER,
-            sha256 TEXT,
-            status TEXT NOT NULL,
-            error TEXT,
-            encoding TEXT,
-            title TEXT,
-            entry_date TEXT,
-            date_rule TEXT,
-            revision INTEGER NOT NULL DEFAULT 0,
-            first_seen TEXT NOT NULL,
-            updated_at TEXT NOT NULL,
-            UNIQUE (source_id, path)
-        );
-        CREATE INDEX documents_sha256 ON documents(sha256);
-        CREATE INDEX documents_status ON documents(status);
-
-        -- status: current | superseded | deleted
-        CREATE TABLE revisions (
-            id INTEGER PRIMARY KEY,
-            document_id INTEGER NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
-            number INTEGER NOT NULL,
-            sha256 TEXT NOT NULL,
-            size INTEGER,
-            mtime_ns INTEGER,
-            status TEXT NOT NULL,
-            created_at TEXT NOT NULL,
-            UNIQUE (document_id, number)
-        );
-
-        -- One dated entry of a document revision (a journal file can hold many).
-        -- status: pending (not in the stream yet) | live | superseded | deleted
-        CREATE TABLE entries (
-            id INTEGER PRIMARY KEY,
-            document_id INTEGER NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
-            revision_id INTEGER NOT NULL REFERENCES revisions(id) ON DELETE CASCADE,
-            ordinal INTEGER NOT NULL,
-            date TEXT,
-            date_rule TEXT,
-            title TEXT,
-            tags TEXT,
-            header TEXT NOT NULL,
-            status TEXT NOT NULL
-        );
-        CREATE INDEX entries_status_date ON entries(status, date, document_id, ordinal);
-        CREATE INDEX entries_document ON entries(document_id);
-        CREATE INDEX entries_revision ON entries(revision_id);
-
-        -- Chunks tile their entry's text: text == entry_text[char_start:char_end].
-        CREATE TABLE chunks (
-            id INTEGER PRIMARY KEY,
-            entry_id INTEGER NOT NULL REFERENCES entries(id) ON DELETE CASCADE,
-            document_id INTEGER NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
-            ordinal INTEGER NOT NULL,
-            text TEXT NOT NULL,
-            char_start INTEGER NOT NULL,
-            char_end INTEGER NOT NULL,
-            token_start INTEGER,
-            token_end INTEGER,
-            date TEXT,
-            status TEXT NOT NULL
-        );
-        CREATE INDEX chunks_entry ON chunks(entry_id, ordinal);
-        CREATE INDEX chunks_document ON chunks(document_id);
-        CREATE INDEX chunks_token_start ON chunks(token_start);
-        CREATE INDEX chunks_status_date ON chunks(status, date);
-
-        CREATE VIRTUAL TABLE chunks_fts USING fts5(
-            text, content='chunks', content_rowid='id',
-            tokenize='porter unicode61 remove_diacritics 2'
-        );
-        CREATE TRIGGER chunks_fts_insert AFTER INSERT ON chunks BEGIN
-            INSERT INTO chunks_fts(rowid, text) VALUES (new.id, new.text);
-        END;
-        CREATE TRIGGER chunks_fts_delete AFTER DELETE ON chunks BEGIN
-            INSERT INTO chunks_fts(chunks_fts, rowid, text) VALUES ('delete', old.id, old.text);
-        END;
-        CREATE TRIGGER chunks_fts_update AFTER UPDATE OF text ON chunks BEGIN
-            INSERT INTO chunks_fts(chunks_fts, rowid, text) VALUES ('delete', old.id, old.text);
-            INSERT INTO chunks_fts(rowid, text) VALUES (new.id, new.text);
-        END;
-
-        -- The stream's ledger: every appended token range, one per entry.
-        -- status: live | superseded | deleted | forgotten (bytes zeroed once zeroed = 1)
-        CREATE TABLE spans (
-            id INTEGER PRIMARY KEY,
-            token_start INTEGER NOT NULL UNIQUE,
-            token_end INTEGER NOT NULL,
-            entry_id INTEGER REFERENCES entries(id) ON DELETE SET NULL,
-            document_id INTEGER REFERENCES documents(id) ON DELETE SET NULL,
-            status TEXT NOT NULL,
-            zeroed INTEGER NOT NULL DEFAULT 0
-        );
-        CREATE INDEX spans_entry ON spans(entry_id);
-        CREATE INDEX spans_status ON spans(status);
-
-        CREATE TABLE embeddings (
-            chunk_id INTEGER PRIMARY KEY REFERENCES chunks(id) ON DELETE CASCADE,
-            model TEXT NOT NULL,
-            dim INTEGER NOT NULL,
-            vector BLOB NOT NULL
-        );
-        """
-    )
-
-
-@migrations()
-def migration_002_fts_merge_less_often(db: sqlite_utils.Database) -> None:
-    """FTS5 merges 16 index segments of a level at a time instead of 4 (automerge; a
-    level may hold 64 before a merge is forced), so each indexed byte is rewritten by
-    fewer merges while a large folder is ingested: measured on 203 MB of chunks, 16.6-19.4
-    -> 13.0-15.4 CPU-s to insert them with their FTS index. Searches read a few more
-    segments (still milliseconds)."""
-    db.execute("INSERT INTO chunks_fts(chunks_fts, rank) VALUES ('automerge', 16)")
-    db.execute("INSERT INTO chunks_fts(chunks_fts, rank) VALUES ('crisismerge', 64)")
 
 
 def utc_now() -> str:
@@ -247,7 +100,10 @@ def ensure_private_home(home: Path) -> Path:
 
 
 class Store:
-    """An open data home. Not thread-safe: open one per thread."""
+    """An open data home. Not thread-safe: open one per thread.
+
+    Open it with ``open_store`` (``ingest.recovery``), which also finishes what a
+    killed process left half done."""
 
     def __init__(self, home: Path | str, tokenizer=None):
         self.home = ensure_private_home(Path(home))
@@ -273,12 +129,6 @@ class Store:
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot open {self.db_path}: {exc}") from None
         self.stream = TokenStream(self.stream_path, self.stream_tokens)
-        with contextlib.ExitStack() as stack:
-            try:  # with the lock, recovery also removes a killed compaction's file
-                stack.enter_context(self.ingest_lock(wait=False))
-            except StoreError:
-                pass  # another process is ingesting: leave its files alone
-            self.recover()
 
     # -- basics -----------------------------------------------------------
     def close(self) -> None:
@@ -343,37 +193,6 @@ class Store:
             os.close(fd)  # closing releases the lock
 
     # -- crash recovery ---------------------------------------------------
-    def recover(self) -> None:
-        """Finish or undo whatever a killed process left half done."""
-        with self.write():
-            from ingest.compact import finish_pending_compaction, remove_abandoned_compaction
-
-            pending = self.get_meta("compact_pending")
-            if pending:
-                finish_pending_compaction(self, pending)
-            elif self._holding_ingest_lock:  # else a compaction may be writing it right now
-                remove_abandoned_compaction(self)
-            committed = self.stream_tokens()
-            if self.stream.exists:
-                self.stream.reload_header()
-                have = self.stream.file_tokens()
-                if have > committed or self.stream.path.stat().st_size != \
-                        HEADER_SIZE + have * 4:
-                    self.stream.truncate(committed)
-                elif have < committed:
-                    raise StoreError(
-                        f"{self.stream_path} holds {have} tokens but the store committed "
-                        f"{committed}: the stream file was damaged or replaced")
-            elif committed:
-                raise StoreError(f"{self.stream_path} is missing but the store committed "
-                                 f"{committed} tokens")
-            self.zero_forgotten_spans()
-            scrub_pending = bool(self.get_meta("scrub_pending"))
-        if scrub_pending:  # a `forget` was killed before its text left every page
-            from ingest.forget import scrub
-
-            scrub(self)
-
     def zero_forgotten_spans(self) -> None:
         """Overwrite committed forgotten ranges with zeros (inside ``write()``; idempotent)."""
         rows = self.db.execute("SELECT id, token_start, token_end FROM spans "
@@ -387,7 +206,7 @@ class Store:
     # -- the stream -------------------------------------------------------
     def ensure_stream(self, tokenizer=None) -> TokenStream:
         """Create the stream file for ``tokenizer`` or check that it matches."""
-        from ingest.stream import tokenizer_identity
+        from ingest.stream.tokenizing import tokenizer_identity
 
         tokenizer = tokenizer or self.tokenizer
         if tokenizer is None:
@@ -582,11 +401,6 @@ class Store:
         }
 
 
-def open_store(home: Path | str, tokenizer=None) -> Store:
-    """Open (creating if needed) the store in the data home ``home``."""
-    return Store(home, tokenizer=tokenizer)
-
-
 __all__ = [
     "DEFAULT_MAX_FILE_BYTES",
     "EntryRecord",
@@ -595,6 +409,5 @@ __all__ = [
     "Store",
     "StoreError",
     "StreamError",
-    "open_store",
     "read_header",
 ]

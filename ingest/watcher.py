@@ -22,8 +22,10 @@ from pathlib import Path
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-from ingest import pipeline
-from ingest.store import Store, open_store
+from ingest.pipeline import runner
+from ingest.pipeline.report import IngestReport
+from ingest.recovery import open_store
+from ingest.store import Store
 
 _IGNORED_EVENTS = {"opened", "closed_no_write"}
 
@@ -64,7 +66,7 @@ class Watcher:
         self.on_pass = on_pass
         self.on_error = on_error
         self.passes = 0
-        self.last_report: pipeline.IngestReport | None = None
+        self.last_report: IngestReport | None = None
         self.ready = threading.Event()
         self._lock = threading.Lock()
         self._dirty: set[str] = set()
@@ -111,9 +113,9 @@ class Watcher:
     # -- the loop ---------------------------------------------------------
     def _pass(self, store: Store, scope, stop: threading.Event) -> None:
         try:
-            report = pipeline.run(store, self.tokenizer, scope=scope, embed=self.embed,
-                                  embedder=self.embedder, max_file_bytes=self.max_file_bytes,
-                                  progress=self.progress, should_stop=stop.is_set)
+            report = runner.run(store, self.tokenizer, scope=scope, embed=self.embed,
+                                embedder=self.embedder, max_file_bytes=self.max_file_bytes,
+                                progress=self.progress, should_stop=stop.is_set)
         except Exception as exc:  # keep watching; say what went wrong
             if self.on_error:
                 self.on_error(exc)

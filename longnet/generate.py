@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 
 import torch
 
-from longnet.model import autocast
+from longnet.device import autocast
 
 
 def pick_token(logits: torch.Tensor, temperature: float = 0.0, top_p: float = 1.0,

@@ -11,7 +11,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from attention_reference import reference_dilated, reference_level
-import longnet.attention as attention_module
+from longnet.attention import dilated as dilated_module
+from longnet.attention import kernels as kernels_module
+from longnet.attention import plan as plan_module
+from longnet.attention import sliding as sliding_module
 from longnet.attention import (
     DilatedAttention,
     dilated_attention,
@@ -285,9 +288,9 @@ def test_execution_paths_agree_with_reference(monkeypatch, gather_below, layout)
     """Every way a level is run: strided head groups or gathered heads; batch rows
     folded into one call or one call per row (inputs transposed from [B, N, H, D], as
     transformers passes them); the head-major first level (M = N, N % w == 0)."""
-    monkeypatch.setattr(attention_module, "_GATHER_BELOW", gather_below)
-    attention_module._plan.cache_clear()  # plans are cached per shape
-    request_cleanup = attention_module._plan.cache_clear
+    monkeypatch.setattr(plan_module, "_GATHER_BELOW", gather_below)
+    plan_module._plan.cache_clear()  # plans are cached per shape
+    request_cleanup = plan_module._plan.cache_clear
     cases = [  # (B, Hq, Hkv, M, N, ws, rs)
         (2, 4, 4, 64, 64, [16, 32, 64], [1, 2, 4]),  # head-major first level
         (2, 6, 2, 30, 64, [16, 32, 64], [1, 2, 4]),  # GQA, M < N
@@ -315,9 +318,9 @@ def test_execution_paths_agree_with_reference(monkeypatch, gather_below, layout)
 def test_plain_torch_fallback_matches_reference(monkeypatch):
     """The fallback used where no fused kernel applies (e.g. unsupported GPU shapes),
     forced here on CPU, in small chunks."""
-    monkeypatch.setattr(attention_module, "_kernel_fwd", attention_module._math_fwd)
-    monkeypatch.setattr(attention_module, "_kernel_bwd", attention_module._math_bwd)
-    monkeypatch.setattr(attention_module, "_MATH_CHUNK_ELEMENTS", 500)
+    monkeypatch.setattr(dilated_module, "_kernel_fwd", kernels_module._math_fwd)
+    monkeypatch.setattr(dilated_module, "_kernel_bwd", kernels_module._math_bwd)
+    monkeypatch.setattr(kernels_module, "_MATH_CHUNK_ELEMENTS", 500)
     ws, rs = [8, 16, 64], [1, 2, 4]
     q, k, v = _qkv(2, 6, 3, 25, 50, 8, seed=11, requires_grad=True)
     out, lse = dilated_attention(q, k, v, ws, rs, return_lse=True)
@@ -335,14 +338,14 @@ def test_plain_torch_fallback_matches_reference(monkeypatch):
 
 def test_head_major_first_level_is_taken(monkeypatch):
     calls = []
-    real = attention_module._head_major_first_level
+    real = dilated_module._head_major_first_level
 
     def spy(*args, **kwargs):
         result = real(*args, **kwargs)
         calls.append(result is not None)
         return result
 
-    monkeypatch.setattr(attention_module, "_head_major_first_level", spy)
+    monkeypatch.setattr(dilated_module, "_head_major_first_level", spy)
     q, k, v = _qkv(1, 4, 4, 64, 64, 8)
     dilated_attention(q, k, v, [16, 64], [1, 4])
     dilated_attention(q[:, :, -10:], k, v, [16, 64], [1, 4])  # M < N: not applicable
@@ -378,8 +381,8 @@ def _reference_sliding(q, k, v, window, scale=None):
 @pytest.mark.parametrize("n_keys,n_queries,window", [
     (10, 10, 3), (17, 5, 4), (17, 17, 100), (9, 1, 4), (23, 23, 8), (23, 7, 5), (12, 12, 1)])
 def test_sliding_window_values_and_gradients(monkeypatch, n_keys, n_queries, window):
-    monkeypatch.setattr(attention_module, "_SLIDING_CHUNK", 4)  # several chunks, all three kinds
-    attention_module._sliding_plan.cache_clear()
+    monkeypatch.setattr(sliding_module, "_SLIDING_CHUNK", 4)  # several chunks, all three kinds
+    sliding_module._sliding_plan.cache_clear()
     gen = torch.Generator().manual_seed(n_keys * 100 + window)
     q = torch.randn(2, 6, n_queries, 8, generator=gen, requires_grad=True)
     k = torch.randn(2, 2, n_keys, 8, generator=gen, requires_grad=True)
@@ -394,7 +397,7 @@ def test_sliding_window_values_and_gradients(monkeypatch, n_keys, n_queries, win
                                (q, k, v))
     for a, b in zip(got, want):
         torch.testing.assert_close(a.double(), b.double(), atol=1e-5, rtol=1e-5)
-    attention_module._sliding_plan.cache_clear()
+    sliding_module._sliding_plan.cache_clear()
 
 
 def test_sliding_window_covering_the_sequence_is_causal_sdpa():

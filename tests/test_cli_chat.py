@@ -30,7 +30,7 @@ def test_ask_json_contract(journal_home):
 
 
 def test_ask_streams_then_lists_sources_and_keeps_the_conversation(journal_home):
-    from assistant.conversations import ConversationStore
+    from assistant.engine.conversations import ConversationStore
 
     result = invoke(journal_home, "ask", "What did I order at Café Lune?", "--mode", "retrieval")
     assert result.exit_code == 0, result.output
@@ -84,8 +84,8 @@ def test_eval_rejects_bad_lines(journal_home, tmp_path):
 
 
 def test_score_is_case_insensitive_containment():
-    from assistant.cli_chat import score
-    from assistant.conversations import SourceRecord
+    from assistant.engine.evaluation import score
+    from assistant.engine.conversations import SourceRecord
 
     sources = [SourceRecord(path="notes/a.md", date=None, snippet="")]
     assert score("It was LISBON.", sources, ["Lisbon"], ["notes/a.md"]) == (True, True)

@@ -40,10 +40,10 @@ def test_build_brings_memory_up_to_the_stream(journal_home):
 
 
 def test_ctrl_c_saves_progress_and_a_rerun_resumes(journal_home, monkeypatch):
-    import assistant.engine as engine_mod
+    import assistant.engine.memory as engine_memory
     from longnet.memory import Memory
 
-    monkeypatch.setattr(engine_mod, "CATCH_UP_CHUNK", 32)
+    monkeypatch.setattr(engine_memory, "CATCH_UP_CHUNK", 32)
     real_append = Memory.append
     calls = []
 

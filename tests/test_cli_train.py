@@ -71,7 +71,7 @@ SHORT_TRAIN = ("train", "--steps", "2", "--seq-len", "256", "--rank", "4", "--no
 
 def test_train_saves_the_adapter_and_marks_the_memory_for_rebuild(trained_home, tiny_model_dir):  # noqa: F811
     import ingest
-    from assistant.trained import REBUILD_REASON, apply_trained_adapter, train_dir
+    from assistant.engine.trained import REBUILD_REASON, apply_trained_adapter, train_dir
     from longnet import LongNetLM, Memory
     from longnet.memory import MemoryMismatchError
 
@@ -115,7 +115,7 @@ def test_train_saves_the_adapter_and_marks_the_memory_for_rebuild(trained_home, 
 
 
 def test_ctrl_c_keeps_a_checkpoint_and_the_next_run_resumes(trained_home, monkeypatch):
-    import longnet.train as train_mod
+    import longnet.training.loop as train_mod
 
     real_loss = train_mod.window_loss
     calls = []

@@ -4,7 +4,7 @@ from datetime import date
 
 import pytest
 
-from assistant.dates import resolve_dates, strip_dates
+from assistant.engine.dates import resolve_dates, strip_dates
 
 TODAY = date(2025, 4, 10)  # a Thursday
 

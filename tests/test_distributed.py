@@ -7,7 +7,7 @@ single-process ``longnet.dilated_attention`` on the concatenated sequence (causa
 not, ragged and empty shards, grouped-query heads, r not dividing w, rotary, level
 bias); levels whose segments stay inside a shard communicate nothing; a training step
 equals a single-process step; ``memory_append`` leaves the state a single process
-builds; and ``python -m assistant.memory_distributed`` under the real ``torchrun``
+builds; and ``python -m assistant.cli.memory_distributed`` under the real ``torchrun``
 saves the memory ``memex memory build`` saves. The same with a sliding level 0
 (``local_window``) on 2 and 3 processes, shards shorter and longer than the window.
 """
@@ -30,6 +30,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from longnet import distributed as D
+from longnet.distributed.plan import _plan_level
 from longnet.attention import dilated_attention as single_attention
 from longnet.model import LongNetConfig, LongNetLM
 
@@ -263,7 +264,7 @@ def check_aligned_levels(rank, world) -> dict:
 def check_memory_build(rank, world, home) -> dict:
     """``build_memory_distributed`` inside the running process group (rank 0 owns the
     home); the test compares what it saved with ``memex memory build``'s."""
-    from assistant.memory_distributed import build_memory_distributed
+    from assistant.cli.memory_distributed import build_memory_distributed
 
     summary = build_memory_distributed(home, tokens_per_rank=150, as_json=True)
     return {"summary": summary}
@@ -498,7 +499,7 @@ def test_gathered_rows_do_not_grow_with_sequence_length():
     for world in (2, 4, 8, 16, 64, 256):
         layout = D.ShardLayout((n_local,) * world, world - 1)  # the last rank receives most
         for i, (w, r) in enumerate(levels):
-            plan = D._plan_level(layout, i, w, r, Hq, Hkv, True, None)
+            plan = _plan_level(layout, i, w, r, Hq, Hkv, True, None)
             rows = sum(sum(ex.recv_sizes) for ex in plan.exchanges)
             received[i].append(rows)
             assert rows <= Hkv * min(r, Hq // Hkv) * -(-w // r)
@@ -551,7 +552,7 @@ def tiny_model_folder(tmp_path: Path, context: int = 8192) -> Path:
     """A small random Llama folder over the real vocabulary (loading the 135M model in
     every process would cost this test most of its budget); ``context``: its trained
     context (max_position_embeddings), the sliding window it loads with by default."""
-    from longnet.train_distributed import save_hf_folder
+    from longnet.distributed.train import save_hf_folder
 
     torch.manual_seed(0)
     config = LongNetConfig(vocab_size=49152, hidden_size=32, num_layers=2, num_heads=4,
@@ -590,7 +591,7 @@ def compare_builds(per_rank, home, twin, ignore=("state_file",)):
     build`` saves in ``twin``: metadata, and the state to rounding."""
     from safetensors.torch import load_file
 
-    from assistant.cli_memory import build_memory
+    from assistant.cli.memory import build_memory
     from assistant.config import load_config
     from assistant.engine import Engine
 
@@ -617,7 +618,7 @@ def test_distributed_build_refuses_another_models_memory(tmp_path, tokenizer):
     """A memory made by another model is refused on every rank with the rebuild hint
     (one process here: the refusal path is rank 0's and reaches the others)."""
     from assistant.config import set_value
-    from assistant.memory_distributed import DistributedBuildError, build_memory_distributed
+    from assistant.cli.memory_distributed import DistributedBuildError, build_memory_distributed
 
     home = make_home(tmp_path, tokenizer)
     set_value(home, "model", str(tiny_model_folder(tmp_path)))
@@ -642,7 +643,7 @@ def test_train_distributed_cli_runs_and_resumes(tmp_path, monkeypatch):
     """The torchrun entry point, here as a group of one process (the spawned groups above
     check that steps on 2 and 4 ranks equal one process's): 2 steps, then 1 more from
     the checkpoint; the result loads with LongNetLM.from_pretrained."""
-    from longnet import train_distributed
+    from longnet.distributed import train as train_distributed
 
     for key, value in loopback_env().items():
         monkeypatch.setenv(key, value)
@@ -672,7 +673,7 @@ def test_train_distributed_cli_runs_and_resumes(tmp_path, monkeypatch):
 
 
 def test_train_distributed_rejects_a_short_token_file(tmp_path, monkeypatch):
-    from longnet import train_distributed
+    from longnet.distributed import train as train_distributed
 
     for key, value in loopback_env().items():
         monkeypatch.setenv(key, value)

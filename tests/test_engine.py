@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from assistant import prompting
+from assistant.engine import prompting
 from assistant.config import Config
-from assistant.conversations import ConversationStore, SourceRecord
+from assistant.engine.conversations import ConversationStore, SourceRecord
 
 TODAY = date(2024, 3, 31)
 JOURNAL = {
@@ -202,7 +202,7 @@ def test_retrieval_answer_has_sources_and_timings(journal_home):
 
 
 def test_answers_start_with_the_stem_and_keep_to_the_notes(journal_home):
-    from assistant.grounding import GroundedChoice
+    from assistant.engine.grounding import GroundedChoice
 
     engine = make_engine(journal_home)
     engine.config.max_new_tokens = 12
@@ -274,15 +274,15 @@ def test_dense_mode_reads_the_end_of_the_stream(journal_home):
 
 
 def test_memory_modes_catch_up_and_report_lag(journal_home, monkeypatch):
-    import assistant.engine as engine_mod
+    import assistant.engine.memory as engine_memory
 
     engine = make_engine(journal_home)
-    monkeypatch.setattr(engine_mod, "CATCH_UP_LIMIT", 10)
+    monkeypatch.setattr(engine_memory, "CATCH_UP_LIMIT", 10)
     behind = engine.answer("What did I order at Café Lune?", "hybrid")
     assert behind.memory_lag == engine.stream_tokens()
     assert any("behind" in note for note in behind.notes)
     assert behind.sources and behind.sources[0].path == "daily/2024-02-10.md"
-    monkeypatch.setattr(engine_mod, "CATCH_UP_LIMIT", 10**6)
+    monkeypatch.setattr(engine_memory, "CATCH_UP_LIMIT", 10**6)
     caught_up = engine.answer("What did I order at Café Lune?", "memory")
     assert caught_up.memory_lag == 0 and not caught_up.notes
     assert engine.memory_info()["tokens"] == engine.stream_tokens()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from assistant.grounding import GroundedChoice, grounded_chooser
+from assistant.engine.grounding import GroundedChoice, grounded_chooser
 
 NOTES = ("[4 February 2023 · Gym] Bought a 10-visit pass for £85 instead of paying £10.50 at the "
          "door. First session with Kerry at StrideWell Physio.")

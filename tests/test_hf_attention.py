@@ -1,4 +1,4 @@
-"""longnet.hf: dilated attention inside transformers models."""
+"""longnet.attention.hf: dilated attention inside transformers models."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
-import longnet.hf as lhf
+import longnet.attention.hf as lhf
 from longnet.attention import dilated_attention
 
 

@@ -25,13 +25,14 @@ CHILD = r"""
 import sys
 from tokenizers import Tokenizer
 import ingest
-import ingest.pipeline
+import ingest.pipeline.append
+import ingest.pipeline.sync
 
 home, root, tokenizer_file, action, target = sys.argv[1:6]
 # Small steps, so that a kill lands inside a run of many transactions.
-ingest.pipeline.READ_BATCH_FILES = 8
-ingest.pipeline.STREAM_BATCH_ENTRIES = 10
-ingest.pipeline.CHECKPOINT_THREAD_MIN_BYTES = 0  # checkpoints from a second connection too
+ingest.pipeline.sync.READ_BATCH_FILES = 8
+ingest.pipeline.append.STREAM_BATCH_ENTRIES = 10
+ingest.pipeline.sync.CHECKPOINT_THREAD_MIN_BYTES = 0  # checkpoints from a second connection too
 tokenizer = Tokenizer.from_file(tokenizer_file)
 store = ingest.open_store(home, tokenizer)
 if not store.sources():

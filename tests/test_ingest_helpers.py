@@ -152,8 +152,8 @@ def live_documents(store) -> dict[str, str]:
 def disk_documents(root: Path) -> dict[str, str]:
     import hashlib
 
+    from ingest.pipeline.scan import is_ignored_name
     from ingest.readers import reader_for
-    from ingest.scan import is_ignored_name
 
     found = {}
     for path in sorted(root.rglob("*")):

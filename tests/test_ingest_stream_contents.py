@@ -83,7 +83,7 @@ def test_the_stream_of_a_fixed_tree_is_pinned(built):
 
 
 def test_the_word_cache_encoder_matches_the_library_on_random_text(tokenizer):
-    from ingest import stream
+    from ingest.stream import tokenizing as stream
 
     plain = stream._plain_backend(tokenizer)
     assert stream._word_cache_encoder(plain) is not None  # the bundled tokenizer takes it
@@ -115,9 +115,9 @@ def test_the_word_cache_encoder_matches_the_library_on_random_text(tokenizer):
 
 def test_chunks_split_over_many_insert_statements_index_the_same(tmp_path, tokenizer,
                                                                  monkeypatch):
-    import ingest.pipeline
+    import ingest.pipeline.commit
 
-    monkeypatch.setattr(ingest.pipeline, "CHUNK_ROWS_PER_STATEMENT", 3)
+    monkeypatch.setattr(ingest.pipeline.commit, "CHUNK_ROWS_PER_STATEMENT", 3)
     root = tricky_tree(tmp_path / "journal")
     with ingest.open_store(tmp_path / "home", tokenizer) as store:
         ingest.add_source(store, root)
@@ -138,7 +138,8 @@ def test_the_byte_path_matches_the_library_across_its_edge_cases(tokenizer, monk
     empty texts, keys longer than 16 bytes (a dict), spaces after whitespace or non-ASCII
     characters (left to the per-text keys), in one batch, cold and warm, and with a cache
     so small that it is emptied in the middle of a batch."""
-    from ingest import stream
+    from ingest.stream import tokenizing as stream
+    from ingest.stream import word_cache
 
     plain = stream._plain_backend(tokenizer)
     texts = ["", "Plain words, and punctuation!", "", " leading space", "trailing space ",
@@ -158,12 +159,12 @@ def test_the_byte_path_matches_the_library_across_its_edge_cases(tokenizer, monk
     _, slow, _, _ = stream._word_cache_encoder(plain)._split_fast_texts(
         ["café au lait", "a\u00a0 b", "日本語 text", "x\u3000 y"])
     assert slow.tolist() == [1, 3]
-    for limit in (stream.WORD_CACHE_LIMIT, 40):
-        monkeypatch.setattr(stream, "WORD_CACHE_LIMIT", limit)
-        stream._word_cache_encoders.clear()
+    for limit in (word_cache.WORD_CACHE_LIMIT, 40):
+        monkeypatch.setattr(word_cache, "WORD_CACHE_LIMIT", limit)
+        word_cache._word_cache_encoders.clear()
         assert stream._word_cache_encoder(plain) is not None
         for _ in range(2):  # cold, then warm
             flat, lengths = stream.encode_flat(tokenizer, texts)
             assert lengths.tolist() == [len(ids) for ids in expected]
             assert flat.tolist() == [i for ids in expected for i in ids]
-    stream._word_cache_encoders.clear()
+    word_cache._word_cache_encoders.clear()

@@ -18,7 +18,9 @@ from test_ingest_helpers import check_consistency, write
 from test_ingest_stream_contents import PINNED_STREAM_SHA256, tricky_tree
 
 import ingest
-from ingest import pipeline
+from ingest.pipeline import checkpoint, sync
+from ingest.pipeline import workers as pool
+from ingest.pipeline.tokens import PreTokens
 
 
 def stream_digest(store) -> str:
@@ -52,7 +54,7 @@ def build_tricky_tree_as_pinned(tmp_path, tokenizer, workers: int):
 
 def test_two_workers_write_the_same_store_and_stream_as_one_process(tmp_path, tokenizer,
                                                                      monkeypatch):
-    monkeypatch.setattr(pipeline, "WORKER_TASK_FILES", 2)  # many tasks, round-robin
+    monkeypatch.setattr(pool, "WORKER_TASK_FILES", 2)  # many tasks, round-robin
     root = tricky_tree(tmp_path / "journal")
     alone, _ = build(tmp_path, "alone", tokenizer, root, workers=0)
     with alone:
@@ -83,7 +85,7 @@ def test_entries_left_pending_by_an_earlier_run_are_tokenized_from_their_text(
 
 
 def test_pre_tokens_are_found_by_entry_and_kept_in_an_unnamed_file(tmp_path):
-    with pipeline.PreTokens(tmp_path) as pretokens:
+    with PreTokens(tmp_path) as pretokens:
         assert pretokens.take(1) is None  # nothing recorded yet
         pretokens.add(5, np.array([7, 8, 9], dtype=np.uint32), np.array([2, 1]),
                       "# 2024-01-02 · j/é.md\n\n", np.array([3, 4], dtype=np.uint32))
@@ -102,19 +104,19 @@ def test_pre_tokens_are_found_by_entry_and_kept_in_an_unnamed_file(tmp_path):
 
 def test_a_worker_that_dies_leaves_the_rest_to_this_process(tmp_path, tokenizer,
                                                             monkeypatch):
-    monkeypatch.setattr(pipeline, "WORKER_TASK_FILES", 2)
-    start = pipeline._Workers.__init__
+    monkeypatch.setattr(pool, "WORKER_TASK_FILES", 2)
+    start = pool._Workers.__init__
 
     def start_then_kill_one(self, *args):
         start(self, *args)
         self.processes[1].kill()
 
-    monkeypatch.setattr(pipeline._Workers, "__init__", start_then_kill_one)
+    monkeypatch.setattr(pool._Workers, "__init__", start_then_kill_one)
     build_tricky_tree_as_pinned(tmp_path, tokenizer, workers=2).close()
 
 
 def test_the_word_cache_fast_path_cuts_only_where_a_space_starts_a_pre_token(tokenizer):
-    from ingest import stream
+    from ingest.stream import tokenizing as stream
 
     plain = stream._plain_backend(tokenizer)
     encoder = stream._word_cache_encoder(plain)
@@ -135,9 +137,9 @@ def test_the_word_cache_fast_path_cuts_only_where_a_space_starts_a_pre_token(tok
 WORKER_CHILD = r"""
 import sys
 from tokenizers import Tokenizer
-import ingest, ingest.pipeline
+import ingest, ingest.pipeline.workers
 home, root, tokenizer_file = sys.argv[1:4]
-ingest.pipeline.WORKER_TASK_FILES = 1
+ingest.pipeline.workers.WORKER_TASK_FILES = 1
 store = ingest.open_store(home, Tokenizer.from_file(tokenizer_file))
 ingest.add_source(store, root)
 ingest.run(store, workers=2)
@@ -194,14 +196,14 @@ def test_pre_tokens_whose_chunk_count_differs_from_the_store_are_not_used(tmp_pa
                                                                         monkeypatch):
     """Ids recorded for an entry whose rows no longer match (one chunk fewer here):
     the stream phase tokenizes the stored text instead, and the stream is unchanged."""
-    add = pipeline.PreTokens.add
+    add = PreTokens.add
 
     def add_one_chunk_short(self, entry_id, ids, per_chunk, *header):
         if len(per_chunk) > 1:
             ids, per_chunk = ids[:-int(per_chunk[-1]) or None], per_chunk[:-1]
         add(self, entry_id, ids, per_chunk, *header)
 
-    monkeypatch.setattr(pipeline.PreTokens, "add", add_one_chunk_short)
+    monkeypatch.setattr(PreTokens, "add", add_one_chunk_short)
     root = tricky_tree(tmp_path / "journal")
     store, _ = build(tmp_path, "home", tokenizer, root, workers=0)
     with store:
@@ -215,8 +217,8 @@ def test_checkpoints_from_a_thread_leave_the_same_store_and_switch_back(tmp_path
     run): same rows and stream, the writer's automatic checkpoints back on, thread gone."""
     import threading
 
-    monkeypatch.setattr(pipeline, "CHECKPOINT_THREAD_MIN_BYTES", 0)
-    monkeypatch.setattr(pipeline._Checkpointer, "INTERVAL_S", 0.001)
+    monkeypatch.setattr(sync, "CHECKPOINT_THREAD_MIN_BYTES", 0)
+    monkeypatch.setattr(checkpoint._Checkpointer, "INTERVAL_S", 0.001)
     with build_tricky_tree_as_pinned(tmp_path, tokenizer, workers=0) as store:
         assert store.db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000
         assert store.db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL again

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from assistant import prompting
+from assistant.engine import prompting
 
 
 class Passage:

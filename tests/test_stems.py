@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from assistant.stems import answer_stem
+from assistant.engine.stems import answer_stem
 
 
 @pytest.mark.parametrize("question, stem", [

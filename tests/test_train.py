@@ -1,4 +1,4 @@
-"""longnet.train on tiny random models: the loop learns, LoRA trains only what it should,
+"""longnet.training on tiny random models: the loop learns, LoRA trains only what it should,
 the gates get gradients, recall windows are built as stated, and a run killed (SIGKILL)
 or stopped (Ctrl-C) resumes to exactly the weights of an uninterrupted run."""
 
@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from longnet.model import LongNetConfig, LongNetLM
-from longnet.train import (
+from longnet.training import (
     CHECKPOINT_FILE,
     RecallItem,
     TrainConfig,
@@ -221,7 +221,7 @@ def test_checkpoint_is_written_atomically(tmp_path):
 
 HEAP_PROBE = """
 import os, sys, torch
-from longnet.train import keep_heap_small
+from longnet.training import keep_heap_small
 if not keep_heap_small():
     print("not glibc"); sys.exit(0)
 def rss():

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from assistant.config import Config
-from assistant.conversations import ConversationStore, SourceRecord
+from assistant.engine.conversations import ConversationStore, SourceRecord
 from assistant.engine import Answer, Reflection, Stopped, weekly_counts
 from test_engine import journal_home, tiny_model_dir  # noqa: F401  (fixtures)
 

@@ -14,7 +14,7 @@ from textual.app import App, SystemCommand
 from textual.binding import Binding
 
 from assistant.config import MODES
-from assistant.conversations import ConversationStore
+from assistant.engine.conversations import ConversationStore
 from assistant.tui.chat_screen import ChatScreen
 from assistant.tui.reflect_screen import ReflectScreen
 from assistant.tui.status_bar import StatusBar

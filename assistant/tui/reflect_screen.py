@@ -74,7 +74,7 @@ class ReflectScreen(Screen):
         self.query_one(f"#period-{key}", RadioButton).value = True
 
     def run_reflection(self) -> None:
-        from assistant.cli_chat import resolve_period
+        from assistant.engine.reflection import resolve_period
 
         today = self.app.engine.today
         start, end, label, month_day = resolve_period(

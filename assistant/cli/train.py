@@ -1,0 +1,202 @@
+"""`memex train`: fine-tune the LongNet model on your own token stream (LoRA + level gates,
+or every weight with --full), with the recall curriculum; `memex train --status`."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import typer
+
+from assistant.cli.common import fail
+from assistant.engine.memory_build import duration_text
+from assistant.engine.training import run_training, train_status
+
+# Default steps: a 16K-token step of SmolLM2-135M on a 2-core CPU is ~13 TFLOP of matmuls
+# (forward, recomputation, backward) plus attention: several minutes at ~100 GFLOP/s, so 20
+# steps is roughly the two hours the issue allows (an estimate; bench/results/train-cpu.txt
+# has what a loaded machine measured). A GPU runs 64K-token steps in seconds
+# (bench/results/train-cuda.txt).
+CPU_STEPS = 20
+CUDA_STEPS = 200
+
+
+def _fmt_ppl(value) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+# --------------------------------------------------------------------------- status
+
+
+def _print_status(info: dict) -> None:
+    if info["in_progress"]:
+        run = info["in_progress"]
+        typer.echo(f"run in progress: step {run['step']}/{run['steps']} after "
+                   f"{duration_text(run['seconds'])} (`memex train` goes on)")
+    if not info["trained"]:
+        typer.echo("not trained yet: `memex train` fine-tunes the model on your notes")
+        return
+    typer.echo(f"trained:        {info['trained_at']} ({info['kind']}"
+               + (f", LoRA rank {info['lora_rank']}" if info["lora_rank"] else "") + ")")
+    typer.echo(f"model:          {info['model']} (base weights {info['base_weights_hash'][:12]})")
+    typer.echo(f"trained on:     {info['train_tokens']:,} of {info['stream_tokens']:,} stream "
+               f"tokens (stream {info['stream_sha256'][:12]}), last "
+               f"{info['validation_tokens']:,} held out")
+    typer.echo(f"steps:          {info['steps']} × {info['seq_len']:,}-token windows, "
+               f"{info['recall_windows']} recall examples, {duration_text(info['wall_time_s'])} "
+               f"on {info['device']}")
+    typer.echo(f"perplexity:     {_fmt_ppl(info['ppl_before'])} before → "
+               f"{_fmt_ppl(info['ppl_after'])} after (held-out tail)")
+    if info.get("new_tokens_since"):
+        typer.echo(f"since then:     {info['new_tokens_since']:,} new stream tokens")
+
+
+# --------------------------------------------------------------------------- progress
+
+
+class _Display:
+    """A rich progress bar (loss, tokens/s, ETA) on a terminal; a line now and then
+    elsewhere; nothing with --json."""
+
+    def __init__(self, quiet: bool):
+        from rich.console import Console
+
+        self.console = Console(stderr=True)
+        self.quiet = quiet
+        self.bar = None
+        self.task = None
+        self.last_line = 0.0
+
+    def __enter__(self):
+        if self.console.is_terminal and not self.quiet:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self.bar = Progress(TextColumn("[bold]{task.description}[/]"), BarColumn(),
+                                MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                                console=self.console)
+            self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+    def say(self, message: str) -> None:
+        if not self.quiet:
+            self.console.print(message)
+
+    def __call__(self, p) -> None:
+        if p.phase in ("validate-before", "validate-after"):
+            what = "before" if p.phase == "validate-before" else "after"
+            self.say(f"measuring validation perplexity ({what} training) …")
+            return
+        if p.phase != "train":
+            return
+        info = (f"loss {p.loss:.3f}  {p.tokens_per_s:,.0f} tok/s" if p.tokens_per_s
+                else f"loss {p.loss:.3f}")
+        if self.bar is not None:
+            if self.task is None:
+                self.task = self.bar.add_task("train", total=p.steps, completed=0, info="")
+            self.bar.update(self.task, completed=p.step, total=p.steps, info=info)
+        elif not self.quiet and (time.monotonic() - self.last_line > 10 or p.step == p.steps):
+            eta = f", ETA {duration_text(p.eta_s)}" if p.eta_s is not None else ""
+            self.console.print(f"train: step {p.step}/{p.steps}, {info}{eta}")
+            self.last_line = time.monotonic()
+
+
+# --------------------------------------------------------------------------- training
+
+
+def train_command(
+    steps: int | None = typer.Option(
+        None, "--steps", help=f"Optimizer steps (default {CPU_STEPS} on CPU, {CUDA_STEPS} on CUDA)."),
+    seq_len: int | None = typer.Option(
+        None, "--seq-len", help="Tokens per training window (default 16384 on CPU, 65536 on CUDA)."),
+    rank: int = typer.Option(16, "--lora-rank", "--rank", help="LoRA rank."),
+    full: bool = typer.Option(False, "--full", help="Train every weight instead of LoRA + gates."),
+    no_recall: bool = typer.Option(False, "--no-recall",
+                                   help="Next-token training only, no recall examples."),
+    recall_ratio: float = typer.Option(0.25, "--recall-ratio",
+                                       help="Share of windows that are recall examples."),
+    lr: float | None = typer.Option(None, "--lr", help="Peak learning rate "
+                                       "(default 2e-4 LoRA, 2e-5 full; gates max(0.05, 8/steps))."),
+    accumulate: int = typer.Option(1, "--accumulate", help="Windows per optimizer step."),
+    checkpoint_every: int | None = typer.Option(
+        None, "--checkpoint-every",
+        help="Save a resumable checkpoint every N steps (default 1; 10 with --full, whose "
+             "checkpoint holds every weight). Ctrl-C always saves."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    dtype: str = typer.Option("auto", "--dtype",
+                              help="auto (bf16 on CUDA, fp32 on CPU), float32 or bfloat16."),
+    resume: bool = typer.Option(True, "--resume/--fresh",
+                                help="Go on from an interrupted run, or start over."),
+    status: bool = typer.Option(False, "--status", help="Show what the model was trained on."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Fine-tune the model on your own notes so the memory learns to recall them
+    (resumable; Ctrl-C saves a checkpoint)."""
+    from assistant.config import ConfigError
+    from assistant.home import get_home
+    from longnet.training import TrainConfig, TrainingError, TrainingInterrupted
+
+    home = get_home()
+    if status:
+        info = train_status(home)
+        if as_json:
+            typer.echo(json.dumps(info, indent=2))
+        else:
+            _print_status(info)
+        return
+    if steps is None:
+        from longnet.model import choose_device
+
+        try:
+            on_cuda = choose_device(None if device == "auto" else device).type == "cuda"
+        except RuntimeError as error:
+            fail(str(error))
+        steps = CUDA_STEPS if on_cuda else CPU_STEPS
+    if checkpoint_every is None:
+        checkpoint_every = 10 if full else 1
+    settings = TrainConfig(steps=steps, seq_len=seq_len, lora_rank=rank, full=full, lr=lr,
+                           accumulate=accumulate, checkpoint_every=checkpoint_every,
+                           recall_ratio=recall_ratio, device=None if device == "auto" else device,
+                           dtype=None if dtype == "auto" else dtype)
+    try:
+        settings.check()
+        resolved = settings.resolve()  # an unknown device or dtype fails here, before loading
+    except (TrainingError, RuntimeError, ValueError) as error:
+        fail(str(error))
+    if resolved.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            fail("--device cuda: no CUDA device is available here")
+    try:
+        with _Display(quiet=as_json) as display:
+            meta = run_training(home, settings, recall=not no_recall, resume=resume,
+                                say=display.say, progress=display)
+    except TrainingInterrupted as stop:
+        typer.secho(f"\nstopped at step {stop.step}/{stop.steps}: checkpoint saved; run "
+                    "`memex train` to go on", fg="yellow", err=True)
+        raise typer.Exit(130)
+    except (TrainingError, ConfigError, ValueError, FileNotFoundError) as error:
+        fail(str(error))
+    if as_json:
+        typer.echo(json.dumps(meta, indent=2))
+        return
+    typer.echo(f"trained {meta['steps']} steps on {meta['stream']['train_tokens']:,} tokens in "
+               f"{duration_text(meta['wall_time_s'])}: validation perplexity "
+               f"{_fmt_ppl(meta['ppl_before'])} → {_fmt_ppl(meta['ppl_after'])}")
+    typer.echo(meta["memory_note"])
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train_command)

@@ -1,0 +1,123 @@
+"""Answering a question in one of the four modes (methods of ``Engine``).
+
+- ``hybrid``: the LongNet memory of the whole stream + the best retrieved sentences
+  in the prompt (the default);
+- ``memory``: the LongNet memory only;
+- ``retrieval``: the retrieved sentences with the plain dense model;
+- ``dense``: the plain model over the last 8K tokens of the stream (the baseline).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from assistant.config import MODES
+from assistant.engine import prompting
+from assistant.engine.conversations import SourceRecord
+from assistant.engine.dates import DateRange, resolve_dates
+from assistant.engine.grounding import grounded_chooser
+from assistant.engine.results import EngineError, Stopped, Timer
+from assistant.engine.retrieval import relevant_sentences
+from assistant.engine.stems import answer_stem
+
+
+@dataclass
+class Answer:
+    question: str
+    mode: str
+    text: str = ""
+    sources: list[SourceRecord] = field(default_factory=list)
+    timings: dict = field(default_factory=lambda: {"ttft_s": None, "total_s": None,
+                                                   "tokens_per_s": None})
+    date_range: DateRange | None = None
+    notes: list[str] = field(default_factory=list)  # caveats shown with the answer
+    status: str = "complete"  # complete | partial | nothing_found
+    prompt_tokens: int = 0
+    new_tokens: int = 0
+    memory_lag: int | None = None
+
+    def to_json(self) -> dict:
+        return {"answer": self.text, "sources": [s.public() for s in self.sources],
+                "timings": self.timings}
+
+
+class AnsweringMixin:
+    """``answer()``: gather, prompt, generate; uses the retrieval, decoding and memory parts."""
+
+    def answer(self, question: str, mode: str | None = None,
+               history: Sequence[tuple[str, str]] = (),
+               on_token: Callable[[str], None] | None = None) -> Answer:
+        """Answer ``question``; ``on_token`` receives text as it is generated.
+
+        ``on_token`` may raise ``Stopped`` to end the answer early: the partial text is
+        returned with status ``partial``.
+        """
+        mode = mode or self.config.mode
+        if mode not in MODES:
+            raise EngineError(f"unknown mode {mode!r}: use one of {', '.join(MODES)}")
+        question = question.strip()
+        if not question:
+            raise EngineError("the question is empty")
+        with self.lock:
+            timer = Timer()
+            answer = Answer(question=question, mode=mode)
+            answer.date_range = resolve_dates(question, self.today)
+            notes_text = None
+            if mode in ("hybrid", "retrieval", "memory"):
+                passages, sentences, fell_back = self.gather(question, answer.date_range)
+                relevant = relevant_sentences(sentences)
+                if mode != "memory":
+                    if not relevant:
+                        return self._nothing_found(answer, timer, on_token)
+                    notes_text = prompting.format_notes(relevant)
+                    answer.sources = self._sources(passages, relevant)
+                else:
+                    # The memory cannot point at what it used: show what search found.
+                    answer.sources = self._sources(passages, relevant or sentences)
+                if fell_back:
+                    answer.notes.append(f"nothing matched in {answer.date_range.label}; "
+                                        "these entries are from other dates")
+            date_label = answer.date_range.label if answer.date_range else None
+            messages = prompting.answer_messages(question, notes_text, history, date_label)
+            emit = self._emitter(answer, timer, on_token)
+            # The model finishes a sentence begun with the question's words (stems.py).
+            stem = answer_stem(question) if self.config.answer_stems else None
+            stem_ids = self.tokenizer.encode(stem, add_special_tokens=False) if stem else []
+            prompt_ids = self._chat_ids(messages) + stem_ids
+            answer.prompt_tokens = len(prompt_ids)
+            choose = None  # the model's own choice; grounded: held to the notes
+            if self.config.grounded and notes_text:
+                choose = grounded_chooser(notes_text, question, self._pick, self.tokenizer,
+                                          emit.ids, stop_ids=emit.stop_ids,
+                                          given=len(stem_ids))
+            try:
+                emit.begin_with(stem_ids)
+                if mode in ("retrieval",):
+                    self._generate_dense(prompt_ids, emit, choose=choose)
+                elif mode == "dense":
+                    self._generate_dense_window(messages, emit, answer, stem_ids)
+                else:
+                    # hybrid: the retrieved notes are the turn's local text and the memory
+                    # comes in through the far levels (the raw tail of the history in the
+                    # window crowds the notes out); memory: the window reads the history.
+                    self._generate_memory(prompt_ids, emit, answer,
+                                          isolate_window=mode == "hybrid", choose=choose)
+            except Stopped:
+                answer.status = "partial"
+            answer.text = emit.text.strip()
+            answer.new_tokens = timer.count
+            answer.timings = timer.timings()
+            return answer
+
+    def _nothing_found(self, answer: Answer, timer: Timer, on_token) -> Answer:
+        text = prompting.NOTHING_FOUND
+        if answer.date_range is not None:
+            text = f"I couldn't find anything about that in your notes from {answer.date_range.label}."
+        timer.token()
+        if on_token:
+            on_token(text)
+        answer.text = text
+        answer.status = "nothing_found"
+        answer.timings = timer.timings()
+        return answer

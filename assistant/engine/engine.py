@@ -1,0 +1,228 @@
+"""The answer engine: one question in, a grounded answer with its sources out.
+
+Shared by the CLI and the TUI. Heavy things (store, tokenizer, models, memory) load on
+first use, so a UI can start at once. One answer runs at a time (``self.lock``).
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import date
+from pathlib import Path
+
+from assistant.config import Config, load_config
+from assistant.engine.answering import AnsweringMixin
+from assistant.engine.decoding import DecodingMixin
+from assistant.engine.memory import MemoryMixin
+from assistant.engine.reflection import ReflectionMixin
+from assistant.engine.retrieval import RetrievalMixin
+from assistant.engine.stems import answer_stem
+from assistant.home import get_home
+
+
+class Engine(RetrievalMixin, AnsweringMixin, DecodingMixin, MemoryMixin, ReflectionMixin):
+    """One data home's notes, models and memory, answering one question at a time.
+
+    Its methods come from the parts of this package by responsibility: retrieval
+    (search, sentence choice), answering (the four modes), decoding (prompt ids, the
+    dense model), memory (the LongNet memory's load, catch-up and upkeep) and
+    reflection; this class holds the shared state and loads each resource once."""
+
+    def __init__(self, home: Path | str | None = None, config: Config | None = None,
+                 today: date | None = None, store=None):
+        self.home = Path(home) if home else get_home()
+        self.config = config or load_config(self.home)
+        if today is None and self.config.today:
+            today = date.fromisoformat(self.config.today)
+        self.today = today or date.today()
+        self._store = store
+        self._tokenizer = None
+        self._dense = None
+        self._longnet = None
+        self._far_levels_trained = False  # set when `memex train`'s adapter is applied
+        self._memory = None
+        self._embedder = None
+        self._embedder_failed = False
+        self._dense_prefix = None  # (key, prefix ids, KV cache) reused across questions
+        self.lock = threading.RLock()
+        self._load_lock = threading.RLock()  # lazy loads: a warm-up thread and an answer
+
+    # ----------------------------------------------------------------- resources
+
+    @property
+    def store(self):
+        if self._store is None:
+            import ingest
+
+            self._store = ingest.open_store(self.home)
+        return self._store
+
+    def close(self) -> None:
+        if self._store is not None and hasattr(self._store, "close"):
+            self._store.close()
+        self._store = None
+
+    @property
+    def device(self) -> str:
+        import torch
+
+        if self.config.device == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        return self.config.device
+
+    @property
+    def dtype(self):
+        import torch
+
+        if self.config.dtype == "bfloat16" or (self.config.dtype == "auto" and self.device == "cuda"):
+            return torch.bfloat16
+        return torch.float32
+
+    @property
+    def tokenizer(self):
+        with self._load_lock:
+            if self._tokenizer is None:
+                from assistant.home import model_cache_dir
+                from longnet.weights import load_tokenizer
+
+                self._tokenizer = load_tokenizer(self.config.model, model_cache_dir())
+        return self._tokenizer
+
+    @property
+    def dense_model(self):
+        """The plain transformers model (retrieval and dense modes)."""
+        with self._load_lock:
+            if self._dense is None:
+                from transformers.utils import logging as hf_logging
+
+                from assistant.home import model_cache_dir
+                from longnet.weights import load_hf_model
+
+                hf_logging.disable_progress_bar()  # our own output stays readable
+                model = load_hf_model(self.config.model, model_cache_dir(),
+                                      attn_implementation="sdpa")
+                self._dense = model.to(device=self.device, dtype=self.dtype)
+        return self._dense
+
+    @property
+    def longnet_model(self):
+        with self._load_lock:
+            if self._longnet is None:
+                import longnet
+                from assistant.config import model_overrides
+                from assistant.home import model_cache_dir
+                from assistant.engine.trained import apply_trained_adapter
+
+                model = longnet.LongNetLM.from_pretrained(
+                    self.config.model, cache_dir=model_cache_dir(), device=self.device,
+                    **model_overrides(self.config))
+                # What `memex train` learned from these notes, when it fits this model.
+                self._far_levels_trained = apply_trained_adapter(model, self.home)
+                self._longnet = model
+        return self._longnet
+
+    @property
+    def memory_dir(self) -> Path:
+        return self.home / "memory"
+
+    def embed(self, texts: list[str]):
+        """L2-normalised embeddings of ``texts`` (numpy), or None when no embedder is there."""
+        if not self.config.embeddings or self._embedder_failed:
+            return None
+        with self._load_lock:
+            if self._embedder is None and not self._embedder_failed:
+                try:
+                    from ingest.embeddings import load_embedder
+
+                    self._embedder = load_embedder()
+                except Exception:  # no embedding model installed: retrieval works on words
+                    self._embedder_failed = True
+        if self._embedder is None:
+            return None
+        return self._embedder.embed(texts)
+
+    # ----------------------------------------------------------------- status
+
+    def stream_tokens(self) -> int:
+        return len(self.store.stream)
+
+    def memory_info(self) -> dict:
+        """What the saved memory holds, read from its metadata without loading the model."""
+        import json
+
+        meta = self.memory_dir / "memory.json"
+        info = {"tokens": 0, "state_bytes": 0, "path": str(self.memory_dir), "exists": False}
+        if meta.is_file():
+            try:
+                data = json.loads(meta.read_text())
+                info.update(exists=True, tokens=int(data.get("tokens", 0)),
+                            state_bytes=int(data.get("nbytes", data.get("state_bytes", 0)) or 0))
+            except (OSError, ValueError):
+                info["error"] = "memory.json is unreadable"
+        if self._memory is not None:
+            info.update(exists=True, tokens=self._memory.tokens, state_bytes=self._memory.nbytes)
+        return info
+
+    def memory_needs_rebuild(self) -> str | None:
+        """Why the memory must be rebuilt from scratch (forget, compact), or None."""
+        return self.store.memory_rebuild_needed()
+
+    def status(self, wait: bool = True) -> dict | None:
+        """Entries, stream tokens, memory lag, model and device, for status bars.
+
+        With ``wait=False`` returns None at once while an answer holds the engine."""
+        if not self.lock.acquire(blocking=wait):
+            return None
+        try:
+            return self._status()
+        finally:
+            self.lock.release()
+
+    def _status(self) -> dict:
+        out = {"model": self.config.model, "device": self.device, "entries": None,
+               "stream_tokens": None, "memory_tokens": None, "memory_lag": None}
+        try:
+            out["entries"] = self.entry_count()
+            out["stream_tokens"] = self.stream_tokens()
+        except Exception as exc:  # no store yet: still a useful status line
+            out["error"] = str(exc)
+            return out
+        mem = self.memory_info()
+        out["memory_tokens"] = mem["tokens"]
+        out["memory_lag"] = max(0, out["stream_tokens"] - mem["tokens"])
+        return out
+
+    def entry_count(self) -> int:
+        return int(self.store.db.execute(
+            "select count(*) from entries where status in ('live', 'pending')").fetchone()[0])
+
+
+    def warm_up(self, mode: str | None = None) -> threading.Thread:
+        """Load what an answer in ``mode`` needs (tokenizer, embedder, the stems' word
+        tables, model, memory, packed decode weights) in a background thread while a person
+        types: the answer then finds them loaded, or waits for the load under way rather
+        than loading twice. Failures are left for the answer to report."""
+        mode = mode or self.config.mode
+
+        def load():
+            import torch
+
+            try:
+                _ = self.tokenizer
+                if mode != "dense":  # the modes that search (by meaning too)
+                    self.embed(["warm up"])
+                if self.config.answer_stems:  # verb forms: lemminflect reads its tables once
+                    answer_stem("What did we name the dog?")
+                if mode in ("hybrid", "memory"):
+                    self.load_memory()  # (not the store: its connection stays the caller's)
+                    kind = self.config.decode_weights if self.dtype == torch.float32 \
+                        else "float32"
+                    self.longnet_model.pack_for_decoding(kind)
+                else:
+                    _ = self.dense_model
+            except Exception:  # noqa: BLE001 — no traceback over the TUI: the answer
+                return  # loads again and reports what cannot be loaded
+
+        thread = threading.Thread(target=load, name="memex-warm-up", daemon=True)
+        thread.start()
+        return thread

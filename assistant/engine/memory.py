@@ -1,0 +1,166 @@
+"""The LongNet memory behind the answers (methods of ``Engine``): loading it, catching it
+up with the stream before an answer, background upkeep for the TUI, and generating
+against it."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+
+from assistant.engine.answering import Answer
+
+# Memory behind the stream by at most this many tokens is caught up before answering;
+# more than that is left to `memex memory build` and the answer says how far behind.
+CATCH_UP_LIMIT = 4096
+SAVE_EVERY_S = 60.0
+CATCH_UP_CHUNK = 2048  # stream tokens read into the memory per step
+
+
+class MemoryMixin:
+    """The memory's life inside an engine; uses ``self.longnet_model`` and ``self.store``."""
+
+    def load_memory(self):
+        """The saved memory (or a fresh one), loaded once."""
+        with self._load_lock:
+            if self._memory is None:
+                from longnet import Memory
+
+                model = self.longnet_model
+                if (self.memory_dir / "memory.json").is_file():
+                    self._memory = Memory.load(self.memory_dir, model)
+                else:
+                    self._memory = model.memory()
+        return self._memory
+
+    def memory_lag(self) -> int:
+        return max(0, self.stream_tokens() - self.memory_info()["tokens"])
+
+    def _generate_memory(self, prompt_ids: list[int], emit, answer: Answer,
+                         isolate_window: bool = False, choose=None):
+        if self.memory_needs_rebuild():
+            answer.notes.append("the memory holds text that was since forgotten or compacted and "
+                                "is not used until `memex memory build` rebuilds it")
+            memory = self.longnet_model.memory()
+        else:
+            try:
+                memory = self.load_memory()
+            except (ValueError, OSError) as exc:  # made by another model, config or version
+                answer.notes.append(f"the saved memory cannot be used ({exc}); "
+                                    "run `memex memory rebuild`")
+                memory = self.longnet_model.memory()  # this answer only
+                memory.unusable = True
+            lag = self.stream_tokens() - memory.stream_offset
+            if 0 < lag <= CATCH_UP_LIMIT and not getattr(memory, "unusable", False):
+                self.catch_up(memory)
+                lag = 0
+            answer.memory_lag = max(0, lag)
+            if lag > 0:
+                answer.notes.append(f"the memory is {lag:,} tokens behind your notes; "
+                                    "run `memex memory build` to bring it up to date")
+
+        # Untrained far levels only perturb a hybrid turn's reading of its notes (with
+        # them, 55 of the 114 example answers changed and 6 fewer were right): until
+        # `memex train` has taught them, the hybrid turn reads its notes as the plain model.
+        shut = isolate_window and not self._far_levels_trained
+        with self.longnet_model.far_levels_shut() if shut else contextlib.nullcontext():
+            memory.generate(prompt_ids, max_new_tokens=self.config.max_new_tokens,
+                            temperature=self.config.temperature, top_p=self.config.top_p,
+                            stop_ids=sorted(emit.stop_ids), isolate_window=isolate_window,
+                            on_token=lambda token_id: not emit(int(token_id)),  # False stops
+                            choose=choose, decode_weights=self.config.decode_weights)
+
+    def catch_up(self, memory=None, chunk: int | None = None,
+                 progress: Callable[[int, int], None] | None = None,
+                 should_stop: Callable[[], bool] | None = None) -> int:
+        """Feed the stream's new tokens into the memory and save it. Returns tokens added."""
+        memory = memory or self.load_memory()
+        chunk = chunk or CATCH_UP_CHUNK
+        stream = self.store.stream
+        total = len(stream)
+        before = memory.stream_offset
+        last_save = time.monotonic()
+        try:
+            while memory.stream_offset < total:
+                if should_stop and should_stop():
+                    break
+                start = memory.stream_offset
+                end = min(total, start + chunk)
+                memory.append(stream.read(start, end), return_logits=False, stream_offset=end)
+                if progress:
+                    progress(end, total)
+                if time.monotonic() - last_save > SAVE_EVERY_S:  # a kill loses little
+                    self.save_memory(memory)
+                    last_save = time.monotonic()
+        finally:
+            # Ctrl-C or a stop request keeps everything read so far.
+            self.save_memory(memory)
+        return memory.stream_offset - before
+
+    def refresh(self, progress: Callable[[str], None] | None = None,
+                should_stop: Callable[[], bool] | None = None, chunk: int = 1024) -> None:
+        """Background upkeep for the TUI: ingest changed files, then feed new stream tokens
+        into the memory a chunk at a time, letting answers go first between chunks."""
+        say = progress or (lambda text: None)
+        stop = should_stop or (lambda: False)
+        with self.lock:
+            reason = self.memory_needs_rebuild()
+            if reason:
+                say(f"memory needs a rebuild ({reason}): run `memex memory rebuild`")
+                return
+            memory = self.load_memory()
+        last_save = time.monotonic()
+        try:
+            while not stop():
+                with self.lock:
+                    total = self.stream_tokens()
+                    start = memory.stream_offset
+                    if start >= total:
+                        break
+                    end = min(total, start + chunk)
+                    memory.append(self.store.stream.read(start, end), return_logits=False,
+                                  stream_offset=end)
+                say(f"memory {end:,}/{total:,} tokens")
+                if time.monotonic() - last_save > SAVE_EVERY_S:
+                    with self.lock:
+                        self.save_memory(memory)
+                    last_save = time.monotonic()
+        finally:
+            with self.lock:
+                self.save_memory(memory)
+
+    def start_watcher(self, say: Callable[[str], None], on_change: Callable[[], None] | None = None):
+        """ingest's watcher in a background thread (its own store connection); its
+        progress goes to ``say`` as short lines. Returns the watcher (``.stop()``)."""
+        from ingest import Watcher
+        from ingest.progress import NullProgress
+
+        class Lines(NullProgress):
+            def __init__(self):
+                self.name, self.total, self.count = "", None, 0
+
+            def phase(self, name, total=None, unit="files"):
+                self.name, self.total, self.count, self.unit = name, total, 0, unit
+                say(f"{name}…")
+
+            def advance(self, amount=1, **counters):
+                self.count += amount
+                of = f"/{self.total:,.0f}" if self.total else ""
+                say(f"{self.name} {self.count:,.0f}{of} {self.unit}")
+
+            def done(self):
+                say("")
+
+            def note(self, message):
+                say(message)
+
+        watcher = Watcher(self.home, self.tokenizer, embed=self.config.embeddings,
+                          progress=Lines(), on_pass=lambda report: on_change and on_change(),
+                          on_error=lambda exc: say(f"watcher: {exc}"))
+        watcher.start()
+        return watcher
+
+    def save_memory(self, memory=None):
+        memory = memory or self._memory
+        if memory is not None:
+            memory.save(self.memory_dir)

@@ -1,0 +1,107 @@
+"""Building the LongNet memory from the stream, apart from how it is shown: where a build
+starts (the saved memory, or a fresh one after forget/compact), the speed of the last
+build and the ETA of the next, and what `memex memory status` reports. Shared by the
+single-process build, the distributed one and `memex train`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+
+
+def memory_status_dict(engine) -> dict:
+    info = engine.memory_info()
+    stream = engine.stream_tokens()
+    meta = {}
+    meta_path = engine.memory_dir / "memory.json"
+    if meta_path.is_file():
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, ValueError):
+            meta = {}
+    config = meta.get("config") or {}
+    offset = int(meta.get("stream_offset", info["tokens"]) or 0)
+    return {
+        "tokens": info["tokens"],
+        "stream_tokens": stream,
+        "state_bytes": info["state_bytes"],
+        "lag_tokens": max(0, stream - offset),
+        "rebuild_needed": engine.memory_needs_rebuild(),
+        "exists": info["exists"],
+        "path": info["path"],
+        "model": meta.get("model_id"),
+        "levels": len(config.get("segment_lengths", [])) or None,
+        "position_mode": config.get("position_mode"),
+        "dtype": meta.get("dtype"),
+    }
+
+
+def start_memory(engine, fresh: bool, reason: str | None, say=None):
+    """The memory a build starts from: the saved one, or an empty one when asked
+    (``fresh``) or when the store says the old state must go (``reason``: forgotten or
+    compacted text). Shared by the single-process and the distributed build."""
+    if not (fresh or reason):
+        return engine.load_memory()
+    if reason and say is not None:
+        say(f"rebuilding the memory from scratch: {reason}")
+    # The old state may hold forgotten text: it goes before anything else happens.
+    shutil.rmtree(engine.memory_dir, ignore_errors=True)
+    engine._memory = None
+    memory = engine.load_memory()
+    engine.save_memory(memory)
+    if reason:
+        engine.store.clear_memory_rebuild()
+    return memory
+
+
+RATE_FILE = "memory-rate.json"  # in the data home: how fast the last build read the stream
+
+
+def record_build_rate(home, tokens: int, seconds: float, device: str | None = None) -> None:
+    """Remember the last build's speed, for the next build's ETA (a few tokens say little)."""
+    import os
+
+    if tokens < 2048 or seconds <= 1:
+        return
+    path = home / RATE_FILE
+    temp = path.with_name(f".{RATE_FILE}.{os.getpid()}.tmp")
+    try:
+        temp.write_text(json.dumps({"tokens_per_s": round(tokens / seconds, 1), "tokens": tokens,
+                                    "device": device,
+                                    "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}))
+        os.replace(temp, path)
+    except OSError:  # only an estimate: never a reason to fail a build
+        temp.unlink(missing_ok=True)
+
+
+def estimated_build_seconds(home, tokens: int,
+                            fallback_rate: float | None = None) -> tuple[float | None, str]:
+    """Seconds to read ``tokens`` into the memory and where the rate comes from: the last
+    build's measured speed, else the forward speed `memex train` measured, else unknown."""
+    rate, source = None, ""
+    try:
+        rate = float(json.loads((home / RATE_FILE).read_text())["tokens_per_s"])
+        source = f"at {rate:,.0f} tokens/s, the last build's speed"
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    if not rate:
+        if fallback_rate is None:
+            from assistant.engine.trained import adapter_meta
+
+            fallback_rate = (adapter_meta(home) or {}).get("forward_tokens_per_s")
+        if fallback_rate:
+            rate = float(fallback_rate)
+            source = f"at {rate:,.0f} tokens/s, the forward speed measured by `memex train`"
+    if not rate:
+        return None, "no speed measured yet"
+    return tokens / rate, source
+
+
+def duration_text(seconds: float | None) -> str:
+    """``1h05m`` or ``4m09s``; ``?`` when unknown."""
+    if seconds is None:
+        return "?"
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"

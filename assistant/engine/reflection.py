@@ -1,0 +1,162 @@
+"""Reflections on a period (a method of ``Engine``): the facts counted from its entries
+(people, themes, moods, entries per week) and a short text written from a sample of
+their sentences; and the periods the reflect commands and screen ask for."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+
+from assistant.engine import prompting
+from assistant.engine.answering import Answer
+from assistant.engine.conversations import SourceRecord
+from assistant.engine.dates import resolve_dates
+from assistant.engine.results import Stopped, Timer
+
+
+@dataclass
+class Reflection:
+    label: str
+    start: date | None
+    end: date | None
+    text: str = ""
+    entries: int = 0
+    dates: list[str] = field(default_factory=list)
+    people: list[tuple[str, int]] = field(default_factory=list)
+    themes: list[tuple[str, int]] = field(default_factory=list)
+    moods: list[tuple[str, int]] = field(default_factory=list)
+    weekly: list[tuple[str, int]] = field(default_factory=list)  # (week start, entries)
+    sources: list[SourceRecord] = field(default_factory=list)
+    timings: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {"period": self.label, "since": self.start and self.start.isoformat(),
+                "until": self.end and self.end.isoformat(), "reflection": self.text,
+                "entries": self.entries, "dates": self.dates,
+                "people": [{"name": n, "count": c} for n, c in self.people],
+                "themes": [{"word": w, "count": c} for w, c in self.themes],
+                "moods": [{"word": w, "count": c} for w, c in self.moods],
+                "weekly": [{"week": w, "entries": c} for w, c in self.weekly],
+                "sources": [s.public() for s in self.sources], "timings": self.timings}
+
+
+class ReflectionMixin:
+    """``reflect()``; uses the retrieval part's entry queries and the dense decoder."""
+
+    def reflect(self, start: date | None, end: date | None, label: str,
+                on_token: Callable[[str], None] | None = None,
+                month_day: tuple[int, int] | None = None) -> Reflection:
+        """A reflection on the entries of a period: facts counted from the entries, and a
+        short text written by the model from a sample of their sentences."""
+        with self.lock:
+            timer = Timer()
+            reflection = Reflection(label=label, start=start, end=end)
+            if month_day is not None:
+                passages = self.entries_on_this_day(month_day, limit=200)
+            else:
+                passages = self.entries_between(start and start.isoformat(),
+                                                end and end.isoformat())
+            passages = [p for p in passages if p.date]
+            passages.sort(key=lambda p: p.date)
+            by_entry: dict[tuple[str, str], list] = {}
+            for passage in passages:
+                by_entry.setdefault((passage.date[:10], passage.path), []).append(passage)
+            reflection.entries = len(by_entry)
+            reflection.dates = sorted({d for d, _ in by_entry})
+            reflection.weekly = weekly_counts(reflection.dates, start, end)
+            texts = ["\n".join(p.text or "" for p in group) for group in by_entry.values()]
+            reflection.people = prompting.recurring_names(texts)
+            reflection.themes = prompting.recurring_themes(texts, exclude=[n for n, _ in reflection.people])
+            reflection.moods = prompting.mood_words(texts)
+            if not by_entry:
+                reflection.text = f"There are no entries from {label}."
+                reflection.timings = timer.timings()
+                return reflection
+            sample = prompting.sample_sentences(
+                [(d, "\n".join(p.text or "" for p in group)) for (d, _), group in by_entry.items()],
+                limit=10)
+            notes = "\n".join(f"[{d}] {text}" for d, text in sample)
+            reflection.sources = [
+                SourceRecord(path=group[0].path, date=d, snippet=_first_line(group[0].text),
+                             root=str(getattr(group[0], "root", "") or ""), text=group[0].text or "")
+                for (d, _), group in by_entry.items() if d in {x for x, _ in sample}]
+            prompt_ids = self._chat_ids(prompting.reflect_messages(label, notes))
+            emit = self._emitter(Answer(question="", mode="retrieval"), timer, on_token)
+            saved = self.config.max_new_tokens
+            self.config.max_new_tokens = saved * 4  # a few sentences, not one
+            try:
+                self._generate_dense(prompt_ids, emit)
+            except Stopped:
+                pass
+            finally:
+                self.config.max_new_tokens = saved
+            reflection.text = emit.text.strip()
+            reflection.timings = timer.timings()
+            return reflection
+
+
+def _first_line(text: str | None, width: int = 160) -> str:
+    for sentence in prompting.split_sentences(text or ""):
+        return sentence if len(sentence) <= width else sentence[: width - 1] + "…"
+    return ""
+
+
+def weekly_counts(dates: Sequence[str], start: date | None, end: date | None) -> list[tuple[str, int]]:
+    """Entries per week (weeks start on Monday), empty weeks included, from start to end."""
+    days = [date.fromisoformat(d[:10]) for d in dates]
+    if not days and (start is None or end is None):
+        return []
+    first = start or min(days)
+    last = end or max(days)
+    if days:
+        first, last = min(first, min(days)), max(last, max(days))
+    week = first - timedelta(days=first.weekday())
+    counts: dict[date, int] = {}
+    while week <= last:
+        counts[week] = 0
+        week += timedelta(weeks=1)
+    for day in days:
+        monday = day - timedelta(days=day.weekday())
+        counts[monday] = counts.get(monday, 0) + 1
+    return [(w.isoformat(), n) for w, n in sorted(counts.items())]
+
+
+def period_range(kind: str, today: date) -> tuple[date, date, str]:
+    """The current week / month / year up to today."""
+    if kind == "week":
+        start = today - timedelta(days=6)
+        return start, today, f"the week to {today.isoformat()}"
+    if kind == "month":
+        start = today - timedelta(days=29)
+        return start, today, f"the 30 days to {today.isoformat()}"
+    start = today - timedelta(days=364)
+    return start, today, f"the year to {today.isoformat()}"
+
+
+def resolve_period(today: date, week=False, month=False, year=False, since=None, until=None,
+                   on_this_day=False):
+    """(start, end, label, month_day) for the reflect options."""
+    if on_this_day:
+        return None, None, f"{today:%B} {today.day} in every year", (today.month, today.day)
+    if since or until:
+        start = _one_date(since, today, first=True) if since else None
+        end = _one_date(until, today, first=False) if until else today
+        if start and end and start > end:
+            raise ValueError("--since is after --until")
+        label = f"{start.isoformat() if start else 'the beginning'} to {end.isoformat()}"
+        return start, end, label, None
+    kind = "month" if month else "year" if year else "week"
+    start, end, label = period_range(kind, today)
+    return start, end, label, None
+
+
+def _one_date(text: str, today: date, first: bool) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        pass
+    found = resolve_dates(text, today)
+    if found is None or (found.start is None and found.end is None):
+        raise ValueError(f"cannot read {text!r} as a date (try YYYY-MM-DD or 'March 2024')")
+    return (found.start or found.end) if first else (found.end or found.start)

@@ -1,0 +1,45 @@
+"""Where and in which precision a model runs: ``choose_device``, ``choose_dtype`` and
+``autocast`` (re-exported by ``longnet.model``). At the bottom of the package: the model,
+the memory, generation and training all use them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+
+def choose_device(device: str | torch.device | None = None) -> torch.device:
+    """The given device, else CUDA when present, else the CPU."""
+    if device not in (None, "auto"):
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def choose_dtype(dtype: str | torch.dtype | None = None,
+                 device: str | torch.device | None = None) -> torch.dtype:
+    """The compute dtype: given, else bfloat16 on a CUDA card that has it, else float32.
+
+    bfloat16 on CPU is available (autocast) but not the default: on CPUs without
+    native bf16 instructions it is not faster and loses precision.
+    """
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    names = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+             "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+    if dtype not in (None, "auto"):
+        if dtype not in names:
+            raise ValueError(f"unknown dtype {dtype!r}: use one of {sorted(names)} or 'auto'")
+        return names[dtype]
+    device = choose_device(device)
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def autocast(device: torch.device, dtype: torch.dtype):
+    """bfloat16/float16 autocast on ``device``; a no-op context for float32."""
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
