@@ -131,8 +131,8 @@ def memory_build(
 def _run_distributed_build(fresh: bool, as_json: bool) -> None:
     import os
 
-    from assistant.home import get_home
     from assistant.cli.memory_distributed import DistributedBuildError, build_memory_distributed
+    from assistant.home import get_home
 
     try:
         summary = build_memory_distributed(get_home(), fresh=fresh, as_json=as_json)

@@ -9,7 +9,6 @@ import typer
 from assistant import home as home_mod
 from assistant.cli.common import fail
 
-
 model_app = typer.Typer(help="The local language model: prepare it, show what is loaded.",
                         no_args_is_help=True)
 

@@ -110,8 +110,8 @@ class Engine(RetrievalMixin, AnsweringMixin, DecodingMixin, MemoryMixin, Reflect
             if self._longnet is None:
                 import longnet
                 from assistant.config import model_overrides
-                from assistant.home import model_cache_dir
                 from assistant.engine.trained import apply_trained_adapter
+                from assistant.home import model_cache_dir
 
                 model = longnet.LongNetLM.from_pretrained(
                     self.config.model, cache_dir=model_cache_dir(), device=self.device,
