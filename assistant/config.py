@@ -41,9 +41,10 @@ SETTINGS = {
     "top_p": Setting("top_p", "nucleus sampling threshold (used when temperature > 0)"),
     "embeddings": Setting("embeddings", "use embeddings in retrieval (true/false)"),
     "answer_stems": Setting("answer_stems", "start an answer with the question's own words, "
-                                            "for the model to finish (true/false)"),
-    "grounded": Setting("grounded", "numbers and names in an answer must appear in its notes "
-                                    "(true/false)"),
+                                            "for the model to finish (true/false; off: on real "
+                                            "diaries they read as broken English)"),
+    "grounded": Setting("grounded", "a short answer's words, numbers and names must come from "
+                                    "its quotes or the question (true/false)"),
     "decode_weights": Setting("decode_weights", "weights each new answer token reads on a CPU: "
                                                 "int4 (fastest), float16, float32 (exact)",
                               ("int4", "float16", "float32")),
@@ -65,7 +66,7 @@ class Config:
     temperature: float = 0.0
     top_p: float = 0.9
     embeddings: bool = True
-    answer_stems: bool = True
+    answer_stems: bool = False
     grounded: bool = True
     decode_weights: str = "int4"
     today: str = ""

@@ -39,7 +39,7 @@ Search::
     from ingest.search import search
     search(store, query, since=None, until=None, limit=10, embedder=None)
         # -> [SearchResult]: path (relative to root), root, date, snippet, text (whole
-        #    chunk), score, document_id, chunk_id, entry_id, title; .as_json()
+        #    chunk), score, document_id, chunk_id, entry_id, title, date_rule; .as_json()
     from ingest.embeddings import load_embedder   # the bundled MiniLM (raises
         # EmbeddingsUnavailable with the pip command when it is not installed)
 

@@ -53,10 +53,11 @@ class SearchResult:
     fts_rank: int | None = None
     vector_rank: int | None = None
     similarity: float | None = None  # cosine with the query, when embeddings were used
+    date_rule: str | None = None     # how the date was found; "mtime": the file's time only
 
     def as_json(self) -> dict:
-        return {"path": self.path, "date": self.date, "snippet": self.snippet,
-                "score": round(self.score, 6), "root": self.root}
+        return {"path": self.path, "date": self.date, "date_rule": self.date_rule,
+                "snippet": self.snippet, "score": round(self.score, 6), "root": self.root}
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -78,6 +79,18 @@ def fts_query(text: str) -> str | None:
     if not terms:
         return None
     return " OR ".join('"' + term.replace('"', '""') + '"' for term in terms)
+
+
+def mentions(store, phrase: str) -> int:
+    """How many live chunks hold ``phrase`` (its words in a row, as FTS5 tokenises them)."""
+    words = [w.lower() for w in _WORD.findall(phrase or "")]
+    if not words:
+        return 0
+    expression = '"' + " ".join(words).replace('"', '""') + '"'
+    row = store.db.execute(
+        "SELECT count(*) FROM chunks_fts JOIN chunks c ON c.id = chunks_fts.rowid "
+        "WHERE chunks_fts MATCH ? AND c.status IN ('live', 'pending')", [expression]).fetchone()
+    return int(row[0])
 
 
 def _date_clause(since, until, column: str = "c.date") -> tuple[str, list]:
@@ -211,7 +224,7 @@ def period_ranking(store, period: tuple[int, int | None], limit: int = CANDIDATE
         named = {_month_number(w) for w in words} - {None}
         if (month is None and named) or (month is not None and month not in named):
             continue
-        inside = bool(when) and str(when)[:4] == str(year) and (
+        inside = bool(when) and str(when)[:4] == f"{year:04d}" and (
             month is None or str(when)[5:7] == f"{month:02d}")
         found.append((not inside, len(words), chunk_id))
     return [chunk_id for *_, chunk_id in sorted(found)][:limit]
@@ -304,7 +317,8 @@ def search(store, query: str, since=None, until=None, limit: int = 10, embedder=
         return []
     marks = ",".join("?" * len(ordered))
     rows = {row[0]: row for row in store.db.execute(
-        "SELECT c.id, d.path, s.root, c.date, c.text, c.document_id, c.entry_id, e.title "
+        "SELECT c.id, d.path, s.root, c.date, c.text, c.document_id, c.entry_id, e.title, "
+        "e.date_rule "
         "FROM chunks c JOIN documents d ON d.id = c.document_id "
         "JOIN sources s ON s.id = d.source_id JOIN entries e ON e.id = c.entry_id "
         f"WHERE c.id IN ({marks})", ordered)}
@@ -314,10 +328,11 @@ def search(store, query: str, since=None, until=None, limit: int = 10, embedder=
         row = rows.get(chunk_id)
         if row is None:
             continue
-        _, path, root, when, text, document_id, entry_id, title = row
+        _, path, root, when, text, document_id, entry_id, title, date_rule = row
         results.append(SearchResult(
             path=path, root=root, date=when, snippet=snippet(text, terms), text=text,
             score=scores[chunk_id], document_id=document_id, chunk_id=chunk_id,
             entry_id=entry_id, title=title, fts_rank=fts_rank.get(chunk_id),
-            vector_rank=vector_rank.get(chunk_id), similarity=similarity.get(chunk_id)))
+            vector_rank=vector_rank.get(chunk_id), similarity=similarity.get(chunk_id),
+            date_rule=date_rule))
     return results

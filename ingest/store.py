@@ -23,6 +23,7 @@ from pathlib import Path
 
 import sqlite_utils
 
+from ingest.dates import UNDATED_RULES
 from ingest.schema import migrations
 from ingest.stream.file import StreamError, TokenStream, create_stream_file, read_header
 
@@ -375,6 +376,9 @@ class Store:
         dead = q("SELECT coalesce(sum(token_end - token_start), 0) FROM spans "
                  "WHERE status != 'live'").fetchone()[0]
         pending = q("SELECT count(*) FROM entries WHERE status = 'pending'").fetchone()[0]
+        # Which rule dated the live entries; an "mtime" entry has no date of its own.
+        date_rules = dict(q("SELECT coalesce(date_rule, 'none'), count(*) FROM entries "
+                            "WHERE status = 'live' GROUP BY date_rule").fetchall())
         sizes = {}
         for name in (DB_NAME, DB_NAME + "-wal", STREAM_NAME):
             path = self.home / name
@@ -391,6 +395,8 @@ class Store:
             "memory_tokens": self.memory_tokens(),
             "memory_rebuild": self.memory_rebuild_needed(),
             "date_range": {"first": first, "last": last} if first else None,
+            "date_rules": date_rules,
+            "undated_entries": sum(date_rules.get(rule, 0) for rule in UNDATED_RULES),
             "by_format": by_format,
             "by_status": by_status,
             "embeddings": {"done": embedded, "missing": live_chunks - embedded},

@@ -22,11 +22,19 @@ def test_ask_json_contract(journal_home):
                     "--json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert set(data) == {"answer", "sources", "timings"}
+    assert set(data) == {"answer", "short", "quotes", "sources", "timings"}
     assert set(data["timings"]) == {"ttft_s", "total_s", "tokens_per_s"}
     assert data["sources"][0] == {"path": "daily/2024-02-10.md", "date": "2024-02-10",
                                   "snippet": data["sources"][0]["snippet"]}
     assert "cardamom bun" in data["sources"][0]["snippet"]
+    # the answer: the short answer, then its quotes verbatim with their dates and files
+    assert data["answer"].startswith(data["short"])
+    quote = data["quotes"][0]
+    assert set(quote) == {"date", "path", "text"}
+    assert (quote["date"], quote["path"]) == ("2024-02-10", "daily/2024-02-10.md")
+    assert "cardamom bun" in quote["text"] and quote["text"] in data["answer"]
+    entry = journal_home.parent / "journal" / "daily" / "2024-02-10.md"
+    assert quote["text"] in entry.read_text(encoding="utf-8")
 
 
 def test_ask_streams_then_lists_sources_and_keeps_the_conversation(journal_home):
@@ -66,7 +74,12 @@ def test_eval_json_contract(journal_home, tmp_path):
     result = invoke(journal_home, "eval", str(questions), "--mode", "retrieval", "--json")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    assert {"mode", "n", "accuracy", "cited", "results"} <= set(report)
+    assert {"mode", "n", "accuracy", "cited", "results", "short_accuracy", "quote_accuracy",
+            "abstention", "loops"} <= set(report)
+    assert all({"answer", "short", "quotes"} <= set(r) for r in report["results"])
+    # the quotes are the entries' own sentences: both hold their answer
+    assert report["quote_accuracy"] == 1.0
+    assert report["abstention"] is None  # no unanswerable question was asked
     assert report["mode"] == "retrieval" and report["n"] == 2
     assert report["cited"] == 1.0  # both evidence files are among the sources
     # The tiny model's words are noise: accuracy is whatever share it got right.
@@ -126,3 +139,5 @@ def test_config_show_and_set(home):
     bad = invoke(home, "config", "set", "dtype", "float8")
     assert bad.exit_code == 1 and "dtype must be one of" in bad.output
     assert (home / "config.toml").stat().st_mode & 0o777 == 0o600
+
+

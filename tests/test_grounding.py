@@ -103,3 +103,69 @@ def test_the_stem_is_not_checked(tokenizer):
                               given=len(stem))
     assert tokenizer.decode([choose(_logits_preferring(tokenizer, [" Kerry", " John"]))]) == " Kerry"
     assert choose.overruled == 0
+
+
+# -- short answers copy their quotes' words; nothing loops
+
+QUOTES = "[19 January 1903] Saw a Barn Owl flying in broad daylight at the wood this afternoon."
+
+
+@pytest.fixture
+def copying():
+    return GroundedChoice(QUOTES, "What bird did I see at the wood on 19 January 1903?",
+                          choose=None, text_with=None, copy_words=True)
+
+
+@pytest.mark.parametrize("text, ok", [
+    ("I saw a barn owl.", True),
+    ("A Barn Owl, flying in broad daylight.", True),
+    ("A barn o", True),                  # "owl" may follow
+    ("A tawny owl.", False),             # "tawny" is in no quote
+    ("I saw an eagle", False),
+    ("It was a bird at the wood.", True),  # the question's words are allowed too
+    ("The owl was beautiful.", False),   # a judgement the quotes do not make
+])
+def test_a_short_answer_keeps_to_its_quotes_words(copying, text, ok):
+    assert copying.grounded(text) is ok
+
+
+@pytest.mark.parametrize("text", [
+    "30th, 30th, 30th, 30th, 30th",
+    "My wife found me embracing on 25 October, my wife found me embracing on",
+    "This is a reference to the The answer is: On The answer is: On The answer is: On",
+])
+def test_the_looping_answers_repeat_a_run_of_four_words(text):
+    from assistant.engine.grounding import repeats
+
+    assert repeats(text)
+    words = text.split()
+    # the text before the repeat closed is fine: the guard refuses the closing token only
+    firsts = [" ".join(words[:n]) for n in range(1, len(words) + 1)]
+    assert not repeats(firsts[0]) and any(not repeats(t) and repeats(n) for t, n in
+                                          zip(firsts, firsts[1:]))
+
+
+def test_a_token_that_would_loop_is_passed_over(tokenizer):
+    answer = tokenizer.encode("I went home and I went home", add_special_tokens=False)
+    choose = grounded_chooser(None, "When?", lambda logits: int(torch.argmax(logits)),
+                              tokenizer, answer, ground=False)
+    token = choose(_logits_preferring(tokenizer, [" and", " early"]))
+    assert tokenizer.decode([token]) == " early" and choose.overruled == 1
+
+
+def test_when_every_likely_token_loops_the_answer_ends(tokenizer):
+    answer = tokenizer.encode("the the the the", add_special_tokens=False)
+    stop = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    choose = grounded_chooser(None, "When?", lambda logits: int(torch.argmax(logits)),
+                              tokenizer, answer, stop_ids=[stop], ground=False)
+    choose.top_k = 1
+    assert choose(_logits_preferring(tokenizer, [" the"])) == stop
+
+
+def test_nothing_in_the_quotes_in_reach_ends_a_short_answer(tokenizer):
+    answer = tokenizer.encode("I saw a", add_special_tokens=False)
+    stop = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    choose = grounded_chooser(QUOTES, "What bird did I see?", lambda logits: int(torch.argmax(logits)),
+                              tokenizer, answer, stop_ids=[stop], copy_words=True)
+    choose.top_k = 2
+    assert choose(_logits_preferring(tokenizer, [" John", " Sam"])) == stop

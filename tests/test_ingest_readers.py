@@ -33,7 +33,7 @@ def entries_of(name: str, data: bytes):
     ("notes/meeting.md", None),
     ("2024-02-30.md", None),         # not a day
     ("v12345678.md", None),           # digits that are not a date
-    ("1850-01-01.md", None),          # outside the plausible range
+    ("1850-01-01.md", date(1850, 1, 1)),  # any year 0001-9999 (issue 24)
 ])
 def test_date_from_path(path, expected):
     assert date_from_path(path) == expected

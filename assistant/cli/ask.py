@@ -12,6 +12,7 @@ import typer
 
 from assistant.cli.common import MODE_HELP, check_mode, fail, open_engine, require_notes
 from assistant.engine.evaluation import load_questions, run_eval
+from assistant.engine.quotes import short_part
 
 
 def _print_sources(console, sources, notes=()) -> None:
@@ -98,7 +99,7 @@ def _history(messages) -> list[tuple[str, str]]:
         if m.role == "user":
             question = m.content
         elif m.role == "assistant" and question is not None and m.content:
-            pairs.append((question, m.content))
+            pairs.append((question, short_part(m.content)))
             question = None
     return pairs[-3:]
 
@@ -110,7 +111,8 @@ def eval_command(
     limit: int | None = typer.Option(None, "--limit", help="Only the first N questions."),
     today: str | None = typer.Option(None, "--today", help="Resolve 'last week' etc. against this date."),
 ) -> None:
-    """Score answers against known ones: accuracy and citation rate."""
+    """Score answers against known ones: accuracy (short answer, quotes, whole answer),
+    citation rate, abstention on questions the notes cannot answer, loops."""
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -151,10 +153,18 @@ def eval_command(
     console = Console(highlight=False)
     for r in report["results"]:
         mark = "[green]✓[/]" if r["correct"] else "[red]✗[/]"
-        cite = "[green]cited[/]" if r["cited"] else "[red]uncited[/]"
-        console.print(f"{mark} {cite} {r['question']}\n    [dim]→ {r['answer']}[/]")
+        if r["answerable"]:
+            cite = "[green]cited[/]" if r["cited"] else "[red]uncited[/]"
+        else:
+            cite = "[green]abstained[/]" if r["abstained"] else "[red]answered[/]"
+        console.print(f"{mark} {cite} {r['question']}\n    [dim]→ {r['short']}[/]")
+    unanswerable = (f" · abstained on {report['abstention']:.0%} of {report['unanswerable']} "
+                    "unanswerable" if report["unanswerable"] else "")
+    quotes = (f" · quotes {report['quote_accuracy']:.0%}"
+              if report["quote_accuracy"] is not None else "")
     console.print(f"\n[bold]{mode}[/]: {report['n']} questions · accuracy "
-                  f"{report['accuracy']:.0%} · cited {report['cited']:.0%} · "
+                  f"{report['accuracy']:.0%} · short {report['short_accuracy']:.0%}{quotes} · "
+                  f"cited {report['cited']:.0%}{unanswerable} · loops {report['loops']} · "
                   f"{report['seconds_per_question']} s/question")
 
 

@@ -228,7 +228,9 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) ->
                                f"{info['chunks']:,} chunks)")
     if info["by_format"]:
         table.add_row("formats", ", ".join(f"{k} {v}" for k, v in sorted(info["by_format"].items())))
-    table.add_row("dates", f"{span['first']} → {span['last']}" if span else "—")
+    undated = info.get("undated_entries") or 0
+    table.add_row("dates", (f"{span['first']} → {span['last']}" if span else "—")
+                  + (f" ({undated:,} undated: file time)" if undated else ""))
     table.add_row("stream", f"{info['stream_tokens']:,} tokens"
                             + (f" ({info['dead_tokens']:,} dead: `memex compact`)"
                                if info["dead_tokens"] else ""))
@@ -365,7 +367,10 @@ def search(
 
     console = Console()
     for result in results:
-        console.print(f"[bold]{result.date or 'undated'}[/bold]  [cyan]{_escape(result.path)}"
+        when = result.date or "undated"
+        if result.date and result.date_rule == "mtime":
+            when += " (file time)"  # the file names no date of its own
+        console.print(f"[bold]{when}[/bold]  [cyan]{_escape(result.path)}"
                       f"[/cyan]  [dim]{result.score:.4f}[/dim]")
         console.print(f"  {_escape(result.snippet)}", highlight=False)
 

@@ -17,6 +17,14 @@ from assistant.engine import prompting
 from assistant.engine.conversations import SourceRecord
 from assistant.engine.dates import DateRange, resolve_dates
 from assistant.engine.grounding import grounded_chooser
+from assistant.engine.quotes import (
+    NOTES_DONT_SAY,
+    Quote,
+    choose_quotes,
+    quote_lines,
+    render_answer,
+    tidy_short,
+)
 from assistant.engine.results import EngineError, Stopped, Timer
 from assistant.engine.retrieval import relevant_sentences
 from assistant.engine.stems import answer_stem
@@ -26,7 +34,9 @@ from assistant.engine.stems import answer_stem
 class Answer:
     question: str
     mode: str
-    text: str = ""
+    text: str = ""  # the whole answer as shown: the short answer, then the quotes
+    short: str = ""  # the model's short answer ("" when the quotes support none)
+    quotes: list[Quote] = field(default_factory=list)  # verbatim sentences, best first
     sources: list[SourceRecord] = field(default_factory=list)
     timings: dict = field(default_factory=lambda: {"ttft_s": None, "total_s": None,
                                                    "tokens_per_s": None})
@@ -38,8 +48,9 @@ class Answer:
     memory_lag: int | None = None
 
     def to_json(self) -> dict:
-        return {"answer": self.text, "sources": [s.public() for s in self.sources],
-                "timings": self.timings}
+        return {"answer": self.text, "short": self.short,
+                "quotes": [q.public() for q in self.quotes],
+                "sources": [s.public() for s in self.sources], "timings": self.timings}
 
 
 class AnsweringMixin:
@@ -67,36 +78,49 @@ class AnsweringMixin:
             if mode in ("hybrid", "retrieval", "memory"):
                 passages, sentences, fell_back = self.gather(question, answer.date_range)
                 relevant = relevant_sentences(sentences)
+                answer.quotes = choose_quotes(relevant, passages, pool=sentences,
+                                              question=question)
                 if mode != "memory":
-                    if not relevant:
-                        return self._nothing_found(answer, timer, on_token)
-                    notes_text = prompting.format_notes(relevant)
+                    # A name no entry holds: whatever matched the question's other words
+                    # cannot be about it.
+                    missing = self.unknown_names(question)
+                    if missing:
+                        answer.notes.append(f"your notes never mention {', '.join(missing)}")
+                    if not answer.quotes or missing:
+                        closest = choose_quotes(sentences, passages, limit=2, share=0.0,
+                                                question=question)
+                        return self._nothing_found(answer, timer, on_token, closest)
+                    # The short answer is written from the quotes alone, held to their words.
+                    notes_text = prompting.format_quotes(answer.quotes)
                     answer.sources = self._sources(passages, relevant)
                 else:
                     # The memory cannot point at what it used: show what search found.
                     answer.sources = self._sources(passages, relevant or sentences)
+                    answer.quotes = answer.quotes or choose_quotes(sentences, passages, limit=2,
+                                                                   question=question)
                 if fell_back:
                     answer.notes.append(f"nothing matched in {answer.date_range.label}; "
                                         "these entries are from other dates")
             date_label = answer.date_range.label if answer.date_range else None
             messages = prompting.answer_messages(question, notes_text, history, date_label)
-            emit = self._emitter(answer, timer, on_token)
+            emit = self._emitter(answer, timer, on_token, one_sentence=True)
             # The model finishes a sentence begun with the question's words (stems.py).
             stem = answer_stem(question) if self.config.answer_stems else None
             stem_ids = self.tokenizer.encode(stem, add_special_tokens=False) if stem else []
             prompt_ids = self._chat_ids(messages) + stem_ids
             answer.prompt_tokens = len(prompt_ids)
-            choose = None  # the model's own choice; grounded: held to the notes
-            if self.config.grounded and notes_text:
-                choose = grounded_chooser(notes_text, question, self._pick, self.tokenizer,
-                                          emit.ids, stop_ids=emit.stop_ids,
-                                          given=len(stem_ids))
+            # Every answer is held to never repeat itself; with quotes (grounded) also to
+            # their words.
+            held = self.config.grounded and bool(notes_text)
             try:
                 emit.begin_with(stem_ids)
+                choose = grounded_chooser(notes_text, question, self._pick, self.tokenizer,
+                                          emit.ids, stop_ids=emit.stop_ids, given=len(stem_ids),
+                                          ground=held, copy_words=held)
                 if mode in ("retrieval",):
                     self._generate_dense(prompt_ids, emit, choose=choose)
                 elif mode == "dense":
-                    self._generate_dense_window(messages, emit, answer, stem_ids)
+                    self._generate_dense_window(messages, emit, answer, stem_ids, choose=choose)
                 else:
                     # hybrid: the retrieved notes are the turn's local text and the memory
                     # comes in through the far levels (the raw tail of the history in the
@@ -105,19 +129,38 @@ class AnsweringMixin:
                                           isolate_window=mode == "hybrid", choose=choose)
             except Stopped:
                 answer.status = "partial"
-            answer.text = emit.text.strip()
+            self._finish(answer, emit.text, on_token)
             answer.new_tokens = timer.count
             answer.timings = timer.timings()
             return answer
 
-    def _nothing_found(self, answer: Answer, timer: Timer, on_token) -> Answer:
-        text = prompting.NOTHING_FOUND
+    def _finish(self, answer: Answer, generated: str, on_token) -> None:
+        """The short answer tidied, the quotes after it (streamed too), the whole text."""
+        answer.short = tidy_short(generated)
+        answer.text = render_answer(answer.short, answer.quotes)
+        if on_token and answer.status != "partial":
+            # What was streamed is the short answer's beginning: send the rest of it.
+            streamed = generated.strip()
+            try:
+                if answer.short.startswith(streamed) and answer.short != streamed:
+                    on_token(answer.short[len(streamed):])
+                if answer.quotes:
+                    on_token("\n\n" + quote_lines(answer.quotes))
+            except Stopped:  # stopped while the quotes were going out: all is said
+                answer.status = "partial"
+
+    def _nothing_found(self, answer: Answer, timer: Timer, on_token,
+                       closest: Sequence[Quote] = ()) -> Answer:
+        """The notes don't say: that, and the closest sentences there are."""
+        short = NOTES_DONT_SAY
         if answer.date_range is not None:
-            text = f"I couldn't find anything about that in your notes from {answer.date_range.label}."
+            short = f"The notes from {answer.date_range.label} don't say."
         timer.token()
+        answer.short = short
+        answer.quotes = list(closest)
+        answer.text = render_answer(short, answer.quotes, closest=True)
         if on_token:
-            on_token(text)
-        answer.text = text
+            on_token(answer.text)
         answer.status = "nothing_found"
         answer.timings = timer.timings()
         return answer

@@ -4,6 +4,14 @@ Finding the phrase is done here with a few patterns (so that "may" the verb or a
 stray number is not taken for a date); reading it is left to ``dateparser`` where
 it is good at it (explicit dates, "two weeks ago"), and the size of the range
 (day, week, month, season, year) comes from the words used.
+
+Dates of any era: a year is four digits, as in ISO. Next to a month or a season, or
+in an ISO date, any year 0001-9999 counts ("3 June 1789", "June 0812", "the summer
+of 1793", "1789-06-03"); three-digit years ("June 812") are not read (dateparser
+reads none either). A four-digit number on its own is a year when it is 1900-2099
+("in 2023", "2023's trips", as always), or 1000-9999 after a date word ("in 1789",
+"during 1792", "of 1793", "since 1850", "between 1789 and 1793"), and never when a
+unit follows ("the 1200 steps", "in 1500 metres").
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ WEEKDAYS = {name.lower(): number for number, name in enumerate(calendar.day_name
 _MONTH = (r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?"
           r"|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)\.?")
 _DAY = r"(?:[12]\d|3[01]|0?[1-9])(?:st|nd|rd|th)?"
-_YEAR = r"(?:19|20)\d{2}"
+_YEAR = r"(?!0000)\d{4}"  # 0001-9999: with a month, a season or in an ISO date
 _SEASON = r"(?:spring|summer|autumn|fall|winter)"
 _WEEKDAY = r"(?:monday|tuesday|wednesday|thursday|friday|saturday|sunday)"
 _UNIT = r"(?:day|week|month|year)s?"
@@ -33,6 +41,17 @@ _COUNT_WORDS = {
 _COUNT = r"(?:\d{1,3}|a couple of|couple of|a couple|a few|few|several|an?|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve)"
 # Words after which a bare month name ("in May") is a date and not a verb ("may I").
 _MONTH_CUE = r"(?:in|during|last|this|since|before|after|until|till|through|of|early|mid|late|from|by|to|and)"
+# A four-digit number outside 1900-2099 is a year only right after one of these ...
+_YEAR_CUE = re.compile(
+    r"(?:\b(?:in|during|since|before|after|until|till|through|throughout|of|from|between"
+    r"|circa|ca\.|c\.|early|late|mid|year)|\bmid-)\s*$"
+    r"|\b(?:between|from)\s+\d{4}\s*(?:and|to|until|till|through|-|–)\s*$", re.IGNORECASE)
+# ... and (any year) not when a unit follows: "1500 metres", "the 2000 steps".
+_NOT_A_YEAR_AFTER = re.compile(
+    r"\s*-?\s*(?:m|km|k|kg|g|lbs?|metres?|meters?|kilometres?|kilometers?|miles?|yards?|feet|foot"
+    r"|ft|steps?|calories|kcal|words|pages|euros?|dollars?|pounds?|percent)\b|\s*%", re.IGNORECASE)
+# A month name followed by a number that is no year is not this year's month ("June 812").
+_NO_YEAR_AFTER = r"(?!,?\s*\d{3}\b)"
 # Seasons: (first month, number of months), northern hemisphere; winter Y = Dec Y .. Feb Y+1.
 _SEASONS = {"spring": (3, 3), "summer": (6, 3), "autumn": (9, 3), "fall": (9, 3), "winter": (12, 3)}
 
@@ -221,6 +240,12 @@ def _finders(today: date):
 
     def year(m):
         value = int(m["year"])
+        if _NOT_A_YEAR_AFTER.match(m.string, m.end()):
+            return None
+        if not 1900 <= value <= 2099:
+            iso = re.match(r"-\d{1,2}-\d{1,2}\b", m.string[m.end():])  # "1789-02-30": its year
+            if value < 1000 or not (iso or _YEAR_CUE.search(m.string[:m.start()])):
+                return None
         return date(value, 1, 1), date(value, 12, 31), str(value)
 
     def named_day(m):
@@ -291,16 +316,17 @@ def _finders(today: date):
     yield (r"\b(?:(?P<which>last|this|in|during)\s+(?:the\s+)?)?(?P<season>" + _SEASON
            + r")(?:\s+(?:of\s+)?(?P<year>" + _YEAR + r"))?\b"), season
     yield r"\b(?P<month>" + _MONTH + r"),?\s+(?:of\s+)?(?P<year>" + _YEAR + r")\b", month_year
-    yield (r"\b" + _MONTH + r"\s+" + _DAY + r"\b(?!\s*(?:am|pm|:))"
-           r"|\b" + _DAY + r"\s+(?:of\s+)?" + _MONTH + r"\b"), explicit_day
-    yield r"\b(?P<cue>" + _MONTH_CUE + r")\s+(?:the\s+month\s+of\s+)?(?P<month>" + _MONTH + r")\b", cued_month
+    yield (r"\b" + _MONTH + r"\s+" + _DAY + r"\b(?!\s*(?:am|pm|:))" + _NO_YEAR_AFTER
+           + r"|\b" + _DAY + r"\s+(?:of\s+)?" + _MONTH + r"\b" + _NO_YEAR_AFTER), explicit_day
+    yield (r"\b(?P<cue>" + _MONTH_CUE + r")\s+(?:the\s+month\s+of\s+)?(?P<month>" + _MONTH + r")\b"
+           + _NO_YEAR_AFTER), cued_month
     yield r"\b(?P<word>yesterday|today|tonight|this morning|this evening)\b", named_day
     yield r"\b(?:the\s+)?(?:past|last|previous)\s+(?P<n>" + _COUNT + r")\s+(?P<unit>" + _UNIT + r")\b", past_n
     yield r"\b(?P<n>" + _COUNT + r")\s+(?P<unit>" + _UNIT + r")\s+ago\b", ago
     yield r"\b(?P<which>this|last|past|previous)\s+(?P<unit>week|weekend|month|year)\b", lambda m: this_last_period(
         _Renamed(m, which="last" if m["which"].lower() in ("past", "previous") else m["which"]))
     yield r"\b(?:(?P<which>last|this|on)\s+)?(?P<weekday>" + _WEEKDAY + r")\b", weekday
-    yield r"\b(?P<year>" + _YEAR + r")\b", year
+    yield r"\b(?P<year>\d{4})\b", year
     yield r"\b(?:recently|lately|these days)\b", recently
 
 
@@ -327,7 +353,10 @@ def find_dates(question: str, today: date | None = None) -> list[_Match]:
             span = m.span()
             if any(span[0] < end and start < span[1] for start, end in taken):
                 continue
-            result = handler(m)
+            try:
+                result = handler(m)
+            except (ValueError, OverflowError):  # past year 9999 ("winter 9999") or before 1
+                result = None
             if result is None:
                 continue
             start, end, label, *rest = result
@@ -339,14 +368,22 @@ def find_dates(question: str, today: date | None = None) -> list[_Match]:
 _DAY_PARTS = ("day", "night", "morning", "evening", "afternoon")
 
 
+def _shift(day: date, days: int) -> date:
+    """``day`` moved by ``days``, kept within years 1..9999."""
+    try:
+        return day + timedelta(days=days)
+    except OverflowError:
+        return date.max if days > 0 else date.min
+
+
 def _next_to_a_day(match, part: str, cue: str, phrase: str) -> DateRange:
     """"the day before X" is one day, not everything before X; a night joins two days
     (it may be written up on either), the other parts of a day are that day."""
-    day, one = match.start, timedelta(days=1)
+    day = match.start
     if part == "night":
-        start, end = (day - one, day) if cue == "before" else (day, day + one)
+        start, end = (_shift(day, -1), day) if cue == "before" else (day, _shift(day, 1))
     else:
-        start = end = day - one if cue == "before" else day + one
+        start = end = _shift(day, -1) if cue == "before" else _shift(day, 1)
     label = start.isoformat() if start == end else f"{start.isoformat()} to {end.isoformat()}"
     return DateRange(start, end, label, f"the {part} {cue} {phrase}")
 
@@ -380,9 +417,9 @@ def resolve_dates(question: str, today: date | None = None) -> DateRange | None:
     if cue == "since":
         return DateRange(first.start, today, f"since {first.label}", f"since {phrase}")
     if cue == "after":
-        return DateRange(first.end + timedelta(days=1), today, f"after {first.label}", f"after {phrase}")
+        return DateRange(_shift(first.end, 1), today, f"after {first.label}", f"after {phrase}")
     if cue == "before":
-        return DateRange(None, first.start - timedelta(days=1), f"before {first.label}", f"before {phrase}")
+        return DateRange(None, _shift(first.start, -1), f"before {first.label}", f"before {phrase}")
     if cue in ("until", "till"):
         return DateRange(None, first.end, f"until {first.label}", f"{cue} {phrase}")
     return DateRange(first.start, first.end, first.label, phrase)

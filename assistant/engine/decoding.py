@@ -4,9 +4,13 @@ token-by-token emission, and decoding with the plain dense model and its KV cach
 
 from __future__ import annotations
 
+import re
+
+import sentencex
+
 from assistant.engine import prompting
 from assistant.engine.answering import Answer
-from assistant.engine.conversations import SourceRecord
+from assistant.engine.quotes import SHORT_WORDS, choose_quotes
 from assistant.engine.results import EngineError
 
 DENSE_CONTEXT = 8192
@@ -25,12 +29,13 @@ class DecodingMixin:
     class _Emit:
         """Turns generated ids into text pieces (decoding whole text: safe for multi-byte)."""
 
-        def __init__(self, tokenizer, on_token, timer, stop_ids):
+        def __init__(self, tokenizer, on_token, timer, stop_ids, one_sentence: bool = False):
             self.tokenizer, self.on_token, self.timer = tokenizer, on_token, timer
             self.ids: list[int] = []
             self.text = ""
             self.stop_ids = stop_ids
             self.done = False
+            self.one_sentence = one_sentence  # a short answer: its first sentence only
 
         def begin_with(self, ids: list[int]):
             """The answer's first words are given (a stem): show them and go on from them."""
@@ -51,6 +56,14 @@ class DecodingMixin:
             text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
             if text.endswith("\ufffd"):
                 return False  # half a character: wait for the rest
+            if self.one_sentence:
+                first = first_sentence(text)
+                if first is not None:  # a sentence ended and the model went on: stop there
+                    piece, self.text = first[len(self.text):], first
+                    if piece and self.on_token:
+                        self.on_token(piece)
+                    self.done = True
+                    return True
             piece, self.text = text[len(self.text):], text
             head = self.text.strip().split("\n\n")[0]
             if "\n\n" in self.text.strip() and not head.rstrip().endswith(":"):
@@ -63,13 +76,13 @@ class DecodingMixin:
                 self.on_token(piece)
             return False
 
-    def _emitter(self, answer, timer, on_token):
+    def _emitter(self, answer, timer, on_token, one_sentence: bool = False):
         stop = {self.tokenizer.eos_token_id}
         for token in ("<|im_end|>", "<|endoftext|>", "<|im_start|>"):
             token_id = self.tokenizer.convert_tokens_to_ids(token)
             if isinstance(token_id, int) and token_id >= 0:
                 stop.add(token_id)
-        return self._Emit(self.tokenizer, on_token, timer, stop)
+        return self._Emit(self.tokenizer, on_token, timer, stop, one_sentence=one_sentence)
 
     # -- dense model
 
@@ -120,7 +133,7 @@ class DecodingMixin:
                     break
                 ids = torch.tensor([[token]], device=device)
 
-    def _generate_dense_window(self, messages, emit, answer: Answer, stem_ids=()):
+    def _generate_dense_window(self, messages, emit, answer: Answer, stem_ids=(), choose=None):
         """The baseline: the last 8K tokens of the stream, then the question."""
         tokenizer = self.tokenizer
         question = messages[-1]["content"]
@@ -140,20 +153,23 @@ class DecodingMixin:
         prefix_ids = head_ids + tokenizer.encode("Notes:\n", add_special_tokens=False) + window
         answer.prompt_tokens = len(prefix_ids) + len(tail_ids)
         if not answer.sources:
-            answer.sources = self._window_sources(start, total, answer.question)
+            answer.sources, answer.quotes = self._window_sources(start, total, answer.question)
         self._generate_dense(tail_ids, emit, prefix_key=("dense", start, total, tuple(head_ids)),
-                             prefix_ids=prefix_ids)
+                             prefix_ids=prefix_ids, choose=choose)
 
-    def _window_sources(self, start: int, end: int, question: str) -> list[SourceRecord]:
-        """Entries inside the dense window, those sharing most words with the question first."""
+    def _window_sources(self, start: int, end: int, question: str):
+        """Entries inside the dense window, those sharing most words with the question
+        first, and the quotes of them that match it best: (sources, quotes)."""
         spans = getattr(self.store, "spans_for", None)
         if spans is None or end <= start:
-            return []
+            return [], []
         passages = list(spans(start, end))
         if not passages:
-            return []
+            return [], []
         sentences = prompting.select_sentences(question, passages, self.config.sentences)
-        return self._sources(passages, [s for s in sentences if s.score > 0])
+        matching = [s for s in sentences if s.score > 0]
+        return self._sources(passages, matching), choose_quotes(matching, passages, limit=2,
+                                                               question=question)
 
 
 def _find_marker(tokenizer, ids: list[int]) -> tuple[int, int]:
@@ -163,3 +179,23 @@ def _find_marker(tokenizer, ids: list[int]) -> tuple[int, int]:
         if ids[i:i + len(marker)] == marker:
             return i, i + len(marker)
     raise EngineError("could not place the notes inside the chat template")
+
+
+def first_sentence(text: str, max_words: int = SHORT_WORDS) -> str | None:
+    """The first sentence or line of ``text`` once something follows it, or its first
+    ``max_words`` words once there are more; else None (the sentence may still be going:
+    "Mr." before "Duke")."""
+    stripped = text.lstrip()
+    lead = text[: len(text) - len(stripped)]
+    words = list(re.finditer(r"\S+", stripped))
+    if len(words) > max_words:
+        stripped = stripped[:words[max_words - 1].end()]
+        first = first_sentence(lead + stripped + " ", max_words)
+        return first if first is not None else lead + stripped
+    line, newline, _ = stripped.partition("\n")
+    if newline and line.strip():
+        return lead + line.rstrip()
+    pieces = list(sentencex.segment("en", stripped))
+    if len(pieces) > 1 and pieces[1].strip():
+        return lead + pieces[0].rstrip()
+    return None

@@ -12,6 +12,7 @@ from assistant.engine import prompting
 from assistant.engine.answering import Answer
 from assistant.engine.conversations import SourceRecord
 from assistant.engine.dates import resolve_dates
+from assistant.engine.grounding import grounded_chooser
 from assistant.engine.results import Stopped, Timer
 
 
@@ -85,8 +86,11 @@ class ReflectionMixin:
             emit = self._emitter(Answer(question="", mode="retrieval"), timer, on_token)
             saved = self.config.max_new_tokens
             self.config.max_new_tokens = saved * 4  # a few sentences, not one
+            # No loops: a reflection never repeats a run of four words.
+            choose = grounded_chooser(None, "", self._pick, self.tokenizer, emit.ids,
+                                      stop_ids=emit.stop_ids, ground=False)
             try:
-                self._generate_dense(prompt_ids, emit)
+                self._generate_dense(prompt_ids, emit, choose=choose)
             except Stopped:
                 pass
             finally:
@@ -123,15 +127,11 @@ def weekly_counts(dates: Sequence[str], start: date | None, end: date | None) ->
 
 
 def period_range(kind: str, today: date) -> tuple[date, date, str]:
-    """The current week / month / year up to today."""
-    if kind == "week":
-        start = today - timedelta(days=6)
-        return start, today, f"the week to {today.isoformat()}"
-    if kind == "month":
-        start = today - timedelta(days=29)
-        return start, today, f"the 30 days to {today.isoformat()}"
-    start = today - timedelta(days=364)
-    return start, today, f"the year to {today.isoformat()}"
+    """The current week / month / year up to today (any year: none starts before 0001-01-01)."""
+    days, label = {"week": (6, "the week"), "month": (29, "the 30 days")}.get(
+        kind, (364, "the year"))
+    start = today - timedelta(days=min(days, (today - date.min).days))
+    return start, today, f"{label} to {today.isoformat()}"
 
 
 def resolve_period(today: date, week=False, month=False, year=False, since=None, until=None,
@@ -152,10 +152,15 @@ def resolve_period(today: date, week=False, month=False, year=False, since=None,
 
 
 def _one_date(text: str, today: date, first: bool) -> date:
+    """A --since/--until value: an ISO day of any year 0001-9999, a year alone ("1789"),
+    or words ("June 1789", "last March"): the first or last day of what it names."""
+    text = text.strip()
     try:
         return date.fromisoformat(text)
     except ValueError:
         pass
+    if len(text) == 4 and text.isdigit() and text != "0000":  # the option is a date: any year
+        return date(int(text), 1, 1) if first else date(int(text), 12, 31)
     found = resolve_dates(text, today)
     if found is None or (found.start is None and found.end is None):
         raise ValueError(f"cannot read {text!r} as a date (try YYYY-MM-DD or 'March 2024')")

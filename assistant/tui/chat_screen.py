@@ -12,6 +12,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Markdown
 
+from assistant.engine.quotes import short_part
 from assistant.tui.message_list import MessageList
 from assistant.tui.message_view import MessageView
 from assistant.tui.prompt_input import PromptInput
@@ -105,7 +106,7 @@ class ChatScreen(Screen):
             if view.role == "user":
                 question = view.text
             elif question is not None and view.text and view.status != "nothing_found":
-                pairs.append((question, view.text))
+                pairs.append((question, short_part(view.text)))
                 question = None
         return pairs[-3:]
 
