@@ -153,19 +153,15 @@ def test_a_token_that_would_loop_is_passed_over(tokenizer):
     assert tokenizer.decode([token]) == " early" and choose.overruled == 1
 
 
-def test_when_every_likely_token_loops_the_answer_ends(tokenizer):
-    answer = tokenizer.encode("the the the the", add_special_tokens=False)
+@pytest.mark.parametrize("notes, start, preferred, rule", [
+    (None, "the the the the", [" the"], {"ground": False}),  # every likely token loops
+    (QUOTES, "I saw a", [" John", " Sam"], {"copy_words": True}),  # none is in the quotes
+], ids=["loop", "not in the quotes"])
+def test_when_no_likely_token_keeps_the_rules_the_answer_ends(tokenizer, notes, start,
+                                                             preferred, rule):
     stop = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    choose = grounded_chooser(None, "When?", lambda logits: int(torch.argmax(logits)),
-                              tokenizer, answer, stop_ids=[stop], ground=False)
-    choose.top_k = 1
-    assert choose(_logits_preferring(tokenizer, [" the"])) == stop
-
-
-def test_nothing_in_the_quotes_in_reach_ends_a_short_answer(tokenizer):
-    answer = tokenizer.encode("I saw a", add_special_tokens=False)
-    stop = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    choose = grounded_chooser(QUOTES, "What bird did I see?", lambda logits: int(torch.argmax(logits)),
-                              tokenizer, answer, stop_ids=[stop], copy_words=True)
-    choose.top_k = 2
-    assert choose(_logits_preferring(tokenizer, [" John", " Sam"])) == stop
+    choose = grounded_chooser(notes, "What bird did I see?", lambda logits: int(torch.argmax(logits)),
+                              tokenizer, tokenizer.encode(start, add_special_tokens=False),
+                              stop_ids=[stop], **rule)
+    choose.top_k = len(preferred)
+    assert choose(_logits_preferring(tokenizer, preferred)) == stop
