@@ -39,7 +39,6 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from functools import lru_cache
 
-MIN_YEAR, MAX_YEAR = 1, 9999
 # Rules that mean "no date of its own": the entry's date is only the file's time.
 UNDATED_RULES = ("mtime",)
 
