@@ -49,6 +49,9 @@ SETTINGS = {
                                                 "int4 (fastest), float16, float32 (exact)",
                               ("int4", "float16", "float32")),
     "today": Setting("today", "date that 'last week' is relative to (empty = the real today)"),
+    "persona": Setting("persona", "the tone of answers and reflections: plain, coach (asks one "
+                                  "question back), partner (warm), tutor (points out a pattern), "
+                                  "or your own words; never the facts"),
 }
 
 
@@ -69,6 +72,7 @@ class Config:
     answer_stems: bool = False
     grounded: bool = True
     decode_weights: str = "int4"
+    persona: str = "plain"
     today: str = ""
 
     def as_dict(self) -> dict:
@@ -116,6 +120,9 @@ def _coerce(key: str, raw) -> object:
         raise ConfigError(f"{key} must be one of {', '.join(setting.choices)}, not {text!r}")
     if key == "levels" and value != "auto":
         parse_levels(value)
+    if key == "persona" and not (0 < len(value) <= 300):
+        raise ConfigError("persona must be plain, coach, partner, tutor or a text of at most "
+                          "300 characters")
     if key == "today" and value:
         from datetime import date
 

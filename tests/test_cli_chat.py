@@ -141,3 +141,21 @@ def test_config_show_and_set(home):
     assert (home / "config.toml").stat().st_mode & 0o777 == 0o600
 
 
+
+
+def test_reflect_opens_on_the_latest_month_and_an_empty_period_names_the_nearest(journal_home):
+    result = invoke(journal_home, "reflect", "--json")  # no period given
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["period"] == "March 2024, the latest month with entries"
+    assert (data["since"], data["until"]) == ("2024-03-01", "2024-03-31")
+    assert data["dates"] and all(d.startswith("2024-03") for d in data["dates"])
+    empty = json.loads(invoke(journal_home, "reflect", "--since", "2023-06-01", "--until",
+                              "2023-06-30", "--json").stdout)
+    assert empty["entries"] == 0
+    assert empty["reflection"] == ("There are no entries from 2023-06-01 to 2023-06-30. "
+                                   "The nearest are from February 2024 (after).")
+    later = json.loads(invoke(journal_home, "reflect", "--since", "2024-02-04", "--until",
+                              "2024-02-09", "--json").stdout)
+    assert later["reflection"].endswith("The nearest are from February 2024 (before) and "
+                                        "February 2024 (after).")

@@ -422,3 +422,30 @@ def test_a_name_no_entry_mentions_gets_the_notes_dont_say(journal_home):
     # the closest sentences are still shown, as written
     assert answer.quotes and all(q.text in (journal_home.parent / "journal" / q.path).read_text()
                                  for q in answer.quotes)
+
+
+@pytest.mark.parametrize("persona", ["coach", "partner", "tutor", "Speak like a ship's log."])
+def test_a_persona_changes_the_prompt_never_the_quotes(journal_home, persona):
+    from assistant.config import set_value
+
+    question = "How much was the adoption fee?"
+    plain = make_engine(journal_home).answer(question, "retrieval")
+    set_value(journal_home, "persona", persona)
+    engine = make_engine(journal_home)
+    system = prompting.answer_messages(question, "notes", persona=engine.config.persona)[0]
+    assert system["content"] != prompting.SYSTEM_PROMPT
+    assert system["content"].endswith(prompting.SYSTEM_PROMPT)  # the rules come last
+    reflect = prompting.reflect_messages("March 2024", "notes", persona=persona)[0]["content"]
+    assert reflect != prompting.REFLECT_SYSTEM and reflect.endswith(prompting.REFLECT_SYSTEM)
+    answer = engine.answer(question, "retrieval")
+    assert [q.public() for q in answer.quotes] == [q.public() for q in plain.quotes]
+    assert answer.quotes and "£185" in answer.quotes[0].text
+    assert [s.path for s in answer.sources] == [s.path for s in plain.sources]
+
+
+def test_a_persona_is_checked(journal_home):
+    from assistant.config import ConfigError, set_value
+
+    with pytest.raises(ConfigError):
+        set_value(journal_home, "persona", "x" * 301)
+    assert set_value(journal_home, "persona", "tutor").persona == "tutor"

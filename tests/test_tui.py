@@ -68,6 +68,9 @@ class FakeEngine:
         answer.timings = {"ttft_s": 0.1, "total_s": 0.5, "tokens_per_s": 20.0}
         return answer
 
+    def latest_month(self):
+        return date(2024, 12, 1), date(2024, 12, 31), "December 2024"
+
     def reflect(self, start, end, label, on_token=None, month_day=None):
         self.reflected.append((start, end, label, month_day))
         dates = ["2024-12-02", "2024-12-03", "2024-12-10", "2024-12-24", "2024-12-25"]
@@ -232,11 +235,19 @@ async def test_reflect_screen_periods(fake):
         await pilot.press("f3")
         await app.workers.wait_for_complete()
         await pilot.pause()
-        assert fake.reflected[-1][0] == date(2024, 12, 25)  # a week back from "today"
+        # It opens on the latest month with entries, and says so.
+        start, end, label, _ = fake.reflected[-1]
+        assert (start, end) == (date(2024, 12, 1), date(2024, 12, 31))
+        assert label == "December 2024"
+        assert app.screen.query_one("#period-latest").value  # "Latest month" is chosen
         # Weeks from Monday 2024-11-25 (the week of 1 December) to the week of "today".
         assert list(app.screen.query_one(Sparkline).data) == [0, 2, 1, 0, 2, 0]
         facts = app.screen.query_one("#facts", Markdown).source
         assert "Maya (4)" in facts and "2024-12-24" in facts
+        await pilot.press("w")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert fake.reflected[-1][0] == date(2024, 12, 25)  # a week back from "today"
         await pilot.press("m")
         await app.workers.wait_for_complete()
         await pilot.pause()
@@ -262,6 +273,21 @@ async def test_command_palette_switches_answer_mode(fake):
         assert app.answer_mode == "retrieval"
         await _ask(pilot, "When did Biscuit come home?")
         assert fake.asked[-1][1] == "retrieval"
+
+
+async def test_command_palette_switches_persona_and_saves_it(fake):
+    from assistant.config import load_config
+
+    app = make_app(fake)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("ctrl+p")
+        await pilot.pause()
+        await pilot.press(*"Persona: tutor")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await pilot.pause()
+    assert fake.config.persona == "tutor"
+    assert load_config(fake.home).persona == "tutor"  # the next session keeps it
 
 
 async def test_ctrl_q_quits(fake):

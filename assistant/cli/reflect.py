@@ -12,7 +12,7 @@ from assistant.engine.reflection import resolve_period
 
 
 def reflect_command(
-    week: bool = typer.Option(False, "--week", help="The last 7 days (default)."),
+    week: bool = typer.Option(False, "--week", help="The last 7 days."),
     month: bool = typer.Option(False, "--month", help="The last 30 days."),
     year: bool = typer.Option(False, "--year", help="The last 365 days."),
     since: str | None = typer.Option(None, "--since", help="Start date (YYYY-MM-DD or words)."),
@@ -21,7 +21,8 @@ def reflect_command(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     today: str | None = typer.Option(None, "--today", help="Take this date as today."),
 ) -> None:
-    """A reflection on a period: what happened, who and what recurs, the mood, the dates."""
+    """A reflection on a period: what happened, who and what recurs, the mood, the dates.
+    With no period given: the latest month with entries."""
     from rich.console import Console
 
     chosen = sum([week, month, year, on_this_day, bool(since or until)])
@@ -29,11 +30,16 @@ def reflect_command(
         fail("pick one period: --week, --month, --year, --since/--until or --on-this-day")
     engine = open_engine(today)
     require_notes(engine)
-    try:
-        start, end, label, month_day = resolve_period(engine.today, week, month, year, since,
-                                                      until, on_this_day)
-    except ValueError as exc:
-        fail(str(exc))
+    latest = engine.latest_month() if not chosen else None
+    if latest is not None:
+        start, end, label = latest
+        label, month_day = f"{label}, the latest month with entries", None
+    else:
+        try:
+            start, end, label, month_day = resolve_period(engine.today, week, month, year,
+                                                          since, until, on_this_day)
+        except ValueError as exc:
+            fail(str(exc))
     console = Console(highlight=False)
     streamed = []
 

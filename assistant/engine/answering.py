@@ -102,7 +102,8 @@ class AnsweringMixin:
                     answer.notes.append(f"nothing matched in {answer.date_range.label}; "
                                         "these entries are from other dates")
             date_label = answer.date_range.label if answer.date_range else None
-            messages = prompting.answer_messages(question, notes_text, history, date_label)
+            messages = prompting.answer_messages(question, notes_text, history, date_label,
+                                                 persona=self.config.persona)
             emit = self._emitter(answer, timer, on_token, one_sentence=True)
             # The model finishes a sentence begun with the question's words (stems.py).
             stem = answer_stem(question) if self.config.answer_stems else None

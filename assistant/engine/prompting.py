@@ -314,9 +314,9 @@ def _as_sentence(text: str) -> str:
 
 
 def answer_messages(question: str, notes: str | None, history: Sequence[tuple[str, str]] = (),
-                    date_label: str | None = None) -> list[dict]:
+                    date_label: str | None = None, persona: str = "plain") -> list[dict]:
     """Chat messages for one turn: system, earlier turns (question, answer), then this one."""
-    messages = [{"role": "system", "content": SYSTEM_PROMPT}]
+    messages = [{"role": "system", "content": with_persona(SYSTEM_PROMPT, persona)}]
     for asked, answered in history:
         messages.append({"role": "user", "content": asked})
         messages.append({"role": "assistant", "content": answered})
@@ -330,6 +330,23 @@ def answer_messages(question: str, notes: str | None, history: Sequence[tuple[st
     return messages
 
 
+# How each persona sounds; the facts rules of the prompt stay as they are.
+PERSONAS = {
+    "plain": "",
+    "coach": "Speak as an encouraging coach: after the answer, ask the user one short question "
+             "about what they could do next.",
+    "partner": "Speak as a warm, caring partner who knows the user well.",
+    "tutor": "Speak as a thoughtful tutor: point out one pattern the notes show.",
+}
+
+
+def with_persona(system: str, persona: str = "plain") -> str:
+    """The system prompt in a persona's tone (one of ``PERSONAS`` or the user's own words);
+    the rules about using only the notes come last, so no tone can outweigh them."""
+    tone = PERSONAS.get(persona, persona).strip()
+    return f"{tone} {system}" if tone else system
+
+
 REFLECT_SYSTEM = (
     "You write a short, warm reflection on the user's journal for a period. "
     "Use only the notes. Mention what happened, the people and places that recur, "
@@ -337,8 +354,8 @@ REFLECT_SYSTEM = (
 )
 
 
-def reflect_messages(label: str, notes: str) -> list[dict]:
-    return [{"role": "system", "content": REFLECT_SYSTEM},
+def reflect_messages(label: str, notes: str, persona: str = "plain") -> list[dict]:
+    return [{"role": "system", "content": with_persona(REFLECT_SYSTEM, persona)},
             {"role": "user", "content": f"Notes from {label}:\n{notes}\n\nWrite the reflection."}]
 
 

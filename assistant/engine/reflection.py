@@ -4,6 +4,7 @@ their sentences; and the periods the reflect commands and screen ask for."""
 
 from __future__ import annotations
 
+import calendar
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -45,6 +46,31 @@ class Reflection:
 class ReflectionMixin:
     """``reflect()``; uses the retrieval part's entry queries and the dense decoder."""
 
+    def latest_month(self) -> tuple[date, date, str] | None:
+        """(first day, last day, "June 1793") of the latest calendar month with entries, or
+        None when there are none: where a reflection with no period given opens."""
+        _, last = self.date_span()
+        if last is None:
+            return None
+        days = calendar.monthrange(last.year, last.month)[1]
+        return last.replace(day=1), last.replace(day=days), month_label(last)
+
+    def nearest_entries(self, start: date | None, end: date | None) -> str:
+        """The months of the entries nearest a period that has none ("May 1789 (before) and
+        July 1790 (after)"), or "" when there are none on either side."""
+        places = []
+        for side, sql, bound in (("before", "max(date) from entries where date < ?", start),
+                                 ("after", "min(date) from entries where date > ?", end)):
+            if bound is None:
+                continue
+            row = self.store.db.execute(
+                f"select {sql} and status in ('live', 'pending')",
+                [bound.isoformat() if side == "before" else bound.isoformat() + "\uffff"]
+            ).fetchone()
+            if row and row[0]:
+                places.append(f"{month_label(date.fromisoformat(row[0][:10]))} ({side})")
+        return " and ".join(places)
+
     def reflect(self, start: date | None, end: date | None, label: str,
                 on_token: Callable[[str], None] | None = None,
                 month_day: tuple[int, int] | None = None) -> Reflection:
@@ -72,6 +98,10 @@ class ReflectionMixin:
             reflection.moods = prompting.mood_words(texts)
             if not by_entry:
                 reflection.text = f"There are no entries from {label}."
+                if month_day is None:
+                    nearest = self.nearest_entries(start, end)
+                    if nearest:
+                        reflection.text += f" The nearest are from {nearest}."
                 reflection.timings = timer.timings()
                 return reflection
             sample = prompting.sample_sentences(
@@ -82,7 +112,8 @@ class ReflectionMixin:
                 SourceRecord(path=group[0].path, date=d, snippet=_first_line(group[0].text),
                              root=str(getattr(group[0], "root", "") or ""), text=group[0].text or "")
                 for (d, _), group in by_entry.items() if d in {x for x, _ in sample}]
-            prompt_ids = self._chat_ids(prompting.reflect_messages(label, notes))
+            prompt_ids = self._chat_ids(prompting.reflect_messages(label, notes,
+                                                                   persona=self.config.persona))
             emit = self._emitter(Answer(question="", mode="retrieval"), timer, on_token)
             saved = self.config.max_new_tokens
             self.config.max_new_tokens = saved * 4  # a few sentences, not one
@@ -165,3 +196,8 @@ def _one_date(text: str, today: date, first: bool) -> date:
     if found is None or (found.start is None and found.end is None):
         raise ValueError(f"cannot read {text!r} as a date (try YYYY-MM-DD or 'March 2024')")
     return (found.start or found.end) if first else (found.end or found.start)
+
+
+def month_label(day: date) -> str:
+    """"June 1793" (any year)."""
+    return f"{calendar.month_name[day.month]} {day.year}"

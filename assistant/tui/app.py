@@ -15,6 +15,7 @@ from textual.binding import Binding
 
 from assistant.config import MODES
 from assistant.engine.conversations import ConversationStore
+from assistant.engine.prompting import PERSONAS
 from assistant.tui.chat_screen import ChatScreen
 from assistant.tui.reflect_screen import ReflectScreen
 from assistant.tui.status_bar import StatusBar
@@ -132,6 +133,18 @@ class MemexApp(App):
         self.sub_title = f"answer mode: {mode}"
         self.notify(f"Answer mode: {mode}")
 
+    def set_persona(self, persona: str) -> None:
+        """For this session and the next: saved in the data home's settings."""
+        from assistant.config import ConfigError, set_value
+
+        self.engine.config.persona = persona
+        try:
+            set_value(self.engine.home, "persona", persona)
+        except (ConfigError, OSError) as exc:  # this session keeps it all the same
+            self.notify(f"Persona {persona} for this session only: {exc}", severity="warning")
+            return
+        self.notify(f"Persona: {persona}")
+
     def get_system_commands(self, screen):
         yield from super().get_system_commands(screen)
         yield SystemCommand("New conversation", "Start a fresh chat", self._new_chat)
@@ -141,6 +154,9 @@ class MemexApp(App):
         for mode in MODES:
             yield SystemCommand(f"Answer mode: {mode}", f"Answer with the {mode} mode",
                                 lambda mode=mode: self.set_answer_mode(mode))
+        for persona in PERSONAS:
+            yield SystemCommand(f"Persona: {persona}", "The tone of answers and reflections "
+                                "(never the facts)", lambda persona=persona: self.set_persona(persona))
         yield SystemCommand("Toggle sources panel", "Show or hide the sources of answers",
                             self._toggle_sources)
         yield SystemCommand("Refresh now", "Ingest changed files and update the memory",

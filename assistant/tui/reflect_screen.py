@@ -12,8 +12,8 @@ from textual.widgets import Footer, Label, Markdown, RadioButton, RadioSet
 from assistant.tui.status_bar import StatusBar
 from assistant.tui.timeline import Timeline
 
-PERIODS = {"week": "This week", "month": "This month", "year": "This year",
-           "on-this-day": "On this day"}
+PERIODS = {"latest": "Latest month", "week": "This week", "month": "This month",
+           "year": "This year", "on-this-day": "On this day"}
 
 
 def facts_markdown(reflection) -> str:
@@ -33,6 +33,7 @@ def facts_markdown(reflection) -> str:
 
 class ReflectScreen(Screen):
     BINDINGS = [
+        Binding("l", "period('latest')", "Latest"),
         Binding("w", "period('week')", "Week"),
         Binding("m", "period('month')", "Month"),
         Binding("y", "period('year')", "Year"),
@@ -42,7 +43,7 @@ class ReflectScreen(Screen):
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.period = "week"
+        self.period = "latest"  # the latest month with entries: a journal of 1789 too
         self.reflection = None
 
     def compose(self) -> ComposeResult:
@@ -51,7 +52,7 @@ class ReflectScreen(Screen):
                 yield Label("Period", classes="panel-title")
                 with RadioSet(id="period"):
                     for key, label in PERIODS.items():
-                        yield RadioButton(label, value=key == "week", id=f"period-{key}")
+                        yield RadioButton(label, value=key == "latest", id=f"period-{key}")
                 yield Timeline(id="timeline")
             with VerticalScroll(id="reflect-body"):
                 yield Label("", id="reflect-title")
@@ -77,9 +78,14 @@ class ReflectScreen(Screen):
         from assistant.engine.reflection import resolve_period
 
         today = self.app.engine.today
-        start, end, label, month_day = resolve_period(
-            today, week=self.period == "week", month=self.period == "month",
-            year=self.period == "year", on_this_day=self.period == "on-this-day")
+        latest = self.app.engine.latest_month() if self.period == "latest" else None
+        if latest is not None:
+            start, end, label = latest  # ("Latest month" is the chosen period beside it)
+            month_day = None
+        else:  # (no entries yet: this week, which says there are none)
+            start, end, label, month_day = resolve_period(
+                today, week=self.period in ("week", "latest"), month=self.period == "month",
+                year=self.period == "year", on_this_day=self.period == "on-this-day")
         self.query_one("#reflect-title", Label).update(f"Reflection on {label}")
         self.query_one("#reflection", Markdown).update("_thinking…_")
         self.query_one("#facts", Markdown).update("")
