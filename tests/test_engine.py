@@ -449,3 +449,13 @@ def test_a_persona_is_checked(journal_home):
     with pytest.raises(ConfigError):
         set_value(journal_home, "persona", "x" * 301)
     assert set_value(journal_home, "persona", "tutor").persona == "tutor"
+
+
+def test_people_are_names_not_titles_months_or_directions():
+    texts = ["Dined with Sir W. Penn and Mr. Duke, K.C. in June; Lord Hale was down the river.",
+             "In the evening Sir W. Penn came, and Captain Rolt. Mr. Duke was low, I was sad.",
+             "Walked down to the harbour with Captain Rolt in June. Lord Hale wrote."]
+    names = dict(prompting.recurring_names(texts))
+    assert names == {"Penn": 2, "Duke": 2, "Rolt": 2, "Hale": 2}
+    assert not set(names) & (prompting.BARE_TITLES | {"June"})
+    assert dict(prompting.mood_words(texts)) == {"sad": 1}  # "down" and "low" are places here

@@ -361,10 +361,11 @@ def reflect_messages(label: str, notes: str, persona: str = "plain") -> list[dic
 
 # --------------------------------------------------------------------------- reflection
 
+# ("down" and "low" are left out: in real diaries they are mostly directions and places.)
 MOOD_WORDS = frozenset("""
 happy glad joyful cheerful content calm relaxed peaceful grateful thankful proud excited hopeful
 energised energized rested refreshed relieved loved inspired optimistic
-sad down low lonely tired exhausted drained anxious nervous worried stressed overwhelmed
+sad lonely tired exhausted drained anxious nervous worried stressed overwhelmed
 frustrated angry annoyed irritable restless bored gloomy miserable upset sore sick ill
 """.split())
 _NOT_NAMES = frozenset("""
@@ -374,6 +375,26 @@ Monday Tuesday Wednesday Thursday Friday Saturday Sunday January February March 
 July August September October November December Mon Tue Wed Thu Fri Sat Sun OK Ok Mum Dad TODO
 """.split())
 _NAME = re.compile(r"\b([A-Z][a-z]+(?:\s[A-Z][a-z]+)?)\b")
+# Titles name no one on their own: "Sir (29), Mr (17), Lord (9)" is no list of people.
+TITLES = frozenset("""
+Sir Mr Mrs Miss Ms Mx Dr Lord Lady Captain Capt Colonel Col Major General Lieutenant Lieut
+Sergeant Rev Reverend Professor Prof Dame Madam Madame Monsieur
+King Queen Prince Princess Duke Duchess Earl Count Countess Baron Bishop Saint St Mount Mt
+""".split())
+
+
+# Of those, the ones that are never anyone's name on their own ("Duke", "King" may be).
+BARE_TITLES = frozenset("Sir Mr Mrs Miss Ms Mx Dr Lord Lady Capt Col Lieut Rev Prof St Mt".split())
+
+
+def _without_title(name: str) -> str:
+    """"Captain Rolt" → "Rolt"; "Sir" alone → ""; "Duke" (as in "Mr. Duke") stays."""
+    words = name.split()
+    if len(words) == 1:
+        return "" if words[0] in BARE_TITLES else name
+    while len(words) > 1 and words[0] in TITLES:
+        words = words[1:]
+    return " ".join(words)
 
 
 def recurring_names(texts: Sequence[str], limit: int = 8, min_entries: int = 2) -> list[tuple[str, int]]:
@@ -384,11 +405,13 @@ def recurring_names(texts: Sequence[str], limit: int = 8, min_entries: int = 2) 
     for sentences in split:
         for sentence in sentences:
             for match in _NAME.finditer(sentence):
-                if match.start() > 0 and match.group(1).split()[0] not in _NOT_NAMES:
-                    known.add(match.group(1))
+                name = _without_title(match.group(1))
+                if match.start() > 0 and name and name.split()[0] not in _NOT_NAMES:
+                    known.add(name)
     counts: dict[str, int] = {}
     for sentences in split:
-        found = {name for sentence in sentences for name in _NAME.findall(sentence) if name in known}
+        found = {_without_title(name) for sentence in sentences for name in _NAME.findall(sentence)}
+        found &= known
         for name in found:
             counts[name] = counts.get(name, 0) + 1
     ranked = sorted(((n, c) for n, c in counts.items() if c >= min_entries), key=lambda x: (-x[1], x[0]))

@@ -117,9 +117,10 @@ class ReflectionMixin:
             emit = self._emitter(Answer(question="", mode="retrieval"), timer, on_token)
             saved = self.config.max_new_tokens
             self.config.max_new_tokens = saved * 4  # a few sentences, not one
-            # No loops: a reflection never repeats a run of four words.
-            choose = grounded_chooser(None, "", self._pick, self.tokenizer, emit.ids,
-                                      stop_ids=emit.stop_ids, ground=False)
+            # No loops, and every number and name from the period's sentences (or its
+            # label): a reflection never repeats a run of four words or invents a name.
+            choose = grounded_chooser(notes, label, self._pick, self.tokenizer, emit.ids,
+                                      stop_ids=emit.stop_ids)
             try:
                 self._generate_dense(prompt_ids, emit, choose=choose)
             except Stopped:
