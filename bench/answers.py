@@ -105,7 +105,13 @@ class Checkpointed:
 
 
 def run_set(name: str, mode: str, limit: int | None, fresh: bool, cache: Path, console) -> list[dict]:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     from assistant.engine import Engine
     from assistant.engine.evaluation import load_questions, run_eval

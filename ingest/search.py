@@ -93,6 +93,24 @@ def mentions(store, phrase: str) -> int:
     return int(row[0])
 
 
+def document_frequencies(store, words) -> tuple[dict[str, int], int]:
+    """In how many live-or-not chunks each word occurs (FTS5's own vocabulary), and how many
+    chunks there are: how common a word is for this writer."""
+    db = store.db
+    db.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.chunks_vocab USING fts5vocab(main, "
+               "chunks_fts, 'row')")
+    wanted = sorted({w.lower() for w in words})
+    found: dict[str, int] = {}
+    for start in range(0, len(wanted), 500):
+        part = wanted[start:start + 500]
+        marks = ",".join("?" * len(part))
+        for term, count in db.execute(
+                f"SELECT term, doc FROM temp.chunks_vocab WHERE term IN ({marks})", part):
+            found[term] = int(count)
+    total = int(db.execute("SELECT count(*) FROM chunks").fetchone()[0])
+    return found, total
+
+
 def _date_clause(since, until, column: str = "c.date") -> tuple[str, list]:
     clause, params = "", []
     if since:

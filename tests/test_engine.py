@@ -459,3 +459,50 @@ def test_people_are_names_not_titles_months_or_directions():
     assert names == {"Penn": 2, "Duke": 2, "Rolt": 2, "Hale": 2}
     assert not set(names) & (prompting.BARE_TITLES | {"June"})
     assert dict(prompting.mood_words(texts)) == {"sad": 1}  # "down" and "low" are places here
+
+
+def test_what_stands_out_is_the_writers_unusual_sentence_with_its_date():
+    everyday = "Walked to the office and worked on the report until late in the evening."
+    entries = [("1913-03-07", everyday), ("1913-03-09", everyday + " Read a little before bed."),
+               ("1913-03-17", everyday + " Thought it over and decided to ask Emma to marry me!"),
+               ("1913-03-18", "Short.")]
+    common = {"walked", "office", "worked", "report", "late", "evening", "read", "little", "bed"}
+
+    def frequency(words):  # this writer's everyday words are in most of 100 entries
+        return {w: 90 for w in words if w in common}, 100
+
+    picked = prompting.distinctive_sentences(entries, frequency, limit=2)
+    assert picked[-1] == ("1913-03-17", "Thought it over and decided to ask Emma to marry me!")
+    assert [d for d, _ in picked] == sorted(d for d, _ in picked)  # oldest first
+    assert all(d.startswith("1913-03") for d, _ in picked)
+
+
+def test_a_reflection_quotes_only_its_period_under_their_dates(journal_home):
+    engine = make_engine(journal_home)
+    reflection = engine.reflect(date(2024, 2, 1), date(2024, 2, 29), "February 2024")
+    lines = [line for line in reflection.text.splitlines() if line.startswith("- ")]
+    assert lines, reflection.text
+    entries = {"3 February 2024": JOURNAL["daily/2024-02-03.md"],
+               "10 February 2024": JOURNAL["daily/2024-02-10.md"]}
+    for line in lines:  # "- 3 February 2024: “…”": a sentence of that day's entry, verbatim
+        day, _, quoted = line[2:].partition(": ")
+        assert quoted.strip("“”") in entries[day]
+    assert "March" not in reflection.text and "2024-03" not in str(reflection.to_json()["sources"])
+    assert all(s.date.startswith("2024-02") for s in reflection.sources)
+
+
+def test_a_stutter_is_not_a_closing_sentence():
+    from assistant.engine.reflection import reads_as_a_sentence
+
+    assert not reads_as_a_sentence('In  "The  The  The  The  " (  "  " )  (')
+    assert not reads_as_a_sentence("The 19th.")
+    assert reads_as_a_sentence("A month of long runs and a new job.")
+
+
+def test_a_sentence_written_on_two_days_stands_out_once():
+    same = "Bouldering at Granite Works with Tomás; finally got the blue V4 in the cave."
+    picked = prompting.distinctive_sentences(
+        [("2024-09-08", same), ("2024-09-10", same), ("2024-09-13", "Maya's first solo exhibition "
+                                                                    "opened tonight at Bank Street.")],
+        lambda words: ({}, 10), limit=3)
+    assert [s for _, s in picked].count(same) == 1 and len(picked) == 2

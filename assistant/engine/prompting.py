@@ -373,6 +373,8 @@ I I'm I've I'd I'll The A An And But So Then When While After Before Today Yeste
 This That These Those It Its My We Our Us He She They His Her Their You Your Also Still Just
 Monday Tuesday Wednesday Thursday Friday Saturday Sunday January February March April May June
 July August September October November December Mon Tue Wed Thu Fri Sat Sun OK Ok Mum Dad TODO
+As At In On Of To For With From By If Now Here There Good Well Yes No Oh Not All What Why How
+Who Which Where Some Every Each Many Much More Most Such Only Even Yet Or Nor For Perhaps One
 """.split())
 _NAME = re.compile(r"\b([A-Z][a-z]+(?:\s[A-Z][a-z]+)?)\b")
 # Titles name no one on their own: "Sir (29), Mr (17), Lord (9)" is no list of people.
@@ -448,14 +450,39 @@ def mood_words(texts: Sequence[str], limit: int = 8) -> list[tuple[str, int]]:
     return sorted(counts.items(), key=lambda x: (-x[1], x[0]))[:limit]
 
 
-def sample_sentences(entries: Sequence[tuple[str, str]], limit: int = 10) -> list[tuple[str, str]]:
-    """The first sentence of entries spread evenly over the period, oldest first."""
-    if not entries:
+_MARKS_AN_EVENT = re.compile(r"\b(?:first|last|never|decided|decide|began|begin|finished|"
+                             r"died|born|married|engaged|left|arrived|met|lost|won|news)\b|!",
+                             re.IGNORECASE)
+
+
+def distinctive_sentences(entries: Sequence[tuple[str, str]], frequency: Callable[[list[str]], tuple],
+                          limit: int = 6) -> list[tuple[str, str]]:
+    """(date, sentence) of what stands out in a period, oldest first: for each entry its
+    sentence richest in words this writer rarely uses (``frequency(words)`` gives their
+    document counts over the whole journal and the number of documents), with a lift for
+    events, firsts, decisions and moods; then the best ``limit`` entries' sentences."""
+    candidates = []
+    for day, text in entries:
+        for sentence in split_sentences(text):
+            words = [w for w in _WORD.findall(sentence.lower()) if w not in STOPWORDS and len(w) > 2
+                     and not w.isdigit()]
+            if 5 <= len(sentence.split()) <= 45 and words:
+                candidates.append((day, sentence, words))
+    if not candidates:
         return []
-    step = max(1, math.ceil(len(entries) / limit))
-    out = []
-    for day, text in list(entries)[::step][:limit]:
-        sentences = split_sentences(text)
-        if sentences:
-            out.append((day, sentences[0]))
-    return out
+    counts, total = frequency(sorted({w for _, _, words in candidates for w in words}))
+    best: dict[str, tuple[float, str]] = {}
+    for day, sentence, words in candidates:
+        idf = [math.log((1 + total) / (1 + counts.get(w, 0))) for w in set(words)]
+        score = sum(idf) / math.sqrt(len(idf))
+        if _MARKS_AN_EVENT.search(sentence):
+            score *= 1.3
+        if set(words) & MOOD_WORDS:
+            score *= 1.2
+        if day not in best or score > best[day][0]:
+            best[day] = (score, sentence)
+    chosen: list[tuple[str, str]] = []
+    for day, (_, sentence) in sorted(best.items(), key=lambda item: -item[1][0]):
+        if len(chosen) < limit and all(sentence != other for _, other in chosen):
+            chosen.append((day, sentence))  # (a sentence copied into two days shows once)
+    return sorted(chosen)

@@ -5,6 +5,7 @@ their sentences; and the periods the reflect commands and screen ask for."""
 from __future__ import annotations
 
 import calendar
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -14,6 +15,7 @@ from assistant.engine.answering import Answer
 from assistant.engine.conversations import SourceRecord
 from assistant.engine.dates import resolve_dates
 from assistant.engine.grounding import grounded_chooser
+from assistant.engine.quotes import tidy_short
 from assistant.engine.results import Stopped, Timer
 
 
@@ -74,8 +76,9 @@ class ReflectionMixin:
     def reflect(self, start: date | None, end: date | None, label: str,
                 on_token: Callable[[str], None] | None = None,
                 month_day: tuple[int, int] | None = None) -> Reflection:
-        """A reflection on the entries of a period: facts counted from the entries, and a
-        short text written by the model from a sample of their sentences."""
+        """A reflection on the entries of a period: facts counted from the entries; the
+        sentences that stand out (words this writer rarely uses, events, moods), quoted
+        under their dates; and one closing sentence by the model, held to their words."""
         with self.lock:
             timer = Timer()
             reflection = Reflection(label=label, start=start, end=end)
@@ -104,30 +107,43 @@ class ReflectionMixin:
                         reflection.text += f" The nearest are from {nearest}."
                 reflection.timings = timer.timings()
                 return reflection
-            sample = prompting.sample_sentences(
+            from ingest.search import document_frequencies
+
+            # What stands out, in the writer's own words, each sentence under its date.
+            highlights = prompting.distinctive_sentences(
                 [(d, "\n".join(p.text or "" for p in group)) for (d, _), group in by_entry.items()],
-                limit=10)
-            notes = "\n".join(f"[{d}] {text}" for d, text in sample)
+                lambda words: document_frequencies(self.store, words), limit=6)
+            chosen_days = {d for d, _ in highlights}
             reflection.sources = [
                 SourceRecord(path=group[0].path, date=d, snippet=_first_line(group[0].text),
                              root=str(getattr(group[0], "root", "") or ""), text=group[0].text or "")
-                for (d, _), group in by_entry.items() if d in {x for x, _ in sample}]
+                for (d, _), group in by_entry.items() if d in chosen_days]
+            lines = [f"- {prompting.spoken_date(d)}: “{text}”" for d, text in highlights]
+            head = (f"{len(by_entry)} entr{'y' if len(by_entry) == 1 else 'ies'} from {label}; "
+                    "what stands out:\n")
+            quoted = head + "\n".join(lines)
+            if on_token:
+                on_token(quoted)
+            # Then one closing sentence by the model, held to those sentences' words.
+            notes = "\n".join(f"[{d}] {text}" for d, text in highlights)
             prompt_ids = self._chat_ids(prompting.reflect_messages(label, notes,
                                                                    persona=self.config.persona))
-            emit = self._emitter(Answer(question="", mode="retrieval"), timer, on_token)
-            saved = self.config.max_new_tokens
-            self.config.max_new_tokens = saved * 4  # a few sentences, not one
-            # No loops, and every number and name from the period's sentences (or its
-            # label): a reflection never repeats a run of four words or invents a name.
+            emit = self._emitter(Answer(question="", mode="retrieval"), timer, None,
+                                 one_sentence=True)
+            # No loops, and every word, number and name from the period's sentences (or
+            # its label): a reflection never repeats a run of four words or invents.
             choose = grounded_chooser(notes, label, self._pick, self.tokenizer, emit.ids,
-                                      stop_ids=emit.stop_ids)
+                                      stop_ids=emit.stop_ids, copy_words=True)
             try:
                 self._generate_dense(prompt_ids, emit, choose=choose)
             except Stopped:
                 pass
-            finally:
-                self.config.max_new_tokens = saved
-            reflection.text = emit.text.strip()
+            closing = tidy_short(emit.text)
+            if not reads_as_a_sentence(closing):  # a fragment or a stutter says nothing
+                closing = ""
+            if closing and on_token:
+                on_token("\n\n" + closing)
+            reflection.text = quoted + ("\n\n" + closing if closing else "")
             reflection.timings = timer.timings()
             return reflection
 
@@ -202,3 +218,12 @@ def _one_date(text: str, today: date, first: bool) -> date:
 def month_label(day: date) -> str:
     """"June 1793" (any year)."""
     return f"{calendar.month_name[day.month]} {day.year}"
+
+
+def reads_as_a_sentence(text: str) -> bool:
+    """At least four different words, mostly letters, no word twice in a row: what the
+    small model writes often fails this ('In "The The The The " ( " " )'), and is dropped."""
+    words = re.findall(r"[^\W\d_]{2,}", text)
+    letters = sum(ch.isalpha() for ch in text)
+    return (len({w.lower() for w in words}) >= 4 and letters >= 0.7 * len(text.replace(" ", ""))
+            and not any(a.lower() == b.lower() for a, b in zip(words, words[1:])))
