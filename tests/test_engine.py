@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from assistant.engine import prompting
 from assistant.config import Config
+from assistant.engine import prompting
 from assistant.engine.conversations import ConversationStore, SourceRecord
 
 TODAY = date(2024, 3, 31)

@@ -8,11 +8,11 @@ from datetime import date
 from pathlib import Path
 
 import pytest
+from test_engine import journal_home, tiny_model_dir  # noqa: F401  (fixtures)
 
 from assistant.config import Config
-from assistant.engine.conversations import ConversationStore, SourceRecord
 from assistant.engine import Answer, Reflection, Stopped, weekly_counts
-from test_engine import journal_home, tiny_model_dir  # noqa: F401  (fixtures)
+from assistant.engine.conversations import ConversationStore, SourceRecord
 
 pytestmark = pytest.mark.anyio
 
@@ -261,15 +261,20 @@ async def test_reflect_screen_periods(fake):
         assert app.current_mode == "chat"
 
 
+async def _palette(pilot, command: str) -> None:
+    """Run ``command`` from the command palette."""
+    await pilot.press("ctrl+p")
+    await pilot.pause()
+    await pilot.press(*command)
+    await pilot.pause(0.3)
+    await pilot.press("enter")
+    await pilot.pause()
+
+
 async def test_command_palette_switches_answer_mode(fake):
     app = make_app(fake)
     async with app.run_test(size=(80, 24)) as pilot:
-        await pilot.press("ctrl+p")
-        await pilot.pause()
-        await pilot.press(*"Answer mode: retrieval")
-        await pilot.pause(0.3)
-        await pilot.press("enter")
-        await pilot.pause()
+        await _palette(pilot, "Answer mode: retrieval")
         assert app.answer_mode == "retrieval"
         await _ask(pilot, "When did Biscuit come home?")
         assert fake.asked[-1][1] == "retrieval"
@@ -280,12 +285,7 @@ async def test_command_palette_switches_persona_and_saves_it(fake):
 
     app = make_app(fake)
     async with app.run_test(size=(80, 24)) as pilot:
-        await pilot.press("ctrl+p")
-        await pilot.pause()
-        await pilot.press(*"Persona: tutor")
-        await pilot.pause(0.3)
-        await pilot.press("enter")
-        await pilot.pause()
+        await _palette(pilot, "Persona: tutor")
     assert fake.config.persona == "tutor"
     assert load_config(fake.home).persona == "tutor"  # the next session keeps it
 

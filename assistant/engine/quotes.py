@@ -63,8 +63,8 @@ def choose_quotes(sentences: Sequence[Sentence], passages: Sequence,
             break
         if quotes and sentence.score < share * quotes[0].score:
             break
-        if quotes and len(sentence.text.split()) < 3:
-            continue  # "May 1": a date line or a heading's echo adds nothing to a quote
+        if quotes and _DATE_LINE.fullmatch(sentence.text):
+            continue  # "May 1": a date line adds nothing to a quote
         passage = passages[sentence.passage_index]
         text = passage.text or ""
         start = text.find(sentence.text)
@@ -111,6 +111,8 @@ def excerpt(text: str, question: str, max_words: int) -> tuple[str, tuple[bool, 
     return text[spans[first][0]:spans[last][1]], (first > 0, last < len(spans) - 1)
 
 
+_DATE_LINE = re.compile(r"[\W\d_]*(?:(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*"
+                        r"[\W\d_]*)?", re.IGNORECASE)
 # A sentence opening with one of these names something the sentence before it named.
 _LEANS_BACK = re.compile(r"^(?:they|he|she|it|this|that|these|those|there|his|her|their|its)\b",
                          re.IGNORECASE)
