@@ -368,13 +368,16 @@ energised energized rested refreshed relieved loved inspired optimistic
 sad lonely tired exhausted drained anxious nervous worried stressed overwhelmed
 frustrated angry annoyed irritable restless bored gloomy miserable upset sore sick ill
 """.split())
-_NOT_NAMES = frozenset("""
+# Capitalised words that name no one and nothing (compared lowercased): for the people of a
+# reflection, and for the names of a question that no entry may hold.
+NOT_NAMES = frozenset(w.lower() for w in """
 I I'm I've I'd I'll The A An And But So Then When While After Before Today Yesterday Tomorrow
 This That These Those It Its My We Our Us He She They His Her Their You Your Also Still Just
 Monday Tuesday Wednesday Thursday Friday Saturday Sunday January February March April May June
 July August September October November December Mon Tue Wed Thu Fri Sat Sun OK Ok Mum Dad TODO
 As At In On Of To For With From By If Now Here There Good Well Yes No Oh Not All What Why How
 Who Which Where Some Every Each Many Much More Most Such Only Even Yet Or Nor For Perhaps One
+Me Whom Whose Did Do Does Was Were Is Are Am Had Has Have Christmas Easter
 """.split())
 _NAME = re.compile(r"\b([A-Z][a-z]+(?:\s[A-Z][a-z]+)?)\b")
 # Titles name no one on their own: "Sir (29), Mr (17), Lord (9)" is no list of people.
@@ -408,7 +411,7 @@ def recurring_names(texts: Sequence[str], limit: int = 8, min_entries: int = 2) 
         for sentence in sentences:
             for match in _NAME.finditer(sentence):
                 name = _without_title(match.group(1))
-                if match.start() > 0 and name and name.split()[0] not in _NOT_NAMES:
+                if match.start() > 0 and name and name.split()[0].lower() not in NOT_NAMES:
                     known.add(name)
     counts: dict[str, int] = {}
     for sentences in split:

@@ -16,13 +16,6 @@ RELEVANCE_FLOOR = 0.3
 CANDIDATE_FACTOR = 2  # entries searched for sentences = passages setting × this
 
 
-# Capitalised words of a question that name no one and nothing.
-_NOT_NAMES = frozenset("""
-i i'm i've i'd my me we our us you what when where which who whom whose why how did do does
-was were is are am the a an on in at of to for and or but with from by had has have
-january february march april may june july august september october november december
-monday tuesday wednesday thursday friday saturday sunday christmas easter
-""".split())
 _NAME = re.compile(r"(?<![\w'’])[A-ZÀ-Þ][\w'’-]*(?:\s+[A-ZÀ-Þ][\w'’-]*)*")
 
 
@@ -36,7 +29,7 @@ class RetrievalMixin:
 
         names = []
         for match in _NAME.finditer(question):
-            words = [w for w in match.group(0).split() if w.lower() not in _NOT_NAMES]
+            words = [w for w in match.group(0).split() if w.lower() not in prompting.NOT_NAMES]
             if match.start() == 0 and words and words[0] == match.group(0).split()[0]:
                 words = words[1:]  # the question's first word is capitalised anyway
             name = re.sub(r"['’]s$", "", " ".join(words))  # "Biscuit's" names Biscuit
