@@ -89,6 +89,7 @@ class Checkpointed:
         if row is None:
             answer = self.engine.answer(question, mode)
             row = {"question": question, "text": answer.text, "short": answer.short,
+                   "generated": answer.generated,
                    "quotes": [vars(q) for q in answer.quotes],
                    "sources": [s.public() for s in answer.sources],
                    "timings": answer.timings, "status": answer.status,

@@ -93,6 +93,24 @@ def mentions(store, phrase: str) -> int:
     return int(row[0])
 
 
+def entries_mentioning(store, phrase: str, since=None, until=None) -> list:
+    """Current entries dated within [since, until] with a chunk holding ``phrase`` (its
+    words in a row, as FTS5 tokenises and stems them), oldest first: what "how many times
+    did I write about …" counts."""
+    words = [w.lower() for w in _WORD.findall(phrase or "")]
+    if not words:
+        return []
+    expression = '"' + " ".join(words).replace('"', '""') + '"'
+    clause, params = _date_clause(since, until, column="e.date")
+    rows = store.db.execute(
+        "SELECT DISTINCT c.entry_id, e.date FROM chunks_fts JOIN chunks c ON c.id = chunks_fts.rowid "
+        "JOIN entries e ON e.id = c.entry_id "
+        f"WHERE chunks_fts MATCH ? AND e.status IN ('live', 'pending'){clause} "
+        "ORDER BY e.date, c.entry_id", [expression, *params]).fetchall()
+    entries = (store.entry(entry_id) for entry_id, _ in rows)
+    return [entry for entry in entries if entry is not None]
+
+
 def document_frequencies(store, words) -> tuple[dict[str, int], int]:
     """In how many live-or-not chunks each word occurs (FTS5's own vocabulary), and how many
     chunks there are: how common a word is for this writer."""

@@ -13,11 +13,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from assistant.config import MODES
-from assistant.engine import prompting
+from assistant.engine import counting, prompting
 from assistant.engine.conversations import SourceRecord
 from assistant.engine.dates import DateRange, resolve_dates
 from assistant.engine.grounding import grounded_chooser
 from assistant.engine.quotes import (
+    MAX_QUOTES,
     NOTES_DONT_SAY,
     Quote,
     choose_quotes,
@@ -27,6 +28,7 @@ from assistant.engine.quotes import (
 )
 from assistant.engine.results import EngineError, Stopped, Timer
 from assistant.engine.retrieval import relevant_sentences
+from assistant.engine.short_answer import asks_for_date, best_clause, date_answer, names_something
 from assistant.engine.stems import answer_stem
 
 
@@ -35,7 +37,8 @@ class Answer:
     question: str
     mode: str
     text: str = ""  # the whole answer as shown: the short answer, then the quotes
-    short: str = ""  # the model's short answer ("" when the quotes support none)
+    short: str = ""  # the short answer shown ("" when the quotes support none)
+    generated: str = ""  # what the model wrote (held to the quotes: it points at the short)
     quotes: list[Quote] = field(default_factory=list)  # verbatim sentences, best first
     sources: list[SourceRecord] = field(default_factory=list)
     timings: dict = field(default_factory=lambda: {"ttft_s": None, "total_s": None,
@@ -75,6 +78,10 @@ class AnsweringMixin:
             answer = Answer(question=question, mode=mode)
             answer.date_range = resolve_dates(question, self.today)
             notes_text = None
+            if mode in ("hybrid", "retrieval") and counting.asks_to_count(question):
+                counted = self._count(answer, timer, on_token)
+                if counted is not None:
+                    return counted
             if mode in ("hybrid", "retrieval", "memory"):
                 passages, sentences, fell_back = self.gather(question, answer.date_range)
                 relevant = relevant_sentences(sentences)
@@ -83,7 +90,7 @@ class AnsweringMixin:
                 if mode != "memory":
                     # A name no entry holds: whatever matched the question's other words
                     # cannot be about it.
-                    missing = self.unknown_names(question)
+                    missing = self.unknown_names(question) + self.unknown_things(question)
                     if missing:
                         answer.notes.append(f"your notes never mention {', '.join(missing)}")
                     if not answer.quotes or missing:
@@ -101,10 +108,17 @@ class AnsweringMixin:
                 if fell_back:
                     answer.notes.append(f"nothing matched in {answer.date_range.label}; "
                                         "these entries are from other dates")
+                if notes_text and asks_for_date(question) and date_answer(answer.quotes):
+                    # "When did I …": the answer is the date of the sentence that says it.
+                    return self._extractive(answer, timer, on_token, date_answer(answer.quotes))
             date_label = answer.date_range.label if answer.date_range else None
             messages = prompting.answer_messages(question, notes_text, history, date_label,
                                                  persona=self.config.persona)
-            emit = self._emitter(answer, timer, on_token, one_sentence=True)
+            # Held to the quotes, the model's answer points at the clause of them shown as
+            # the short answer (short_answer.py): it is not streamed as it is written.
+            held = self.config.grounded and bool(notes_text)
+            generation = Timer() if held else timer
+            emit = self._emitter(answer, generation, None if held else on_token, one_sentence=True)
             # The model finishes a sentence begun with the question's words (stems.py).
             stem = answer_stem(question) if self.config.answer_stems else None
             stem_ids = self.tokenizer.encode(stem, add_special_tokens=False) if stem else []
@@ -112,7 +126,6 @@ class AnsweringMixin:
             answer.prompt_tokens = len(prompt_ids)
             # Every answer is held to never repeat itself; with quotes (grounded) also to
             # their words.
-            held = self.config.grounded and bool(notes_text)
             try:
                 emit.begin_with(stem_ids)
                 choose = grounded_chooser(notes_text, question, self._pick, self.tokenizer,
@@ -130,10 +143,60 @@ class AnsweringMixin:
                                           isolate_window=mode == "hybrid", choose=choose)
             except Stopped:
                 answer.status = "partial"
+            answer.generated = emit.text
+            if held:
+                short = best_clause(question, answer.quotes, hint=emit.text)
+                if not short and names_something(tidy_short(emit.text), question, answer.quotes):
+                    short = tidy_short(emit.text)
+                rate = generation.timings()["tokens_per_s"]
+                self._extractive(answer, timer, on_token, short)
+                answer.new_tokens = generation.count
+                answer.timings["tokens_per_s"] = rate
+                return answer
             self._finish(answer, emit.text, on_token)
             answer.new_tokens = timer.count
             answer.timings = timer.timings()
             return answer
+
+    def _extractive(self, answer: Answer, timer: Timer, on_token, short: str) -> Answer:
+        """An answer whose short part is taken, not generated: shown whole at once."""
+        timer.token()
+        answer.short = short
+        answer.text = render_answer(short, answer.quotes)
+        if on_token:
+            try:
+                on_token(answer.text)
+            except Stopped:
+                answer.status = "partial"
+        answer.timings = timer.timings()
+        return answer
+
+    def _count(self, answer: Answer, timer: Timer, on_token) -> Answer | None:
+        """"How many times did I write about …": the entries of the period that mention
+        it, counted; a sentence of each of the first ones quoted. None when the question
+        names nothing the notes hold (it is then answered as any other)."""
+        from ingest.search import entries_mentioning, mentions
+
+        thing = counting.counted_thing(answer.question, lambda p: mentions(self.store, p))
+        if thing is None:
+            return None
+        span = answer.date_range
+        entries = entries_mentioning(self.store, thing, span.start if span else None,
+                                     span.end if span else None)
+        if not entries:
+            return None
+        for entry in entries:
+            sentence = counting.mentioning_sentence(entry.text or "", thing)
+            if sentence and len(answer.quotes) < MAX_QUOTES:
+                answer.quotes.append(Quote(text=sentence, date=entry.date, path=entry.path,
+                                           root=str(entry.root or "")))
+            answer.sources.append(SourceRecord(
+                path=entry.path, date=entry.date, root=str(entry.root or ""),
+                snippet=sentence or (entry.text or "")[:200], text=entry.text or "",
+                document_id=entry.document_id))
+        answer.notes.append(f"counted the entries that mention {thing!r}")
+        return self._extractive(answer, timer, on_token,
+                                counting.count_answer([e.date for e in entries]))
 
     def _finish(self, answer: Answer, generated: str, on_token) -> None:
         """The short answer tidied, the quotes after it (streamed too), the whole text."""

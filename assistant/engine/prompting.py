@@ -41,6 +41,8 @@ SYSTEM_PROMPT = (
 CONTEXT_WEIGHT = 0.5  # a question word found in the heading, not the sentence
 ENTRY_WEIGHT = 0.3  # share of the question's words found anywhere in the sentence's entry
 PERIOD_WEIGHT = 0.3  # a line or heading naming the month or year the question is about
+FOCUS_WEIGHT = 2.0  # a word of what the question asks about counts this much more than
+# one of the scene it sets ("What illness did the doctor confirm | when I woke up …")
 
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 _HEADER = re.compile(r"^\s*(?:#{1,6}\s|#\+\w+:|---\s*$|(?:date|title|tags|created|updated):\s)",
@@ -98,6 +100,27 @@ def search_query(question: str) -> str:
 def content_words(text: str) -> list[str]:
     words = (w[:-2] if w.endswith("'s") else w for w in _WORD.findall(text.lower().replace("’", "'")))
     return [stem(w) for w in words if w not in STOPWORDS and len(w) > 1]
+
+
+# The words after these in a question set the scene ("… for the Alder Street flat", "…
+# when I woke up"); the words before the first of them say what is asked about.
+_SCENE = re.compile(r"\b(?:for|at|in|on|of|with|by|from|to|during|after|before|when|while|"
+                    r"near|under|as|about|between|into|through|since|until)\b", re.IGNORECASE)
+_LEAD = re.compile(r"^\s*(?:(?:in|on|at|from|to|with|for)\s+)?(?:what|which|who|whom|whose|"
+                   r"where|when|how(?:\s+(?:many|much|long|far|old|often))?)\b", re.IGNORECASE)
+
+
+def focus_words(question: str) -> set[str]:
+    """The content words of what is asked about: "How much was the deposit for the Alder
+    Street flat?" → {deposit}; "What illness did the doctor confirm when …" → {illness,
+    doctor, confirm}."""
+    body = _LEAD.sub("", question, count=1)
+    words: list[str] = []
+    for match in re.finditer(r"\S+", body):
+        if _SCENE.fullmatch(match.group(0).strip(",.?!")) and words:
+            break
+        words.extend(content_words(match.group(0)))
+    return set(words)
 
 
 @dataclass
@@ -208,6 +231,8 @@ def select_sentences(question: str, passages: Sequence, limit: int = 4,
     total = len(candidates)
     idf = {w: math.log(1 + total / (1 + sum(w in ws or w in cs for ws, cs in zip(words, context_words))))
            for w in query}
+    for word in focus_words(question) & query:
+        idf[word] *= FOCUS_WEIGHT
     norm = sum(idf.values()) or 1.0
     similarity = None
     texts = [f"{s.context}: {s.text}" if s.context else s.text for s in candidates]
@@ -375,11 +400,14 @@ I I'm I've I'd I'll The A An And But So Then When While After Before Today Yeste
 This That These Those It Its My We Our Us He She They His Her Their You Your Also Still Just
 Monday Tuesday Wednesday Thursday Friday Saturday Sunday January February March April May June
 July August September October November December Mon Tue Wed Thu Fri Sat Sun OK Ok Mum Dad TODO
+Jan Feb Mar Apr Jun Jul Aug Sep Sept Oct Nov Dec
 As At In On Of To For With From By If Now Here There Good Well Yes No Oh Not All What Why How
 Who Which Where Some Every Each Many Much More Most Such Only Even Yet Or Nor For Perhaps One
 Me Whom Whose Did Do Does Was Were Is Are Am Had Has Have Christmas Easter
 """.split())
-_NAME = re.compile(r"\b([A-Z][a-z]+(?:\s[A-Z][a-z]+)?)\b")
+# A name: one or two capitalised words, or an initial with a long dash, as published
+# diaries hide people ("E⸺", "Mrs. B——"; not "I—").
+_NAME = re.compile(r"(?<![\w'’])([A-ZÀ-Þ][a-zà-ÿ]+(?:\s[A-ZÀ-Þ][a-zà-ÿ]+)?|[A-HJ-Z](?:⸺|——?))(?!\w)")
 # Titles name no one on their own: "Sir (29), Mr (17), Lord (9)" is no list of people.
 TITLES = frozenset("""
 Sir Mr Mrs Miss Ms Mx Dr Lord Lady Captain Capt Colonel Col Major General Lieutenant Lieut
@@ -402,7 +430,7 @@ def _without_title(name: str) -> str:
     return " ".join(words)
 
 
-def recurring_names(texts: Sequence[str], limit: int = 8, min_entries: int = 2) -> list[tuple[str, int]]:
+def recurring_names(texts: Sequence[str], limit: int = 10, min_entries: int = 2) -> list[tuple[str, int]]:
     """Capitalised words not opening a sentence (people, places), by entries mentioning them."""
     # A capitalised word counts as a name once it is seen mid-sentence somewhere.
     known: set[str] = set()
@@ -411,6 +439,8 @@ def recurring_names(texts: Sequence[str], limit: int = 8, min_entries: int = 2) 
         for sentence in sentences:
             for match in _NAME.finditer(sentence):
                 name = _without_title(match.group(1))
+                if sentence[match.end():match.end() + 1] == ":":
+                    continue  # "Mood: good", "Steps: 9,000": a field's label
                 if match.start() > 0 and name and name.split()[0].lower() not in NOT_NAMES:
                     known.add(name)
     counts: dict[str, int] = {}

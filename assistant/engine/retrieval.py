@@ -17,6 +17,8 @@ CANDIDATE_FACTOR = 2  # entries searched for sentences = passages setting × thi
 
 
 _NAME = re.compile(r"(?<![\w'’])[A-ZÀ-Þ][\w'’-]*(?:\s+[A-ZÀ-Þ][\w'’-]*)*")
+# A lowercase word after a determiner or a preposition that takes a noun.
+_THING = re.compile(r"\b(?:the|a|an|many|much|of|with)\s+([a-z][a-z-]{2,})\b")
 
 
 class RetrievalMixin:
@@ -36,6 +38,23 @@ class RetrievalMixin:
             if name and not mentions(self.store, name):
                 names.append(name)
         return names
+
+    def unknown_things(self, question: str) -> list[str]:
+        """Things the question asks about that no entry names: a lowercase noun after
+        "the", "a", "many", "of", "with" … ("the priest", "how many walrus") that the
+        notes never use. Verbs and adjectives are often paraphrased ("woke" asked as
+        "wake"), so only such nouns count; units ("kilos" for "kg") and -ly words do not."""
+        from ingest.search import mentions
+
+        things = []
+        for match in _THING.finditer(question):
+            word = match.group(1)
+            if (word.lower() in prompting.UNIT_WORDS or word.endswith("ly")
+                    or word.lower() in prompting.STOPWORDS):
+                continue
+            if not mentions(self.store, word):
+                things.append(word)
+        return list(dict.fromkeys(things))
 
     def search(self, query: str, date_range: DateRange | None, limit: int,
                summaries: bool = False):
