@@ -161,10 +161,8 @@ def build_memory_distributed(home: Path | str | None = None, model_name: str | N
         try:
             model = LongNetLM.from_pretrained(settings["model"], cache_dir=model_cache_dir(home),
                                               device=device, **settings["overrides"])
-            # The same model the engine answers with: with `memex train`'s adapter.
-            from assistant.engine.trained import apply_trained_adapter
-
-            apply_trained_adapter(model, home)
+            # The memory is written by the base weights only: `memex train`'s reader acts
+            # on a turn's tokens, never on the history (issue 18).
         except Exception as exc:  # noqa: BLE001 -- any failure must reach every rank
             problem = f"rank {rank} could not load model {settings['model']!r}: {exc}"
         problems = [None] * world

@@ -39,7 +39,7 @@ class Engine(RetrievalMixin, AnsweringMixin, DecodingMixin, MemoryMixin, Reflect
         self._tokenizer = None
         self._dense = None
         self._longnet = None
-        self._far_levels_trained = False  # set when `memex train`'s adapter is applied
+        self._far_levels_trained = False  # set when `memex train`'s reader is on
         self._memory = None
         self._embedder = None
         self._embedder_failed = False
@@ -110,14 +110,15 @@ class Engine(RetrievalMixin, AnsweringMixin, DecodingMixin, MemoryMixin, Reflect
             if self._longnet is None:
                 import longnet
                 from assistant.config import model_overrides
-                from assistant.engine.trained import apply_trained_adapter
+                from assistant.engine.trained import apply_trained_reader
                 from assistant.home import model_cache_dir
 
                 model = longnet.LongNetLM.from_pretrained(
                     self.config.model, cache_dir=model_cache_dir(), device=self.device,
                     **model_overrides(self.config))
-                # What `memex train` learned from these notes, when it fits this model.
-                self._far_levels_trained = apply_trained_adapter(model, self.home)
+                # What `memex train` learned from these notes, when it fits this model, reads
+                # a turn's tokens only: the memory is always the base weights' (issue 18).
+                self._far_levels_trained = apply_trained_reader(model, self.home)
                 self._longnet = model
         return self._longnet
 

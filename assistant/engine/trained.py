@@ -17,6 +17,9 @@ from pathlib import Path
 import numpy as np
 
 TRAIN_DIRNAME = "train"
+# Before issue 18 training merged its adapter into the weights that write the memory and
+# flagged the memory with this; a home that still carries the flag holds a memory written
+# by trained weights, and rebuilds it once.
 REBUILD_REASON = ("the model was trained on your notes (`memex train`): the memory's keys "
                   "and values changed")
 FACT_TOKENS = 384  # an entry's first tokens, placed far back in a recall window
@@ -69,6 +72,40 @@ def apply_trained_adapter(model, home, merge: bool = True) -> bool:
         return False
     model._weights_hash = trained_weights_hash(base_hash, meta["adapter_sha256"])
     model.model_id = f"{model.model_id}+trained"
+    model.trained_adapter = meta
+    return True
+
+
+def apply_trained_reader(model, home) -> bool:
+    """Put what `memex train` learned onto ``model`` as its reader (``longnet.reader``):
+    active only on a turn's own tokens, so the memory is always written by the base
+    weights and training never makes it stale (issue 18). False, with a warning, when
+    there is nothing trained or it was trained for another model or configuration."""
+    from longnet.training import TrainingError, load_adapter_as_reader
+
+    meta = adapter_meta(home)
+    if meta is None:
+        return False
+    if meta.get("base_weights_hash") != model.weights_hash:
+        warnings.warn(f"the adapter in {train_dir(home)} was trained on other base weights "
+                      f"({str(meta.get('base_weights_hash'))[:12]}, this model "
+                      f"{model.weights_hash[:12]}): not used; run `memex train` again",
+                      stacklevel=2)
+        return False
+    if meta.get("model_config") != model.config.to_dict():
+        warnings.warn(f"the adapter in {train_dir(home)} was trained with another model "
+                      "configuration (levels, positions or gates): not used; run `memex train` "
+                      "again", stacklevel=2)
+        return False
+    if meta.get("kind") != "lora":
+        warnings.warn("a fully trained model (`memex train --full`) rewrites the memory's "
+                      "writer and is not used: the memory stays the base model's", stacklevel=2)
+        return False
+    try:
+        load_adapter_as_reader(model, train_dir(home))
+    except TrainingError as error:
+        warnings.warn(f"the trained adapter is not used: {error}", stacklevel=2)
+        return False
     model.trained_adapter = meta
     return True
 

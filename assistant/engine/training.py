@@ -1,14 +1,12 @@
-"""Running `memex train` apart from how it is shown: train on the stream of a data home,
-save the adapter beside the memory, flag the memory for a rebuild; and what
-`memex train --status` reports."""
+"""Running `memex train` apart from how it is shown: train on the stream of a data home and
+save the adapter beside the memory (which stays valid: the adapter only reads a turn's
+tokens, issue 18); and what `memex train --status` reports."""
 
 from __future__ import annotations
 
 import time
 
-from assistant.engine.memory_build import duration_text, estimated_build_seconds
 from assistant.engine.trained import (
-    REBUILD_REASON,
     RecallExamples,
     adapter_meta,
     load_base_model,
@@ -40,8 +38,14 @@ def train_status(home) -> dict:
         finally:
             store.close()
     info["stream_tokens_now"] = stream_now
+    # Which reader answers (issue 18): what `memex train` learned reads a turn's tokens.
+    info.update({"reader": "trained" if meta is not None and meta.get("kind") == "lora"
+                 else "none", "examples_seen": None, "trained_up_to": None, "wall_s": None})
     if meta is None:
         return info
+    info.update({"examples_seen": meta.get("steps"),
+                 "trained_up_to": (meta.get("stream") or {}).get("tokens"),
+                 "wall_s": meta.get("wall_time_s")})
     stream = meta.get("stream", {})
     info.update({
         "trained_at": meta.get("trained_at"), "model": meta.get("model_id"),
@@ -63,11 +67,9 @@ def train_status(home) -> dict:
 
 
 def _memory_eta_line(home, stream_tokens: int, meta: dict) -> str:
-    seconds, source = estimated_build_seconds(home, stream_tokens,
-                                              fallback_rate=meta.get("forward_tokens_per_s"))
-    when = f"about {duration_text(seconds)} ({source})" if seconds is not None else "time unknown"
-    return (f"the memory must be rebuilt for the trained model: `memex memory build` reads "
-            f"{stream_tokens:,} tokens again, {when}")
+    """What training means for the memory: nothing to rebuild (the writer is frozen)."""
+    return ("the memory stays as it is: what was trained reads a question's and an answer's "
+            "tokens only, and the memory is always written by the base weights")
 
 
 def run_training(home, settings, recall: bool, resume: bool, say=None, progress=None) -> dict:
@@ -144,7 +146,7 @@ def run_training(home, settings, recall: bool, resume: bool, say=None, progress=
                                      if result.forward_tokens_per_s else None),
         }
         save_adapter(model, folder, result.config, meta)
-        store.mark_memory_rebuild(REBUILD_REASON)
+        # The memory stays valid: what was trained reads a turn's tokens only (issue 18).
         meta["memory_note"] = _memory_eta_line(home, len(stream), meta)
         return meta
     finally:

@@ -25,6 +25,7 @@ from longnet.device import autocast, choose_dtype
 from longnet.memory.attend import _attend_compact, _attend_few
 from longnet.memory.plan import LevelPlan, WindowPlan, plan_level
 from longnet.memory.state import LevelState, LocalWindowState, MemoryState, StreamHash
+from longnet.reader import gate_offset, reading_turn
 
 
 class Memory(MemoryState):
@@ -95,7 +96,13 @@ class Memory(MemoryState):
         return torch.cat(pieces)
 
     def _step(self, ids: torch.Tensor, logits: bool = True, last_only: bool = False):
-        """Run one chunk through the layers against the state; advance ``tokens``."""
+        """Run one chunk through the layers against the state; advance ``tokens``. A fork's
+        tokens are a turn's: the model's reader (``longnet.reader``), if it has one, reads
+        them; the memory's own tokens are always written by the frozen model."""
+        with reading_turn(self.model, self._scratch):
+            return self._run(ids, logits, last_only)
+
+    def _run(self, ids: torch.Tensor, logits: bool, last_only: bool):
         c = self.config
         rotary = self.model.rotary if c.position_mode == "dilated" else None
         few = ids.numel() <= self.few_queries
@@ -145,6 +152,9 @@ class Memory(MemoryState):
         biases = [getattr(layer.self_attn, "level_bias", None) for layer in self.model.layers]
         if not biases or any(bias is None for bias in biases):
             return frozenset()
+        offsets = [gate_offset(self.model, index) for index in range(len(biases))]
+        biases = [bias if offset is None else bias + offset
+                  for bias, offset in zip(biases, offsets)]
         shut = (torch.stack([bias.detach() for bias in biases]) <= SHUT_GATE / 2)
         shut = shut.flatten(0, 1).all(dim=0)
         return frozenset(level for level in range(1, shut.numel()) if bool(shut[level]))
@@ -163,6 +173,9 @@ class Memory(MemoryState):
     def _attention(self, layer: int, plans: list[LevelPlan | None], absolute, few: bool,
                    window: WindowPlan | None = None, shut: frozenset[int] = frozenset()):
         bias = getattr(self.model.layers[layer].self_attn, "level_bias", None)
+        offset = gate_offset(self.model, layer)  # a reader reading a turn
+        if bias is not None and offset is not None:
+            bias = bias + offset
         rotate = self.model.rotary.rotate
 
         def attend(q, k, v):
@@ -429,6 +442,22 @@ class Memory(MemoryState):
                 and not self.config.local_window):
             w = self.config.segment_lengths[0]
             fork._local_turn_start = (self.tokens // w) * w
+        return fork
+
+    def training_fork(self, isolate_window: bool = False) -> Memory:
+        """A fork for training a reader: its state is a copy made outside inference mode,
+        so a turn's loss can be differentiated through it, and the memory itself is never
+        written (not even its free rows)."""
+        fork = self.fork(dense_local=True, isolate_window=isolate_window)
+
+        def copy(t):
+            return None if t is None else t.clone()
+
+        fork.states = [[None if s is None else LevelState(s.start, s.kv.clone()) for s in layer]
+                       for layer in fork.states]
+        fork.local = [None if w is None else LocalWindowState(w.first, w.rows, w.kv.clone())
+                      for w in fork.local]
+        fork.sinks = [copy(s) for s in fork.sinks]
         return fork
 
     def generate(self, prompt_ids, max_new_tokens: int = 256, temperature: float = 0.0,

@@ -28,6 +28,8 @@ Modules
 ``losses``      a window's loss, perplexity, and what keeps them within memory.
 ``adapters``    what a run trains (LoRA, gates) and the adapter it leaves behind.
 ``loop``        ``train()``: optimizer, checkpoints that resume exactly, progress.
+``reader``      ``train_reader()``: the reader (``longnet.reader``) learns to read memories
+                the frozen model wrote; one turn per example, nothing of the history reread.
 """
 
 from longnet.training.adapters import (
@@ -39,6 +41,7 @@ from longnet.training.adapters import (
     add_lora,
     gate_parameters,
     load_adapter,
+    load_adapter_as_reader,
     merge_lora,
     prepare_model,
     read_adapter_meta,
@@ -74,6 +77,15 @@ from longnet.training.losses import (
     perplexity,
     window_loss,
 )
+from longnet.training.reader import (
+    READER_CHECKPOINT,
+    ReaderProgress,
+    ReaderResult,
+    Turn,
+    answer_accuracy,
+    train_reader,
+    turn_loss,
+)
 
 __all__ = [
     "ADAPTER_FORMAT",
@@ -83,7 +95,10 @@ __all__ = [
     "GATE_PARAMETER",
     "HEAP_BLOCK_LIMIT",
     "LORA_TARGETS",
+    "READER_CHECKPOINT",
     "CheckpointedBlocks",
+    "ReaderProgress",
+    "ReaderResult",
     "RecallItem",
     "RecallSource",
     "TrainConfig",
@@ -91,9 +106,11 @@ __all__ = [
     "TrainResult",
     "TrainingError",
     "TrainingInterrupted",
+    "Turn",
     "Window",
     "WindowPlan",
     "add_lora",
+    "answer_accuracy",
     "atomic_torch_save",
     "default_seq_len",
     "gate_parameters",
@@ -101,6 +118,7 @@ __all__ = [
     "holdout_tokens",
     "keep_heap_small",
     "load_adapter",
+    "load_adapter_as_reader",
     "lr_factor",
     "make_optimizer",
     "merge_lora",
@@ -113,6 +131,8 @@ __all__ = [
     "save_adapter",
     "stream_digest",
     "train",
+    "train_reader",
     "trainable_state",
+    "turn_loss",
     "window_loss",
 ]

@@ -164,6 +164,45 @@ def load_adapter(model: LongNetLM, directory, merge: bool = True) -> dict:
     return meta
 
 
+def load_adapter_as_reader(model: LongNetLM, directory) -> dict:
+    """Put a saved LoRA adapter onto ``model`` as its reader (``longnet.reader``): the
+    factors act only while a turn's tokens are read and the trained gates become the
+    reader's gate offsets, so the memory stays the frozen model's. Returns its metadata."""
+    from safetensors.torch import load_file
+
+    from longnet.reader import GATE_OFFSET, READER_ADAPTER, add_reader
+
+    directory = Path(directory)
+    meta = read_adapter_meta(directory)
+    if meta is None or meta.get("format") != ADAPTER_FORMAT or meta.get("kind") != "lora":
+        raise TrainingError(f"no LoRA adapter in {directory}")
+    weights = directory / ADAPTER_WEIGHTS
+    if not weights.is_file() or _file_sha256(weights) != meta.get("adapter_sha256"):
+        raise TrainingError(f"{weights} is missing or does not match {ADAPTER_META}")
+    tensors = load_file(str(weights), device=str(model.device))
+    base_gates = {f"layers.{i}.self_attn.{GATE_PARAMETER}": layer.self_attn.level_bias.detach()
+                  for i, layer in enumerate(model.layers)
+                  if getattr(layer.self_attn, GATE_PARAMETER, None) is not None}
+    params = add_reader(model, rank=int(meta["lora"]["rank"]), alpha=float(meta["lora"]["alpha"]))
+    with torch.no_grad():
+        for name, tensor in tensors.items():
+            if ".lora_A." in name or ".lora_B." in name:
+                prefix, rest = name.split(".lora_", 1)
+                which, _, tail = rest.partition(".")
+                target = f"{prefix}.lora_{which[0]}.{READER_ADAPTER}.{tail.split('.', 1)[-1]}"
+            elif name in base_gates:
+                target = name.replace(f"self_attn.{GATE_PARAMETER}", GATE_OFFSET)
+                tensor = tensor - base_gates[name].to(tensor.device)
+            else:
+                raise TrainingError(f"the adapter in {directory} does not fit this model ({name})")
+            if target not in params or params[target].shape != tensor.shape:
+                raise TrainingError(f"the adapter in {directory} does not fit this model ({name})")
+            params[target].copy_(tensor.to(params[target].dtype))
+    for parameter in params.values():
+        parameter.requires_grad_(False)
+    return meta
+
+
 def _copy_parameters(model: nn.Module, tensors: dict, directory) -> None:
     params = dict(model.named_parameters())
     unknown = sorted(set(tensors) - set(params))

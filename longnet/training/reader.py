@@ -1,0 +1,174 @@
+"""Training the reader (``longnet.reader``) against memories the frozen model wrote.
+
+An example is a built memory (no gradient into it) and a turn placed after its last
+token: a prompt and its answer. The turn runs in a ``Memory.training_fork`` with the
+reader on, the loss is the cross-entropy of the answer's tokens only, and only the
+reader's LoRA factors and gate offsets learn. The cost grows with the turn's length and
+the memory's rows, never with the history: nothing of the history is read again.
+
+``train_reader`` is resumable (a checkpoint every ``checkpoint_every`` steps and at
+Ctrl-C, written atomically), and the same seed gives the same reader whether or not it
+was interrupted.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from longnet.reader import reader_parameters, writer_identity
+from longnet.training.config import TrainingError, TrainingInterrupted
+from longnet.training.loop import _rng_state, _set_rng_state, _StopGuard, atomic_torch_save
+
+READER_CHECKPOINT = "reader-checkpoint.pt"
+
+
+@dataclass
+class Turn:
+    """A prompt and its answer (token ids) to be read after a memory."""
+
+    prompt: np.ndarray
+    answer: np.ndarray
+    kind: str = ""
+
+
+@dataclass
+class ReaderProgress:
+    step: int
+    steps: int
+    loss: float
+    examples_per_s: float | None
+    elapsed_s: float
+    eta_s: float | None
+    kind: str = ""
+
+
+@dataclass
+class ReaderResult:
+    steps: int
+    seconds: float
+    losses: list[float] = field(default_factory=list)
+    examples_per_s: float | None = None
+    resumed_from: int = 0
+
+
+def turn_loss(memory, turn: Turn, isolate_window: bool = False) -> torch.Tensor:
+    """Mean cross-entropy of ``turn.answer`` read after ``memory`` (differentiable in the
+    model's reader; the memory is left as it was)."""
+    prompt = torch.as_tensor(np.asarray(turn.prompt), dtype=torch.long, device=memory.device)
+    answer = torch.as_tensor(np.asarray(turn.answer), dtype=torch.long, device=memory.device)
+    if prompt.numel() == 0 or answer.numel() == 0:
+        raise TrainingError("a turn needs a prompt and an answer")
+    fork = memory.training_fork(isolate_window=isolate_window)
+    logits = fork._step(torch.cat([prompt, answer]), logits=True)
+    # The logits at the prompt's last token and the answer's tokens but the last predict
+    # the answer's tokens.
+    predicting = logits[prompt.numel() - 1:-1].float()
+    return F.cross_entropy(predicting, answer)
+
+
+@torch.no_grad()
+def answer_accuracy(memory, turns: list[Turn], isolate_window: bool = False) -> float:
+    """Share of turns whose every answer token is the model's most likely next token."""
+    right = 0
+    for turn in turns:
+        prompt = torch.as_tensor(np.asarray(turn.prompt), dtype=torch.long, device=memory.device)
+        answer = torch.as_tensor(np.asarray(turn.answer), dtype=torch.long, device=memory.device)
+        fork = memory.fork(dense_local=True, isolate_window=isolate_window)
+        logits = fork._step(torch.cat([prompt, answer]), logits=True)
+        right += bool((logits[prompt.numel() - 1:-1].argmax(-1) == answer).all())
+    return right / max(1, len(turns))
+
+
+def train_reader(model, examples: Callable[[np.random.Generator], tuple[object, Turn]],
+                 steps: int, out_dir, *, lr: float = 1e-3, seed: int = 0,
+                 checkpoint_every: int = 50, isolate_window: bool = False,
+                 resume: bool = True,
+                 progress: Callable[[ReaderProgress], None] | None = None) -> ReaderResult:
+    """Train ``model.reader`` (see ``longnet.reader.add_reader``) for ``steps`` examples.
+
+    ``examples(rng)`` gives (memory, turn): a memory built by this model's frozen writer
+    (it is only read) and the turn to learn. Ctrl-C / SIGTERM write a checkpoint at the
+    last whole step and raise ``TrainingInterrupted``; a rerun with ``resume`` goes on
+    from it. A checkpoint made for another writer is refused."""
+    params = reader_parameters(model)
+    if not params:
+        raise TrainingError("the model has no reader: add one with longnet.reader.add_reader")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fingerprint = {"writer": writer_identity(model), "seed": seed, "lr": lr,
+                   "parameters": sorted(params)}
+    optimizer = torch.optim.AdamW(params.values(), lr=lr, weight_decay=0.0)
+    path = out_dir / READER_CHECKPOINT
+    state = {"step": 0, "seconds": 0.0, "losses": []}
+    rng = np.random.default_rng(seed)
+    saved = torch.load(path, map_location="cpu", weights_only=False) \
+        if resume and path.is_file() else None
+    if saved is not None:
+        if saved.get("fingerprint") != fingerprint:
+            raise TrainingError(f"the checkpoint in {out_dir} belongs to another reader run "
+                                "(another writer, seed or learning rate): start a fresh run")
+        with torch.no_grad():
+            for name, parameter in params.items():
+                parameter.copy_(saved["params"][name])
+        optimizer.load_state_dict(saved["optimizer"])
+        rng.bit_generator.state = saved["numpy_rng"]
+        _set_rng_state(saved["torch_rng"])
+        state = saved["state"]
+    else:
+        torch.manual_seed(seed)
+    resumed_from = state["step"]
+
+    def save():
+        atomic_torch_save({"fingerprint": fingerprint,
+                           "params": {n: p.detach().cpu().clone() for n, p in params.items()},
+                           "optimizer": optimizer.state_dict(),
+                           "numpy_rng": rng.bit_generator.state, "torch_rng": _rng_state(),
+                           "state": state}, path)
+
+    notify = progress or (lambda _p: None)
+    started = time.perf_counter()
+    seconds_before = state["seconds"]
+    done_here = 0
+    before = (rng.bit_generator.state, _rng_state(), state["step"])
+    guard = _StopGuard()
+    try:
+        with guard:
+            while state["step"] < steps:
+                # An interrupted step is not taken: the checkpoint holds the generators
+                # as they were before it, so a resumed run draws the same example.
+                before = (rng.bit_generator.state, _rng_state(), state["step"])
+                memory, turn = examples(rng)
+                loss = turn_loss(memory, turn, isolate_window=isolate_window)
+                guard.begin_update()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                state["step"] += 1
+                state["losses"].append(float(loss.detach()))
+                state["seconds"] = seconds_before + time.perf_counter() - started
+                done_here += 1
+                if state["step"] % checkpoint_every == 0:
+                    save()
+                guard.end_update()
+                rate = done_here / max(1e-9, time.perf_counter() - started)
+                notify(ReaderProgress(state["step"], steps, state["losses"][-1], rate,
+                                      state["seconds"], (steps - state["step"]) / rate,
+                                      getattr(turn, "kind", "")))
+    except KeyboardInterrupt:
+        state["seconds"] = seconds_before + time.perf_counter() - started
+        if state["step"] == before[2]:  # stopped inside a step, before its update
+            rng.bit_generator.state = before[0]
+            _set_rng_state(before[1])
+        save()
+        raise TrainingInterrupted(state["step"], steps) from None
+    save()
+    rate = done_here / max(1e-9, time.perf_counter() - started) if done_here else None
+    return ReaderResult(steps=state["step"], seconds=state["seconds"], losses=state["losses"],
+                        examples_per_s=rate, resumed_from=resumed_from)
