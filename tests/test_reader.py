@@ -171,3 +171,25 @@ def test_reader_training_resumes_after_ctrl_c_to_the_same_reader(tmp_path):
     add_reader(other, rank=4, alpha=8.0)
     with pytest.raises(Exception, match="another reader run"):
         train_reader(other, passkey_examples(other), 8, tmp_path / "straight", lr=1e-2, seed=7)
+
+
+@pytest.mark.parametrize("turn_tokens", [5, 12])
+def test_a_training_turn_reads_as_an_answer_does(turn_tokens):
+    """The training fork joins the turn's rows to the memory's instead of writing them
+    (and reads the window's memory rows as constants): the same logits as a plain fork."""
+    model = with_trained_looking_reader(tiny_model(local_window=16, attention_sinks=2,
+                                                   segment_lengths=(16, 64),
+                                                   dilation_rates=(1, 4)))
+    memory = model.memory(dtype=torch.float32)
+    memory.append(stream(150))
+    before = state_of(memory)
+    turn = torch.tensor(stream(turn_tokens, seed=4))
+    with torch.inference_mode():  # as an answer is read
+        plain = memory.fork()._step(turn).clone()
+    trained = memory.training_fork()._step(turn)
+    torch.testing.assert_close(trained, plain, rtol=1e-5, atol=1e-5)
+    trained.sum().backward()
+    assert all(p.grad is not None for name, p in reader_parameters(model).items()
+               if "lora_B" in name)
+    for name, tensor in state_of(memory).items():  # the memory was only read
+        assert torch.equal(tensor, before[name]), name

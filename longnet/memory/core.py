@@ -66,6 +66,8 @@ class Memory(MemoryState):
         self._isolated = False
         self._scratch = False  # a fork: thrown away after one turn
         self._skipped_levels: set[int] = set()  # levels a scratch turn never stored
+        self._functional = False  # a training fork: rows joined, buffers never written
+        self._window_split = None  # its window's (memory rows, turn rows, first position)
 
     # -- reading the stream
 
@@ -218,7 +220,24 @@ class Memory(MemoryState):
                     lses.append(sink[1])
                     columns = [0] + columns
                     level_bias = None if bias is None else bias[:, columns]
-                if local is not None:
+                if local is not None and self._window_split is not None:
+                    # A training turn: the memory's rows are constants (no gradient to
+                    # compute for them), the turn's own rows are read causally; the two
+                    # parts are merged as levels are, both under level 0's gate.
+                    q_local, _, _ = local
+                    old, new, old_first = self._window_split
+                    o, l = sliding_window_attention(q_local[None], new[0][None], new[1][None],
+                                                    self.config.local_window, scale=1.0)
+                    outs.append(o[0])
+                    lses.append(l[0])
+                    o, l = _attend_constant_rows(q_local, old, old_first, self.tokens,
+                                                 self.config.local_window)
+                    outs.append(o)
+                    lses.append(l)
+                    at = columns.index(0)
+                    columns = columns[:at + 1] + [0] + columns[at + 1:]
+                    level_bias = None if bias is None else bias[:, columns]
+                elif local is not None:
                     q_local, kv, _ = local
                     o, l = sliding_window_attention(q_local[None], kv[0][None], kv[1][None],
                                                     self.config.local_window, scale=1.0)
@@ -295,8 +314,14 @@ class Memory(MemoryState):
         else:
             kv = state.kv
         end = plan.keep + plan.count
-        kv[0, :, plan.keep:end] = k_new.to(kv.dtype)
-        kv[1, :, plan.keep:end] = v_new.to(kv.dtype)
+        if self._functional:  # a training turn: the rows joined, no buffer written
+            new = torch.stack((k_new, v_new)).to(kv.dtype)
+            self._window_split = (kv[:, :, plan.reads_from:plan.keep], new,
+                                  plan.new_first + plan.reads_from)
+            kv = torch.cat((kv[:, :, :plan.keep], new), dim=2)
+        else:
+            kv[0, :, plan.keep:end] = k_new.to(kv.dtype)
+            kv[1, :, plan.keep:end] = v_new.to(kv.dtype)
         self.local[layer] = LocalWindowState(plan.new_first, end, kv)
         return kv[:, :, plan.reads_from:end]
 
@@ -311,8 +336,14 @@ class Memory(MemoryState):
         g, s, b = plan.write_index
         if b.numel():
             src = plan.write_source
-            kv[0, g, s, b] = k_new[g, src].to(kv.dtype)
-            kv[1, g, s, b] = v_new[g, src].to(kv.dtype)
+            if self._functional and state is not None and kv is state.kv:
+                # a training turn: a copy of the level's rows with its own, never the
+                # memory's buffer (gradients reach the turn's rows only)
+                kv = kv.index_put((torch.zeros_like(g), g, s, b), k_new[g, src].to(kv.dtype))
+                kv = kv.index_put((torch.ones_like(g), g, s, b), v_new[g, src].to(kv.dtype))
+            else:
+                kv[0, g, s, b] = k_new[g, src].to(kv.dtype)
+                kv[1, g, s, b] = v_new[g, src].to(kv.dtype)
         step_rows = kv[:, :, :, :plan.total_blocks]
         if plan.keep_from_block:
             kept = kv[:, :, :, plan.keep_from_block:plan.total_blocks].clone()
@@ -445,20 +476,28 @@ class Memory(MemoryState):
         return fork
 
     def training_fork(self, isolate_window: bool = False) -> Memory:
-        """A fork for training a reader: its state is a copy made outside inference mode,
-        so a turn's loss can be differentiated through it, and the memory itself is never
-        written (not even its free rows)."""
+        """A fork for training a reader: its turn's rows are joined to the memory's rows
+        in new tensors (``torch.cat``, an out-of-place ``index_put``), never written into
+        the memory's buffers, so a turn's loss can be differentiated and the gradient
+        reaches the turn's rows only; the memory's values are only read (its rows become
+        ordinary tensors the first time: one copy for all the turns read after it)."""
+        self._normal_tensors()
         fork = self.fork(dense_local=True, isolate_window=isolate_window)
-
-        def copy(t):
-            return None if t is None else t.clone()
-
-        fork.states = [[None if s is None else LevelState(s.start, s.kv.clone()) for s in layer]
-                       for layer in fork.states]
-        fork.local = [None if w is None else LocalWindowState(w.first, w.rows, w.kv.clone())
-                      for w in fork.local]
-        fork.sinks = [copy(s) for s in fork.sinks]
+        fork._functional = True
         return fork
+
+    def _normal_tensors(self) -> None:
+        """Rows read in inference mode cannot be saved for a backward pass: copy them into
+        ordinary tensors, once per memory (the same values; every later fork reuses them)."""
+
+        def normal(t):
+            return t.clone() if t is not None and t.is_inference() else t
+
+        self.states = [[None if st is None else LevelState(st.start, normal(st.kv))
+                        for st in layer] for layer in self.states]
+        self.local = [None if w is None else LocalWindowState(w.first, w.rows, normal(w.kv))
+                      for w in self.local]
+        self.sinks = [normal(t) for t in self.sinks]
 
     def generate(self, prompt_ids, max_new_tokens: int = 256, temperature: float = 0.0,
                  top_p: float = 1.0, stop_ids=None, on_token=None, seed: int | None = None,
@@ -476,3 +515,29 @@ class Memory(MemoryState):
     def __repr__(self) -> str:
         return (f"Memory(tokens={self.tokens}, levels={self.config.num_levels}, "
                 f"nbytes={self.nbytes:,}, dtype={str(self.dtype).removeprefix('torch.')})")
+
+
+def _attend_constant_rows(q: torch.Tensor, rows: torch.Tensor, first: int, query_first: int,
+                          window: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A training turn's queries ``q [Hq, T, D]`` (scaled, rotated) against the memory's
+    window rows ``rows [2, Hkv, K, D]`` at positions ``first …``, which are constants: the
+    query at position ``query_first + t`` sees the rows after ``query_first + t - window``.
+    Returns ``(out [Hq, T, D], lse [Hq, T])`` (lse float32); the gradient reaches ``q``
+    only, never the rows (``sliding_window_attention`` would compute one for each)."""
+    Hq, T, D = q.shape
+    Hkv, K = rows.shape[1], rows.shape[2]
+    if K == 0:
+        return q.new_zeros(q.shape), q.new_full((Hq, T), float("-inf"), dtype=torch.float32)
+    # The products in the rows' dtype (bf16 rows: the fast matmul), the softmax in float32.
+    keys, values = rows[0].detach(), rows[1].detach()
+    grouped = q.to(keys.dtype).reshape(Hkv, Hq // Hkv, T, D)
+    scores = torch.einsum("hgtd,hkd->hgtk", grouped, keys).float()
+    key_pos = first + torch.arange(K, device=q.device)
+    query_pos = query_first + torch.arange(T, device=q.device)
+    visible = key_pos[None, :] > query_pos[:, None] - window
+    scores = scores.masked_fill(~visible, -1e30)  # finite: a query seeing none weighs 0
+    lse = torch.logsumexp(scores, dim=-1)
+    weights = torch.exp(scores - lse[..., None]).to(values.dtype)
+    out = torch.einsum("hgtk,hkd->hgtd", weights, values)
+    return out.reshape(Hq, T, D).to(q.dtype), lse.reshape(Hq, T)
+
