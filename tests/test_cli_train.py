@@ -156,3 +156,39 @@ def test_clear_errors_without_data_or_with_bad_options(home):
         no_gpu = invoke(home, "train", "--device", "cuda")
         assert no_gpu.exit_code == 1 and "no CUDA device" in no_gpu.output
     assert "Traceback" not in empty.output + bad.output
+
+
+def test_train_reader_learns_against_the_memory_and_goes_on_from_the_last(trained_home, tiny_model_dir):  # noqa: F811
+    from assistant.engine.trained import apply_trained_reader
+    from longnet import LongNetLM
+
+    refused = invoke(trained_home, "train", "--reader", "--steps", "2")
+    assert refused.exit_code != 0 and "memex memory build" in refused.output
+    invoke(trained_home, "memory", "build")
+    memory_dir = trained_home / "memory"
+    before = {p.name: p.read_bytes() for p in sorted(memory_dir.iterdir()) if p.is_file()}
+
+    meta = json_of(invoke(trained_home, "train", "--reader", "--steps", "3", "--json"))
+    assert meta["examples_seen"] == 3 and meta["turns"] > 0
+    assert meta["trained_up_to"] == json_of(invoke(trained_home, "memory", "status",
+                                                   "--json"))["tokens"]
+    assert meta["writer"]["weights_hash"] == LongNetLM.from_pretrained(
+        tiny_model_dir, device="cpu").weights_hash
+    assert (trained_home / "reader" / "reader.safetensors").is_file()
+    assert not (trained_home / "reader" / "run").exists()  # the run's checkpoint is gone
+    status = json_of(invoke(trained_home, "train", "--status", "--json"))
+    assert status["reader"] == "trained" and status["reader_kind"] == "turns"
+    assert status["examples_seen"] == 3
+
+    # incremental: the next run goes on from this reader
+    again = json_of(invoke(trained_home, "train", "--reader", "--steps", "2", "--json"))
+    assert again["examples_seen"] == 5 and again["wall_s"] >= meta["wall_s"]
+    after = {p.name: p.read_bytes() for p in sorted(memory_dir.iterdir()) if p.is_file()}
+    assert after == before  # the memory was only read
+    model = LongNetLM.from_pretrained(tiny_model_dir, device="cpu")
+    assert apply_trained_reader(model, trained_home) is True  # the engine reads with it
+    assert model.reader.meta["examples_seen"] == 5
+    shown = invoke(trained_home, "train", "--reader", "--steps", "1")
+    assert shown.exit_code == 0, shown.output
+    assert "reader trained on 6 examples in all" in shown.output
+    assert "The memory is unchanged." in shown.output

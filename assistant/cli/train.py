@@ -139,6 +139,10 @@ def train_command(
     resume: bool = typer.Option(True, "--resume/--fresh",
                                 help="Go on from an interrupted run, or start over."),
     status: bool = typer.Option(False, "--status", help="Show what the model was trained on."),
+    reader: bool = typer.Option(
+        False, "--reader",
+        help="Train the memory's reader instead: one turn per example against the built "
+             "memory, which stays as it is; incremental (each run goes on from the last)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Fine-tune the model on your own notes so the memory learns to recall them
@@ -154,6 +158,9 @@ def train_command(
             typer.echo(json.dumps(info, indent=2))
         else:
             _print_status(info)
+        return
+    if reader:
+        _train_reader(home, steps, lr, resume, as_json)
         return
     if steps is None:
         from longnet.model import choose_device
@@ -196,6 +203,48 @@ def train_command(
                f"{duration_text(meta['wall_time_s'])}: validation perplexity "
                f"{_fmt_ppl(meta['ppl_before'])} → {_fmt_ppl(meta['ppl_after'])}")
     typer.echo(meta["memory_note"])
+
+
+def _train_reader(home, steps, lr, resume: bool, as_json: bool) -> None:
+    """`memex train --reader`: see ``assistant.engine.reader_training``."""
+    from assistant.engine.reader_training import DEFAULT_LR, DEFAULT_STEPS, run_reader_training
+    from assistant.engine.results import EngineError
+    from longnet.training import TrainingError, TrainingInterrupted
+
+    with _Display(quiet=as_json) as display:
+        def progress(p) -> None:  # a reader step shown as a training step
+            display(_ReaderStep(p))
+
+        try:
+            meta = run_reader_training(home, steps or DEFAULT_STEPS, lr or DEFAULT_LR,
+                                       resume=resume, say=display.say, progress=progress)
+        except TrainingInterrupted as stop:
+            typer.secho(f"\nstopped at example {stop.step}/{stop.steps}: checkpoint saved; run "
+                        "`memex train --reader` to go on", fg="yellow", err=True)
+            raise typer.Exit(130)
+        except (EngineError, TrainingError, ValueError, FileNotFoundError) as error:
+            fail(str(error))
+    if as_json:
+        typer.echo(json.dumps(meta, indent=2))
+        return
+
+    def share(value):
+        return "n/a" if value is None else f"{100 * value:.0f} %"
+
+    typer.echo(f"reader trained on {meta['examples_seen']:,} examples in all (memory up to "
+               f"{meta['trained_up_to']:,} tokens, {duration_text(meta['wall_s'])}); held-out "
+               f"probes recalled word for word: {share(meta['probe_accuracy_before'])} before, "
+               f"{share(meta['probe_accuracy_after'])} after. The memory is unchanged.")
+
+
+class _ReaderStep:
+    """A ``ReaderProgress`` in the shape ``_Display`` reads."""
+
+    phase = "train"
+
+    def __init__(self, p):
+        self.step, self.steps, self.loss, self.eta_s = p.step, p.steps, p.loss, p.eta_s
+        self.tokens_per_s = None
 
 
 def register(app: typer.Typer) -> None:

@@ -81,8 +81,17 @@ def apply_trained_reader(model, home) -> bool:
     active only on a turn's own tokens, so the memory is always written by the base
     weights and training never makes it stale (issue 18). False, with a warning, when
     there is nothing trained or it was trained for another model or configuration."""
+    from longnet.reader import ReaderError, load_reader, read_reader_meta
     from longnet.training import TrainingError, load_adapter_as_reader
 
+    folder = Path(home) / "reader"  # `memex train --reader` (assistant.engine.reader_training)
+    if read_reader_meta(folder) is not None:
+        try:
+            model.trained_adapter = load_reader(model, folder)
+            return True
+        except ReaderError as error:
+            warnings.warn(f"the reader is not used: {error}", stacklevel=2)
+            return False
     meta = adapter_meta(home)
     if meta is None:
         return False

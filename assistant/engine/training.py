@@ -38,14 +38,27 @@ def train_status(home) -> dict:
         finally:
             store.close()
     info["stream_tokens_now"] = stream_now
-    # Which reader answers (issue 18): what `memex train` learned reads a turn's tokens.
-    info.update({"reader": "trained" if meta is not None and meta.get("kind") == "lora"
-                 else "none", "examples_seen": None, "trained_up_to": None, "wall_s": None})
+    # Which reader answers (issue 18): `memex train --reader`'s, else what `memex train`
+    # learned over full windows, read on a turn's tokens only.
+    from assistant.engine.reader_training import reader_dir
+    from longnet.reader import read_reader_meta
+
+    reader = read_reader_meta(reader_dir(home))
+    info.update({"reader": "trained" if reader is not None or
+                 (meta is not None and meta.get("kind") == "lora") else "none",
+                 "examples_seen": None, "trained_up_to": None, "wall_s": None})
+    if reader is not None:
+        info.update({"reader_kind": "turns", "examples_seen": reader.get("examples_seen"),
+                     "trained_up_to": reader.get("trained_up_to"),
+                     "wall_s": reader.get("wall_s"),
+                     "probe_accuracy_before": reader.get("probe_accuracy_before"),
+                     "probe_accuracy_after": reader.get("probe_accuracy_after")})
+    elif meta is not None:
+        info.update({"reader_kind": "windows", "examples_seen": meta.get("steps"),
+                     "trained_up_to": (meta.get("stream") or {}).get("tokens"),
+                     "wall_s": meta.get("wall_time_s")})
     if meta is None:
         return info
-    info.update({"examples_seen": meta.get("steps"),
-                 "trained_up_to": (meta.get("stream") or {}).get("tokens"),
-                 "wall_s": meta.get("wall_time_s")})
     stream = meta.get("stream", {})
     info.update({
         "trained_at": meta.get("trained_at"), "model": meta.get("model_id"),
