@@ -6,7 +6,8 @@ The default model (SmolLM2-135M as LongNet) reads the first ``--tokens`` tokens 
 example journal's stream into a memory with its frozen weights; a reader (LoRA rank 8 on
 every projection, gate offsets) is put on it, and ``--steps`` training steps are timed, one
 turn each: "How does this sentence I wrote on <date> go on: “<first half>”" → its second half,
-from an entry inside the memory (``longnet.training.turn_loss`` + backward + AdamW). Each
+from an entry inside the memory (the turns `memex train --reader` learns from;
+``longnet.training.turn_loss`` + backward + AdamW). Each
 compute dtype runs on the same memory, one after the other; the table gives the median
 seconds per example and examples per second (appended to bench/results/reader-cpu.txt).
 The losses are of one random turn each, not a learning curve. Uses the data home
@@ -28,37 +29,6 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 
-def cloze_turns(store, tokenizer, end: int, limit: int = 64):
-    """(prompt ids, answer ids) from sentences of the entries inside the first ``end``
-    stream tokens."""
-    import numpy as np
-
-    from assistant.engine import prompting
-
-    turns = []
-    for entry in store.entries_between():
-        if entry.token_end is None or entry.token_end > end or not entry.date:
-            continue
-        for sentence in prompting.split_sentences(entry.text or ""):
-            words = sentence.split()
-            if len(words) < 8:
-                continue
-            half = len(words) // 2
-            question = (f"How does this sentence I wrote on {entry.date} go on: "
-                        f"“{' '.join(words[:half])}”")
-            prompt = tokenizer.apply_chat_template(
-                [{"role": "user", "content": question}], add_generation_prompt=True,
-                tokenize=True)
-            if hasattr(prompt, "keys"):
-                prompt = prompt["input_ids"]
-            answer = tokenizer.encode(" ".join(words[half:]), add_special_tokens=False)[:24]
-            turns.append((np.asarray(list(prompt)), np.asarray(answer)))
-            break
-        if len(turns) >= limit:
-            break
-    return turns
-
-
 def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import torch
@@ -67,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     from assistant.home import model_cache_dir, set_home
     from longnet import LongNetLM
     from longnet.reader import add_reader, reader_parameters
-    from longnet.training import Turn, turn_loss
+    from longnet.training import turn_loss
     from longnet.weights import load_tokenizer
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -87,7 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     tokenizer = load_tokenizer(None, model_cache_dir())
     tokens = min(args.tokens, len(store.stream))
     stream = np.asarray(store.stream.read(0, tokens))
-    turns = cloze_turns(store, tokenizer, tokens)
+    from assistant.engine.reader_training import recall_turns
+
+    turns, _ = recall_turns(store, tokenizer, tokens)  # the turns `memex train --reader` reads
     store.close()
     if not turns:
         print("no entry lies inside the memory's tokens: raise --tokens", file=sys.stderr)
@@ -107,24 +79,25 @@ def main(argv: list[str] | None = None) -> int:
         seconds, losses = [], []
         rng = np.random.default_rng(0)
         for _ in range(args.steps):
-            prompt, answer = turns[int(rng.integers(len(turns)))]
+            turn = turns[int(rng.integers(len(turns)))]
             t0 = time.perf_counter()
-            loss = turn_loss(memory, Turn(prompt, answer))
+            loss = turn_loss(memory, turn)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             seconds.append(time.perf_counter() - t0)
             losses.append(float(loss.detach()))
         median = statistics.median(seconds[1:] if len(seconds) > 1 else seconds)
-        turn_tokens = statistics.median(len(p) + len(a) for p, a in turns)
+        turn_tokens = statistics.median(len(t.prompt) + len(t.answer) for t in turns)
         rows.append((name, tokens, build, len(reader_parameters(model)),
                      sum(p.numel() for p in params.values()), turn_tokens, median, losses))
         print(f"{name}: memory of {tokens} tokens in {build:.1f} s; {median:.2f} s per example",
               file=sys.stderr)
-    lines = [f"# bench/reader.py, {started}; {cpu_name()} ({'AVX512-BF16' if has_bf16 else 'no bf16 instructions'}), "
-             f"{os.cpu_count()} cores, load average {load:.1f} at start",
-             "| compute dtype | memory tokens | memory build s | reader parameters | turn tokens (median) "
-             "| s / example (median) | examples / s | loss first → last |",
+    features = "AVX512-BF16" if has_bf16 else "no bf16 instructions"
+    lines = [(f"# bench/reader.py, {started}; {cpu_name()} ({features}), "
+              f"{os.cpu_count()} cores, load average {load:.1f} at start"),
+             ("| compute dtype | memory tokens | memory build s | reader parameters "
+              "| turn tokens (median) | s / example (median) | examples / s | loss first → last |"),
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for name, tokens, build, _, count, turn_tokens, median, losses in rows:
         lines.append(f"| {name} | {tokens:,} | {build:.1f} | {count:,} | {turn_tokens:.0f} | "

@@ -330,7 +330,7 @@ def journal_run(args) -> str:
              f"{meta['forward_tokens_per_s'] or 0:,.0f} tokens/s"),
              f"- loss per step: {', '.join(f'{x:.3f}' for x in losses)}",
              "- memory-only accuracy on examples/questions.jsonl: NOT measured here. It needs the",
-             "  trained adapter wired into the engine (assistant.engine.trained.apply_trained_adapter)",
+             "  trained adapter wired into the engine (assistant.engine.trained.apply_trained_reader)",
              "  and a memory build of the whole journal with the trained model; on this shared",
              "  CPU the build ran at ~8 tokens/s (bench/results/qa.txt), i.e. ~2 h for 50K tokens.",
              "  Run: bench/qa.py --modes memory --home <this home> once both are in place."]

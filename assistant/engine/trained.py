@@ -1,6 +1,6 @@
 """The model trained on your own notes (``memex train``): where it lives in the data home,
 what it was trained on, the recall examples it learns from, and putting it onto a
-freshly loaded LongNet model.
+freshly loaded LongNet model as its reader (on a turn's tokens only: issue 18).
 
 Layout: ``<home>/train/`` holds ``checkpoint.pt`` (the run in progress or the last run)
 and, once a run has finished, ``adapter.safetensors`` + ``adapter.json`` (what it was
@@ -9,7 +9,6 @@ trained on, perplexity before/after, the base weights it belongs to).
 
 from __future__ import annotations
 
-import hashlib
 import warnings
 from datetime import date
 from pathlib import Path
@@ -36,44 +35,6 @@ def adapter_meta(home) -> dict | None:
     from longnet.training import read_adapter_meta
 
     return read_adapter_meta(train_dir(home))
-
-
-def trained_weights_hash(base_hash: str, adapter_sha256: str) -> str:
-    """The weights fingerprint of base weights + adapter: a memory built by the plain
-    model does not load into the trained one, and the other way round."""
-    return hashlib.sha256(f"{base_hash}+{adapter_sha256}".encode()).hexdigest()
-
-
-def apply_trained_adapter(model, home, merge: bool = True) -> bool:
-    """Put the adapter trained by ``memex train`` onto ``model`` (a freshly loaded
-    ``LongNetLM``, base weights) and change its ``weights_hash``. False, with a warning,
-    when there is no adapter or it was trained for another model or configuration (the
-    model is then left as it was)."""
-    from longnet.training import TrainingError, load_adapter
-
-    meta = adapter_meta(home)
-    if meta is None:
-        return False
-    base_hash = model.weights_hash
-    if meta.get("base_weights_hash") != base_hash:
-        warnings.warn(f"the adapter in {train_dir(home)} was trained on other base weights "
-                      f"({str(meta.get('base_weights_hash'))[:12]}, this model "
-                      f"{base_hash[:12]}): not used; run `memex train` again", stacklevel=2)
-        return False
-    if meta.get("model_config") != model.config.to_dict():
-        warnings.warn(f"the adapter in {train_dir(home)} was trained with another model "
-                      "configuration (levels, positions or gates): not used; run `memex train` "
-                      "again", stacklevel=2)
-        return False
-    try:
-        load_adapter(model, train_dir(home), merge=merge)
-    except TrainingError as error:
-        warnings.warn(f"the trained adapter is not used: {error}", stacklevel=2)
-        return False
-    model._weights_hash = trained_weights_hash(base_hash, meta["adapter_sha256"])
-    model.model_id = f"{model.model_id}+trained"
-    model.trained_adapter = meta
-    return True
 
 
 def apply_trained_reader(model, home) -> bool:
