@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from assistant.engine import counting
 from assistant.engine.short_answer import as_sentence, best_clause, clauses, date_answer
@@ -132,3 +134,22 @@ def test_count_answers_read_as_sentences_with_number_words():
     assert counting.mentioning_sentence("Sat at home. Played Ludo with H. Bed.", "ludo") == \
         "Played Ludo with H. Bed." or "Ludo" in counting.mentioning_sentence(
             "Sat at home. Played Ludo with H. Bed.", "ludo")
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)),
+                        min_size=1, max_size=120), min_size=1, max_size=3),
+       st.text(min_size=1, max_size=60), st.text(max_size=40))
+def test_a_short_answer_holds_only_the_words_of_its_quotes(texts, question, hint):
+    """Whatever the quotes, the question and the model's pointer: every word of the short
+    answer is in a quote (bar the capital first letter and a closing full stop), so it never
+    holds a name or number its quotes lack."""
+    quotes = [Quote(text) for text in texts]
+    short = best_clause(question, quotes, hint=hint)
+    if not short:
+        return
+    assert len(short.split()) <= 15
+    quoted = " ".join(q.text for q in quotes).lower()
+    for word in short.rstrip(".").split():
+        word = word.strip("“”\"()").lower()
+        assert word in quoted, (word, short, texts)
