@@ -49,6 +49,9 @@ SETTINGS = {
                                                 "int4 (fastest), float16, float32 (exact)",
                               ("int4", "float16", "float32")),
     "today": Setting("today", "date that 'last week' is relative to (empty = the real today)"),
+    "reader": Setting("reader", "which reader reads the memory in answers: auto (the best "
+                                "there is), trained (`memex train`'s; refused when there is "
+                                "none), none (the base model)", ("auto", "trained", "none")),
     "persona": Setting("persona", "the tone of answers and reflections: plain, coach (asks one "
                                   "question back), partner (warm), tutor (points out a pattern), "
                                   "or your own words; never the facts"),
@@ -74,6 +77,7 @@ class Config:
     decode_weights: str = "int4"
     persona: str = "plain"
     today: str = ""
+    reader: str = "auto"
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -116,6 +120,9 @@ def _coerce(key: str, raw) -> object:
             raise
         raise ConfigError(f"{key} must be a {kind}, not {text!r}") from None
     setting = SETTINGS[key]
+    if key == "reader" and value == "generic":
+        raise ConfigError("no generic reader ships with memex yet (issue 18): use auto, "
+                          "trained or none")
     if setting.choices and value not in setting.choices:
         raise ConfigError(f"{key} must be one of {', '.join(setting.choices)}, not {text!r}")
     if key == "levels" and value != "auto":

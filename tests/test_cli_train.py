@@ -192,3 +192,18 @@ def test_train_reader_learns_against_the_memory_and_goes_on_from_the_last(traine
     assert shown.exit_code == 0, shown.output
     assert "reader trained on 6 examples in all" in shown.output
     assert "The memory is unchanged." in shown.output
+
+
+def test_the_reader_setting_chooses_which_reader_answers(trained_home):
+    from assistant.config import ConfigError, load_config, set_value
+    from assistant.engine import Engine
+    from assistant.engine.results import EngineError
+
+    assert load_config(trained_home).reader == "auto"
+    with pytest.raises(ConfigError, match="no generic reader"):
+        set_value(trained_home, "reader", "generic")
+    set_value(trained_home, "reader", "trained")  # none trained yet: answers say so
+    with pytest.raises(EngineError, match="memex train --reader"):
+        Engine(trained_home).longnet_model  # noqa: B018
+    set_value(trained_home, "reader", "none")
+    assert Engine(trained_home).longnet_model.config is not None

@@ -15,6 +15,7 @@ from assistant.engine.answering import AnsweringMixin
 from assistant.engine.decoding import DecodingMixin
 from assistant.engine.memory import MemoryMixin
 from assistant.engine.reflection import ReflectionMixin
+from assistant.engine.results import EngineError
 from assistant.engine.retrieval import RetrievalMixin
 from assistant.engine.stems import answer_stem
 from assistant.home import get_home
@@ -118,7 +119,12 @@ class Engine(RetrievalMixin, AnsweringMixin, DecodingMixin, MemoryMixin, Reflect
                     **model_overrides(self.config))
                 # What `memex train` learned from these notes, when it fits this model, reads
                 # a turn's tokens only: the memory is always the base weights' (issue 18).
-                self._far_levels_trained = apply_trained_reader(model, self.home)
+                self._far_levels_trained = (self.config.reader != "none"
+                                            and apply_trained_reader(model, self.home))
+                if self.config.reader == "trained" and not self._far_levels_trained:
+                    raise EngineError("reader = trained, but there is no reader trained for "
+                                      "this model: run `memex train --reader`, or `memex "
+                                      "config set reader auto`")
                 self._longnet = model
         return self._longnet
 
