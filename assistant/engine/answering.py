@@ -187,6 +187,8 @@ class AnsweringMixin:
             return None
         for entry in entries:
             sentence = counting.mentioning_sentence(entry.text or "", thing)
+            if sentence and sentence not in (entry.text or ""):
+                sentence = None  # rewritten for reading (a list bullet, a link): not a quote
             if sentence and len(answer.quotes) < MAX_QUOTES:
                 answer.quotes.append(Quote(text=sentence, date=entry.date, path=entry.path,
                                            root=str(entry.root or "")))
