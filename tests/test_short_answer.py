@@ -136,7 +136,7 @@ def test_count_answers_read_as_sentences_with_number_words():
             "Sat at home. Played Ludo with H. Bed.", "ludo")
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.lists(st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)),
                         min_size=1, max_size=120), min_size=1, max_size=3),
        st.text(min_size=1, max_size=60), st.text(max_size=40))

@@ -127,18 +127,21 @@ def best_clause(question: str, quotes: Sequence, hint: str = "",
 
 def as_sentence(span: str) -> str:
     """A clause shown as a sentence: capital first letter, a closing full stop, quote
-    marks and brackets that open or close nothing dropped."""
+    marks and brackets that open or close nothing dropped where a word begins or ends."""
     span = span.strip(_EDGE)
     for opening, closing in (("“", "”"), ('"', '"'), ("(", ")")):  # (’ is also an apostrophe)
-        if opening == closing:
-            if span.count(opening) % 2:
-                span = span.replace(opening, "")
-        elif span.count(opening) != span.count(closing):
-            span = span.replace(opening, "").replace(closing, "")
+        unbalanced = (span.count(opening) % 2 if opening == closing
+                      else span.count(opening) != span.count(closing))
+        if unbalanced:  # only where a word begins or ends: between letters, dropping one
+            # would join two words into one the quote does not hold
+            for mark in {opening, closing}:
+                span = re.sub(rf"(?:(?<=\s)|^){re.escape(mark)}|{re.escape(mark)}(?=\s|$)",
+                              "", span)
     span = span.strip(_EDGE)
     if not span:
         return ""
-    span = span[0].upper() + span[1:]
+    if len(span[0].upper()) == 1:  # not "ß" → "SS": the word stays the quote's
+        span = span[0].upper() + span[1:]
     return span if span[-1] in ".!?" else span + "."
 
 
