@@ -52,6 +52,10 @@ SETTINGS = {
     "reader": Setting("reader", "which reader reads the memory in answers: auto (the best "
                                 "there is), trained (`memex train`'s; refused when there is "
                                 "none), none (the base model)", ("auto", "trained", "none")),
+    "memory_rows": Setting("memory_rows", "keep every token's keys and values on disk as the "
+                                          "memory reads them (23 KB a token with the bundled "
+                                          "model), so memory answers read the rows of the "
+                                          "passages search finds (true/false)"),
     "persona": Setting("persona", "the tone of answers and reflections: plain, coach (asks one "
                                   "question back), partner (warm), tutor (points out a pattern), "
                                   "or your own words; never the facts"),
@@ -78,6 +82,7 @@ class Config:
     persona: str = "plain"
     today: str = ""
     reader: str = "auto"
+    memory_rows: bool = True
 
     def as_dict(self) -> dict:
         return asdict(self)

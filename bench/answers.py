@@ -17,7 +17,7 @@ the sources), abstention (questions the notes cannot answer, answered "the notes
 say"), loops (short answers with a repeated run of four words or a broken character) and
 the median seconds per question. Resumable: answered questions are kept in
 bench/results/answers-<set>-<file>-<mode>.tmp and a rerun carries on (--fresh starts over).
-The table goes to bench/results/answers.txt.
+The table goes to bench/results/answers.txt (another --mode: answers-MODE.txt).
 """
 
 from __future__ import annotations
@@ -189,8 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     text = (f"# bench/answers.py --mode {args.mode}, {started}; {cpu_name()}, {os.cpu_count()} cores, "
             f"load average {load:.1f} at start\n{table(rows, args.mode)}\n")
     print(text)
-    if not args.limit:
-        (RESULTS / "answers.txt").write_text(text)
+    if not args.limit:  # the retrieval table is the README's; other modes keep their own
+        name = "answers.txt" if args.mode == "retrieval" else f"answers-{args.mode}.txt"
+        (RESULTS / name).write_text(text)
     return 0
 
 

@@ -9,7 +9,7 @@ away at the end.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 
@@ -46,7 +46,8 @@ def generate(memory, prompt_ids, max_new_tokens: int = 256, temperature: float =
              on_token: Callable[[int], object] | None = None, seed: int | None = None,
              remember: bool = False, isolate_window: bool = False,
              choose: Callable[[torch.Tensor], int] | None = None,
-             decode_weights: str = "float32") -> list[int]:
+             decode_weights: str = "float32",
+             recall: Sequence[tuple[int, int]] | None = None) -> list[int]:
     """Generated token ids (the stop token left out).
 
     Stops at EOS, at any of ``stop_ids``, after ``max_new_tokens``, or when
@@ -59,6 +60,8 @@ def generate(memory, prompt_ids, max_new_tokens: int = 256, temperature: float =
     ``decode_weights``: ``"int4"`` or ``"float16"`` let each one-token step (decoding)
     read packed copies of the weights on a CPU (``LongNetLM.packed_decoding``): faster,
     with bfloat16/float16 rounding in the projections; ``"float32"`` reads them as they are.
+    ``recall``: spans of the memory whose stored rows the turn reads in place of the
+    window (``Memory.recall_fork``).
     """
     prompt = [int(t) for t in torch.as_tensor(prompt_ids).reshape(-1).tolist()]
     if not prompt:
@@ -70,8 +73,11 @@ def generate(memory, prompt_ids, max_new_tokens: int = 256, temperature: float =
         raise ValueError(f"prompt token ids must lie in [0, {vocab})")
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
     stops = stop_set(memory.config, stop_ids)
-    turn = memory.fork(dense_local=True, isolate_window=isolate_window,
-                       reserve_tokens=len(prompt) + max_new_tokens)
+    if recall is not None:
+        turn = memory.recall_fork(recall, reserve_tokens=len(prompt) + max_new_tokens)
+    else:
+        turn = memory.fork(dense_local=True, isolate_window=isolate_window,
+                           reserve_tokens=len(prompt) + max_new_tokens)
     device = memory.device
 
     ids = torch.tensor(prompt, dtype=torch.long, device=device)

@@ -102,18 +102,25 @@ def test_forget_asks_first_then_removes_and_compact_rewrites(home, tmp_path):
     tree = journal_tree(tmp_path / "journal")
     memex("add", tree, "--no-embed")
     target = tree / "2024-03-05.md"
+    rows = home / "memory" / "rows.f16"  # every token's keys and values (a built memory's)
+    rows.parent.mkdir(parents=True, exist_ok=True)
+    rows.write_bytes(b"\x01" * 64)
     declined = memex("forget", target, input="n\n")
     assert declined.exit_code == 1 and status_json()["documents"] == 7
+    assert rows.is_file()
     done = memex("forget", target, "--yes")
     assert done.exit_code == 0 and "forgot 1 document" in done.stdout
+    assert not rows.exists()  # the forgotten text's rows went with it
     info = status_json()
     assert info["documents"] == 6 and info["memory_rebuild"] == "text was forgotten"
     assert json.loads(memex("search", "Lisbon", "--json").stdout)["results"] == []
     nowhere = memex("forget", tmp_path / "elsewhere.md", "--yes")
     assert nowhere.exit_code == 1 and "not inside any source" in nowhere.stderr
 
+    rows.write_bytes(b"\x01" * 64)
     compacted = memex("compact")
     assert compacted.exit_code == 0 and "→" in compacted.stdout
+    assert not rows.exists()  # its positions are the old stream's
     after = status_json()
     assert after["dead_tokens"] == 0 and after["stream_tokens"] < info["stream_tokens"]
     assert "nothing to compact" in memex("compact").stdout

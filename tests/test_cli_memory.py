@@ -35,6 +35,10 @@ def test_build_brings_memory_up_to_the_stream(journal_home):
     after = status(journal_home)
     assert after["tokens"] == after["stream_tokens"] and after["lag_tokens"] == 0
     assert after["state_bytes"] > 0
+    # Every token's rows were kept (memory_rows is on by default), one per token.
+    rows = after["rows"]
+    assert (rows["from_token"], rows["to_token"]) == (0, after["tokens"])
+    assert summary["rows_bytes"] == rows["bytes"] and rows["bytes"] % after["tokens"] == 0
     again = json.loads(invoke(journal_home, "memory", "build", "--json").stdout)
     assert again["added_tokens"] == 0
 

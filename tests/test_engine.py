@@ -298,6 +298,34 @@ def test_memory_modes_catch_up_and_report_lag(journal_home, monkeypatch):
     assert make_engine(journal_home).memory_info()["tokens"] == engine.stream_tokens()
 
 
+def test_memory_answers_read_the_rows_of_what_search_found(journal_home, tokenizer):
+    """With rows kept (the default), a memory answer reads the stored rows of the entries
+    search found in place of the history's last tokens, and says so: the spans are those
+    entries' tokens, the best (the cited entry) nearest the question."""
+    from longnet.memory import ROWS_FILE
+
+    engine = make_engine(journal_home)
+    engine.catch_up()
+    assert (engine.memory_dir / ROWS_FILE).is_file()
+    answer = engine.answer("What did I order at Café Lune?", "memory")
+    parts = answer.to_json()["memory"]
+    assert parts["window"] == "recalled" and parts["far_levels"] == "shut"
+    assert parts["history_tokens"] == engine.stream_tokens()
+    best = parts["recalled"][-1]
+    assert best["path"] == answer.sources[0].path == "daily/2024-02-10.md"
+    text = tokenizer.decode(engine.store.stream.read(best["start"], best["end"]))
+    assert "Café Lune" in text
+    assert parts["recalled_tokens"] == sum(p["end"] - p["start"] for p in parts["recalled"])
+    assert parts["recalled_tokens"] <= engine.recall_tokens
+    # Without rows, the memory answer reads the last tokens of the history, as before.
+    engine.config.memory_rows = False
+    plain = engine.answer("What did I order at Café Lune?", "memory")
+    assert plain.to_json()["memory"]["window"] == "last_tokens"
+    # Retrieval answers read no memory.
+    assert "memory" not in engine.answer("What did I order at Café Lune?",
+                                         "retrieval").to_json()
+
+
 def test_forgotten_text_keeps_the_memory_out_until_rebuilt(journal_home):
     engine = make_engine(journal_home)
     engine.catch_up()
@@ -359,8 +387,9 @@ def test_config_values_are_checked(tmp_path):
 
 
 def test_hybrid_turns_leave_untrained_far_levels_out(journal_home, monkeypatch):
-    """Untrained far levels only perturb a hybrid turn's reading of its notes: the turn
-    runs with them shut (gates put back after); memory mode and a trained model keep them."""
+    """Untrained far levels only perturb a hybrid turn's reading of its notes, or a memory
+    turn's reading of recalled rows: the turn runs with them shut (gates put back after);
+    memory mode over the history's last tokens and a trained model keep them."""
     from longnet.memory import Memory
     from longnet.model import SHUT_GATE
 
@@ -378,12 +407,18 @@ def test_hybrid_turns_leave_untrained_far_levels_out(journal_home, monkeypatch):
 
     monkeypatch.setattr(Memory, "generate", spy)
     engine.answer("What did I order at Café Lune?", "hybrid")
-    engine.answer("What did I order at Café Lune?", "memory")
+    recalled = engine.answer("What did I order at Café Lune?", "memory")
+    engine.config.memory_rows = False  # memory mode reads the history's last tokens
+    last_tokens = engine.answer("What did I order at Café Lune?", "memory")
     engine._far_levels_trained = True  # as after `memex train`
     engine.answer("What did I order at Café Lune?", "hybrid")
     assert bool((seen[0] == SHUT_GATE).all())
-    torch.testing.assert_close(seen[1], closed)
+    assert recalled.memory["window"] == "recalled" and recalled.memory["far_levels"] == "shut"
+    assert bool((seen[1] == SHUT_GATE).all())
+    assert last_tokens.memory["window"] == "last_tokens"
+    assert last_tokens.memory["far_levels"] == "open"
     torch.testing.assert_close(seen[2], closed)
+    torch.testing.assert_close(seen[3], closed)
     torch.testing.assert_close(far_gates(), closed)
 
 

@@ -13,6 +13,7 @@ import typer
 
 from assistant import home as home_mod
 from assistant.cli.common import fail
+from assistant.engine.memory_build import drop_memory_rows
 
 MB = 1024 * 1024
 
@@ -277,6 +278,8 @@ def forget(
             report = ingest.forget(store, path)
         except ingest.StoreError as exc:
             fail(str(exc))
+        if report.tokens_zeroed:
+            drop_memory_rows(home_mod.get_home())  # they hold the forgotten text's rows
     finally:
         store.close()
     typer.echo(f"forgot {report.documents} document(s), {report.chunks} chunk(s); "
@@ -300,6 +303,8 @@ def compact() -> None:
     progress = _progress()
     try:
         report = ingest.compact(store, progress=progress)
+        if report.tokens_after != report.tokens_before:
+            drop_memory_rows(home_mod.get_home())  # stream positions have moved
     except ingest.StoreError as exc:
         fail(str(exc))
     finally:

@@ -88,7 +88,9 @@ def build_memory(engine, fresh: bool = False, as_json: bool = False) -> dict:
     elapsed = time.perf_counter() - started
     record_build_rate(engine.home, added, elapsed, engine.device)
     return {"tokens": memory.tokens, "stream_tokens": total, "added_tokens": added,
-            "state_bytes": memory.nbytes, "seconds": round(elapsed, 2),
+            "state_bytes": memory.nbytes,
+            "rows_bytes": memory.rows.nbytes if memory.rows is not None else None,
+            "seconds": round(elapsed, 2),
             "tokens_per_s": round(added / elapsed, 1) if elapsed > 0 and added else None}
 
 
@@ -110,7 +112,9 @@ def _run_build(fresh: bool, as_json: bool) -> None:
     else:
         rate = f" at {summary['tokens_per_s']:,.0f} tokens/s" if summary["tokens_per_s"] else ""
         typer.echo(f"memory: {summary['tokens']:,} of {summary['stream_tokens']:,} stream tokens "
-                   f"(+{summary['added_tokens']:,}{rate}), state {_human_bytes(summary['state_bytes'])}")
+                   f"(+{summary['added_tokens']:,}{rate}), state {_human_bytes(summary['state_bytes'])}"
+                   + (f", rows {_human_bytes(summary['rows_bytes'])} on disk"
+                      if summary["rows_bytes"] else ""))
 
 
 @memory_app.command("build")
@@ -168,6 +172,10 @@ def memory_status(as_json: bool = typer.Option(False, "--json", help="Print JSON
     typer.echo(f"state size:    {_human_bytes(info['state_bytes'])}")
     if info["levels"]:
         typer.echo(f"levels:        {info['levels']} ({info['position_mode']} positions, {info['dtype']})")
+    rows = info.get("rows")
+    if rows:
+        typer.echo(f"rows:          tokens {rows['from_token']:,}–{rows['to_token']:,}, "
+                   f"{_human_bytes(rows['bytes'])} on disk (read by memory answers)")
     if info["rebuild_needed"]:
         typer.secho(f"needs a rebuild: {info['rebuild_needed']} (`memex memory build` does it)",
                     fg="yellow")

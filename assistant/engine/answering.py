@@ -49,11 +49,15 @@ class Answer:
     prompt_tokens: int = 0
     new_tokens: int = 0
     memory_lag: int | None = None
+    memory: dict | None = None  # what of the memory the answer read (``memory_parts``)
 
     def to_json(self) -> dict:
-        return {"answer": self.text, "short": self.short,
-                "quotes": [q.public() for q in self.quotes],
-                "sources": [s.public() for s in self.sources], "timings": self.timings}
+        out = {"answer": self.text, "short": self.short,
+               "quotes": [q.public() for q in self.quotes],
+               "sources": [s.public() for s in self.sources], "timings": self.timings}
+        if self.memory is not None:
+            out["memory"] = self.memory
+        return out
 
 
 class AnsweringMixin:
@@ -82,6 +86,7 @@ class AnsweringMixin:
                 counted = self._count(answer, timer, on_token)
                 if counted is not None:
                     return counted
+            recall = None
             if mode in ("hybrid", "retrieval", "memory"):
                 passages, sentences, fell_back = self.gather(question, answer.date_range)
                 relevant = relevant_sentences(sentences)
@@ -101,8 +106,12 @@ class AnsweringMixin:
                     notes_text = prompting.format_quotes(answer.quotes)
                     answer.sources = self._sources(passages, relevant)
                 else:
-                    # The memory cannot point at what it used: show what search found.
+                    # The memory reads the rows of what search found (when it keeps rows);
+                    # the sources and quotes show what that was.
                     answer.sources = self._sources(passages, relevant or sentences)
+                    if self.config.memory_rows:
+                        recall = self.recall_spans(passages, relevant or sentences,
+                                                   self.recall_tokens)
                     answer.quotes = answer.quotes or choose_quotes(sentences, passages, limit=2,
                                                                    question=question)
                 if fell_back:
@@ -140,7 +149,8 @@ class AnsweringMixin:
                     # comes in through the far levels (the raw tail of the history in the
                     # window crowds the notes out); memory: the window reads the history.
                     self._generate_memory(prompt_ids, emit, answer,
-                                          isolate_window=mode == "hybrid", choose=choose)
+                                          isolate_window=mode == "hybrid", choose=choose,
+                                          recall=recall)
             except Stopped:
                 answer.status = "partial"
             answer.generated = emit.text

@@ -13,7 +13,7 @@ from pathlib import Path
 from assistant.config import Config, load_config
 from assistant.engine.answering import AnsweringMixin
 from assistant.engine.decoding import DecodingMixin
-from assistant.engine.memory import MemoryMixin
+from assistant.engine.memory import RECALL_TOKENS, MemoryMixin
 from assistant.engine.reflection import ReflectionMixin
 from assistant.engine.results import EngineError
 from assistant.engine.retrieval import RetrievalMixin
@@ -42,6 +42,7 @@ class Engine(RetrievalMixin, AnsweringMixin, DecodingMixin, MemoryMixin, Reflect
         self._longnet = None
         self._far_levels_trained = False  # set when `memex train`'s reader is on
         self._memory = None
+        self.recall_tokens = RECALL_TOKENS  # rows of retrieved passages a memory answer reads
         self._embedder = None
         self._embedder_failed = False
         self._dense_prefix = None  # (key, prefix ids, KV cache) reused across questions
@@ -127,6 +128,12 @@ class Engine(RetrievalMixin, AnsweringMixin, DecodingMixin, MemoryMixin, Reflect
                                       "config set reader auto`")
                 self._longnet = model
         return self._longnet
+
+    def _reader_in_use(self) -> str:
+        """Which reader reads a turn: "trained" (``memex train``'s) or "none"."""
+        model = self._longnet
+        return "trained" if model is not None and getattr(model, "reader", None) is not None \
+            else "none"
 
     @property
     def memory_dir(self) -> Path:

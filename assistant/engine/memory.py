@@ -15,6 +15,28 @@ from assistant.engine.answering import Answer
 CATCH_UP_LIMIT = 4096
 SAVE_EVERY_S = 60.0
 CATCH_UP_CHUNK = 2048  # stream tokens read into the memory per step
+# Tokens of retrieved passages whose stored rows a memory answer reads (``recall_spans``).
+RECALL_TOKENS = 1024
+
+
+def memory_parts(memory, config, spans, isolate_window: bool, far_levels: str,
+                 reader: str) -> dict:
+    """What of the memory an answer reads, for ``ask --json``: the window (the history's
+    last tokens, the recalled rows of retrieved passages, or none: an isolated turn), the
+    far levels (open or shut), the sinks and the reader."""
+    tokens = memory.tokens
+    parts = {"history_tokens": tokens, "far_levels": far_levels, "reader": reader,
+             "sinks": min(config.attention_sinks, tokens)}
+    if spans is not None:
+        parts["window"] = "recalled"
+        parts["recalled"] = [dict(piece) for piece in spans]
+        parts["recalled_tokens"] = sum(piece["end"] - piece["start"] for piece in spans)
+    elif isolate_window:
+        parts["window"] = "none"
+    else:
+        parts["window"] = "last_tokens"
+        parts["window_tokens"] = min(tokens, config.local_window or tokens)
+    return parts
 
 
 class MemoryMixin:
@@ -28,16 +50,26 @@ class MemoryMixin:
 
                 model = self.longnet_model
                 if (self.memory_dir / "memory.json").is_file():
-                    self._memory = Memory.load(self.memory_dir, model)
+                    memory = Memory.load(self.memory_dir, model)
                 else:
-                    self._memory = model.memory()
+                    memory = model.memory()
+                if self.config.memory_rows and memory.rows is None and model.config.local_window:
+                    # every token read from now on keeps its rows (recall in answers)
+                    memory.keep_rows(self.memory_dir)
+                elif not self.config.memory_rows and memory.rows is not None:
+                    memory.rows.path.unlink(missing_ok=True)
+                    memory.rows = None
+                self._memory = memory
         return self._memory
 
     def memory_lag(self) -> int:
         return max(0, self.stream_tokens() - self.memory_info()["tokens"])
 
     def _generate_memory(self, prompt_ids: list[int], emit, answer: Answer,
-                         isolate_window: bool = False, choose=None):
+                         isolate_window: bool = False, choose=None, recall=None):
+        """Generate against the memory. ``recall``: the spans (``recall_spans``) whose
+        stored rows the turn reads in place of the history's last tokens, when the memory
+        keeps rows for them; ``answer.memory`` says what the answer read."""
         if self.memory_needs_rebuild():
             answer.notes.append("the memory holds text that was since forgotten or compacted and "
                                 "is not used until `memex memory build` rebuilds it")
@@ -62,13 +94,23 @@ class MemoryMixin:
         # Untrained far levels only perturb a hybrid turn's reading of its notes (with
         # them, 55 of the 114 example answers changed and 6 fewer were right): until
         # `memex train` has taught them, the hybrid turn reads its notes as the plain model.
-        shut = isolate_window and not self._far_levels_trained
+        spans = None
+        if recall is not None and getattr(memory, "rows", None) is not None:
+            spans = [piece for piece in recall if memory.rows.covers(piece["start"], piece["end"])]
+        # Recalled rows stand in the window as isolated notes do: the untrained far levels
+        # would only perturb them.
+        shut = (isolate_window or spans is not None) and not self._far_levels_trained
+        answer.memory = memory_parts(memory, self.longnet_model.config, spans, isolate_window,
+                                     far_levels="shut" if shut else "open",
+                                     reader=self._reader_in_use())
         with self.longnet_model.far_levels_shut() if shut else contextlib.nullcontext():
             memory.generate(prompt_ids, max_new_tokens=self.config.max_new_tokens,
                             temperature=self.config.temperature, top_p=self.config.top_p,
                             stop_ids=sorted(emit.stop_ids), isolate_window=isolate_window,
                             on_token=lambda token_id: not emit(int(token_id)),  # False stops
-                            choose=choose, decode_weights=self.config.decode_weights)
+                            choose=choose, decode_weights=self.config.decode_weights,
+                            recall=None if spans is None else
+                            [(piece["start"], piece["end"]) for piece in spans])
 
     def catch_up(self, memory=None, chunk: int | None = None,
                  progress: Callable[[int, int], None] | None = None,

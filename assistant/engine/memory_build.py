@@ -34,7 +34,35 @@ def memory_status_dict(engine) -> dict:
         "levels": len(config.get("segment_lengths", [])) or None,
         "position_mode": config.get("position_mode"),
         "dtype": meta.get("dtype"),
+        "rows": _rows_status(engine.memory_dir, meta),
     }
+
+
+def _rows_status(memory_dir, meta: dict) -> dict | None:
+    """The row store a saved memory records (``Memory.keep_rows``): tokens covered, bytes."""
+    rows = meta.get("rows")
+    if not rows:
+        return None
+    path = memory_dir / rows.get("file", "")
+    if not path.is_file():
+        return None
+    return {"from_token": rows.get("start"), "to_token": rows.get("end"),
+            "bytes": path.stat().st_size}
+
+
+def drop_memory_rows(home) -> bool:
+    """Delete the memory's row file (every token's keys and values, which could be read
+    back into words): after forget, before anything else; after compact, whose new stream
+    positions no longer match it. The next build writes it again. True if one was there."""
+    from pathlib import Path
+
+    from longnet.memory import ROWS_FILE
+
+    path = Path(home) / "memory" / ROWS_FILE
+    if not path.exists():
+        return False
+    path.unlink()
+    return True
 
 
 def start_memory(engine, fresh: bool, reason: str | None, say=None):

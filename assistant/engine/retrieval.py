@@ -14,6 +14,7 @@ from assistant.engine.dates import DateRange, strip_dates
 # "nothing relevant".
 RELEVANCE_FLOOR = 0.3
 CANDIDATE_FACTOR = 2  # entries searched for sentences = passages setting × this
+RECALL_HEADING_TOKENS = 24  # an entry's first tokens (its date and file line) read with a later chunk
 
 
 _NAME = re.compile(r"(?<![\w'’])[A-ZÀ-Þ][\w'’-]*(?:\s+[A-ZÀ-Þ][\w'’-]*)*")
@@ -135,6 +136,42 @@ class RetrievalMixin:
                                                embed=self.embed, passage_weights=weights,
                                                period=period)
         return passages, sentences, fell_back
+
+    def recall_spans(self, passages, sentences, budget: int) -> list[dict]:
+        """The stream spans a memory answer reads as stored rows (``Memory.recall_fork``):
+        the chunks of the passages whose sentences were chosen (best first), then the
+        other passages by rank, each led by its entry's heading (date and file) when the
+        chunk does not start the entry, until ``budget`` tokens. Returned worst first, so
+        the best passage ends nearest the question; each ``{start, end, date, path}``."""
+        order = []
+        for sentence in sorted(sentences, key=lambda s: -s.score):
+            if sentence.passage_index not in order:
+                order.append(sentence.passage_index)
+        order += [index for index in range(len(passages)) if index not in order]
+        chosen, total = [], 0
+        for index in order:
+            passage = passages[index]
+            row = self.store.db.execute(
+                "select c.token_start, c.token_end, min(s.token_start) from chunks c "
+                "left join spans s on s.entry_id = c.entry_id and s.status = 'live' "
+                "where c.id = ?", (passage.chunk_id,)).fetchone()
+            if not row or row[0] is None or row[1] is None or row[1] <= row[0]:
+                continue
+            start, end, entry_start = row
+            pieces = []
+            if entry_start is not None and entry_start < start:
+                pieces.append((entry_start, min(start, entry_start + RECALL_HEADING_TOKENS)))
+            pieces.append((start, end))
+            size = sum(b - a for a, b in pieces)
+            if total + size > budget:
+                if chosen:
+                    break
+                pieces = [(max(start, end - budget), end)]  # the one passage, cut to fit
+                size = pieces[0][1] - pieces[0][0]
+            chosen.append([{"start": int(a), "end": int(b), "date": passage.date,
+                            "path": passage.path} for a, b in pieces])
+            total += size
+        return [piece for group in reversed(chosen) for piece in group]
 
     def _sources(self, passages, sentences) -> list[SourceRecord]:
         """One source per passage that gave a prompt sentence, best first; snippet = its sentences."""

@@ -33,9 +33,12 @@ Modules
 ``attend``  attention of the new tokens against the state.
 ``core``    ``Memory``: appending (plan, store the rows, attend), the sliding window and
             sinks, forks for a chat turn, ``generate``.
+``rows``    optional, on disk: every token's keys and values as the writer made them,
+            which a recall fork (``Memory.recall_fork``) reads in place of the window.
 """
 
 from longnet.memory.core import Memory
+from longnet.memory.rows import ROWS_FILE, RowStore
 from longnet.memory.plan import HeadGroups, LevelPlan, WindowPlan, plan_level
 from longnet.memory.state import (
     FORMAT_VERSION,
@@ -50,6 +53,8 @@ from longnet.memory.state import (
 )
 
 __all__ = [
+    "ROWS_FILE",
+    "RowStore",
     "FORMAT_VERSION",
     "HASH_BLOCK",
     "METADATA_FILE",

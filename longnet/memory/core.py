@@ -24,6 +24,7 @@ from longnet.config import SHUT_GATE, LongNetConfig
 from longnet.device import autocast, choose_dtype
 from longnet.memory.attend import _attend_compact, _attend_few
 from longnet.memory.plan import LevelPlan, WindowPlan, plan_level
+from longnet.memory.rows import RowStore
 from longnet.memory.state import LevelState, LocalWindowState, MemoryState, StreamHash
 from longnet.reader import gate_offset, reading_turn
 
@@ -68,6 +69,9 @@ class Memory(MemoryState):
         self._skipped_levels: set[int] = set()  # levels a scratch turn never stored
         self._functional = False  # a training fork: rows joined, buffers never written
         self._window_split = None  # its window's (memory rows, turn rows, first position)
+        self.rows: RowStore | None = None  # every token's rows on disk (``keep_rows``)
+        self._row_pieces: list | None = None  # this step's (k, v) per layer, for ``rows``
+        self.recalled: list[tuple[int, int]] = []  # spans a recall fork reads (``recall_fork``)
 
     # -- reading the stream
 
@@ -128,10 +132,17 @@ class Memory(MemoryState):
         if c.position_mode == "absolute":
             absolute = self.model.rotary.cos_sin(positions)
         window = self._plan_window(ids.numel(), few) if c.local_window else None
+        self._row_pieces = [None] * c.num_layers if self._keeps_rows() else None
         with autocast(self.device, self.dtype):
             hidden = self.model.run_layers(
                 ids[None], lambda layer: self._attention(layer, plans, absolute, few, window),
                 logits=False)
+        if self._row_pieces is not None:
+            keys = torch.stack([k for k, _ in self._row_pieces])  # [L, Hkv, T, D]
+            values = torch.stack([v for _, v in self._row_pieces])
+            self.rows.append(torch.stack((keys, values), dim=1).permute(3, 0, 1, 2, 4))
+            self._row_pieces = None
+        with autocast(self.device, self.dtype):
             if last_only:
                 hidden = hidden[:, -1:]
             out = self.model.lm_head(hidden)[0] if logits else None
@@ -182,6 +193,8 @@ class Memory(MemoryState):
 
         def attend(q, k, v):
             q, k, v = q[0], k[0], v[0]  # the memory reads one stream: batch 1
+            if self._row_pieces is not None:  # the key before any rotation, and the value
+                self._row_pieces[layer] = (k, v)
             q = q * (q.shape[-1] ** -0.5)
             q_raw = q
             if absolute is not None:
@@ -475,6 +488,80 @@ class Memory(MemoryState):
             fork._local_turn_start = (self.tokens // w) * w
         return fork
 
+    # -- every token's rows (``longnet.memory.rows``)
+
+    def keep_rows(self, directory) -> RowStore:
+        """From now on, also write every token's rows (all layers, float16) to
+        ``directory``'s row file, starting at this memory's next token; a row file there
+        from before is replaced. ``save`` into the same directory records it."""
+        self.rows = RowStore.for_config(directory, self.config, start=self.tokens, fresh=True)
+        return self.rows
+
+    def _keeps_rows(self) -> bool:
+        if self.rows is None or self._scratch:
+            return False
+        end = self.rows.end
+        if end > self.tokens:  # rows of tokens read after the last save: read again now
+            self.rows.truncate(self.tokens)
+        elif end < self.tokens:  # rows missing (a write failed): the store cannot go on
+            self.rows = None
+            return False
+        return True
+
+    def recall_fork(self, spans, reserve_tokens: int = 0) -> Memory:
+        """A fork whose sliding window holds, in place of the history's last tokens, the
+        stored rows of ``spans`` (``[(start, end), ...]`` token positions of this memory,
+        in the order given, the last nearest the turn), as if the turn came right after
+        reading them: the model attends to what the writer computed for those tokens in
+        their own context, and nothing of their text is run again. The sinks and the far
+        levels are the memory's. Spans are cut to what fits the window beside the turn
+        (``recalled`` says what was kept). Needs a sliding window and a row store."""
+        c = self.config
+        if not c.local_window:
+            raise ValueError("recall_fork needs a memory with a sliding window")
+        if self.rows is None:
+            raise ValueError("this memory keeps no rows (Memory.keep_rows)")
+        sinks = c.attention_sinks
+        room = max(0, c.local_window - 1 - reserve_tokens - sinks)
+        kept, total = [], 0
+        for start, end in reversed([(int(a), int(b)) for a, b in spans]):
+            start = max(start, end - (room - total))  # the span's end is kept, if cut
+            if end <= start or not self.rows.covers(start, end):
+                continue
+            kept.append((start, end))
+            total += end - start
+            if total >= room:
+                break
+        kept.reverse()
+        first_sinks = min(sinks, self.tokens)
+        if sinks and self.tokens < c.local_window + sinks and (not kept or kept[0][0] != 0) \
+                and self.rows.covers(0, first_sinks):
+            # A short history's turn would find its sinks in the window: put them there.
+            kept.insert(0, (0, first_sinks))
+        fork = self.fork(dense_local=True, reserve_tokens=0)
+        fork._isolated = True  # not the memory: never saved
+        fork.recalled = kept
+        rows = [self.rows.read(a, b) for a, b in kept]
+        n = sum(b - a for a, b in kept)
+        first = self.tokens - n  # the recalled rows stand where the window's last rows were
+        if c.position_mode == "dilated":  # window keys are rotated from the window's first
+            positions = torch.arange(n, device=self.device)
+        else:
+            positions = torch.arange(first, self.tokens, device=self.device)
+        cos, sin = self.model.rotary.cos_sin(positions)
+        local = []
+        for layer in range(c.num_layers):
+            kv = torch.zeros((2, c.num_kv_heads, n + max(reserve_tokens, 1), c.head_dim),
+                             dtype=self.dtype, device=self.device)
+            if n:
+                layer_rows = torch.cat([r[layer] for r in rows], dim=2).to(self.device)
+                keys = layer_rows[0].to(torch.float32)
+                kv[0, :, :n] = self.model.rotary.rotate(keys, cos, sin).to(self.dtype)
+                kv[1, :, :n] = layer_rows[1].to(self.dtype)
+            local.append(LocalWindowState(first, n, kv))
+        fork.local = local
+        return fork
+
     def training_fork(self, isolate_window: bool = False) -> Memory:
         """A fork for training a reader: its turn's rows are joined to the memory's rows
         in new tensors (``torch.cat``, an out-of-place ``index_put``), never written into
@@ -502,7 +589,7 @@ class Memory(MemoryState):
     def generate(self, prompt_ids, max_new_tokens: int = 256, temperature: float = 0.0,
                  top_p: float = 1.0, stop_ids=None, on_token=None, seed: int | None = None,
                  remember: bool = False, isolate_window: bool = False,
-                 choose=None, decode_weights: str = "float32") -> list[int]:
+                 choose=None, decode_weights: str = "float32", recall=None) -> list[int]:
         """Answer ``prompt_ids`` with the whole history in view; see ``longnet.generate``."""
         from longnet.generate import generate
 
@@ -510,7 +597,7 @@ class Memory(MemoryState):
                         temperature=temperature, top_p=top_p, stop_ids=stop_ids,
                         on_token=on_token, seed=seed, remember=remember,
                         isolate_window=isolate_window, choose=choose,
-                        decode_weights=decode_weights)
+                        decode_weights=decode_weights, recall=recall)
 
     def __repr__(self) -> str:
         return (f"Memory(tokens={self.tokens}, levels={self.config.num_levels}, "

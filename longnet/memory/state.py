@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from longnet.memory.plan import _slot_offsets
+from longnet.memory.rows import RowStore
 
 FORMAT_VERSION = 2  # 2: the sliding local window's rows (local_first, layers.N.local.k/v)
 METADATA_FILE = "memory.json"
@@ -210,6 +211,11 @@ class MemoryState:
         tensors = {k: v.cpu() for k, v in self.state_dict().items()}
         meta = self.metadata()
         meta["state_file"] = name
+        rows = getattr(self, "rows", None)
+        if rows is not None and rows.path.parent.resolve() == directory.resolve() \
+                and rows.end == self.tokens:
+            rows.flush()  # the rows of every token the state holds are on disk first
+            meta["rows"] = {"file": rows.path.name, "start": rows.start, "end": self.tokens}
         save_file(tensors, str(temp), metadata={"format_version": str(FORMAT_VERSION)})
         _fsync_file(temp)
         os.replace(temp, directory / name)
@@ -303,6 +309,13 @@ class MemoryState:
         for layer in range(c.num_layers if n_sinks else 0):
             memory.sinks[layer] = read(f"layers.{layer}.sinks",
                                        (c.num_kv_heads, n_sinks, c.head_dim))
+        saved_rows = meta.get("rows")
+        if saved_rows and (directory / saved_rows["file"]).is_file():
+            rows = RowStore(directory / saved_rows["file"], c.num_layers, c.num_kv_heads,
+                            c.head_dim, start=int(saved_rows["start"]))
+            if rows.end >= memory.tokens:  # rows written after the save are read again
+                rows.truncate(memory.tokens)
+                memory.rows = rows
         return memory
 
 

@@ -22,11 +22,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from longnet.reader import reader_parameters, writer_identity
+from longnet.reader import GATE_OFFSET, reader_parameters, writer_identity
 from longnet.training.config import TrainingError, TrainingInterrupted
 from longnet.training.loop import _rng_state, _set_rng_state, _StopGuard, atomic_torch_save
 
 READER_CHECKPOINT = "reader-checkpoint.pt"
+# The gate offsets start where the writer's far gates are (CLOSED_GATE, -8: a weight of
+# e^-8) and must move several units to open a level; at the LoRA's rate, 200 steps of Adam
+# (about lr a step) move them 0.2 at most, so the far levels stay shut through training.
+GATE_LR = 0.05
 
 
 @dataclass
@@ -73,7 +77,7 @@ def turn_loss(memory, turn: Turn, isolate_window: bool = False) -> torch.Tensor:
     return F.cross_entropy(predicting, answer)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def answer_accuracy(memory, turns: list[Turn], isolate_window: bool = False) -> float:
     """Share of turns whose every answer token is the model's most likely next token."""
     right = 0
@@ -87,7 +91,8 @@ def answer_accuracy(memory, turns: list[Turn], isolate_window: bool = False) -> 
 
 
 def train_reader(model, examples: Callable[[np.random.Generator], tuple[object, Turn]],
-                 steps: int, out_dir, *, lr: float = 1e-3, seed: int = 0,
+                 steps: int, out_dir, *, lr: float = 1e-3, gate_lr: float = GATE_LR,
+                 seed: int = 0,
                  checkpoint_every: int = 50, isolate_window: bool = False,
                  resume: bool = True,
                  progress: Callable[[ReaderProgress], None] | None = None) -> ReaderResult:
@@ -102,9 +107,14 @@ def train_reader(model, examples: Callable[[np.random.Generator], tuple[object, 
         raise TrainingError("the model has no reader: add one with longnet.reader.add_reader")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    fingerprint = {"writer": writer_identity(model), "seed": seed, "lr": lr,
+    fingerprint = {"writer": writer_identity(model), "seed": seed, "lr": lr, "gate_lr": gate_lr,
                    "parameters": sorted(params)}
-    optimizer = torch.optim.AdamW(params.values(), lr=lr, weight_decay=0.0)
+    gates = [p for name, p in params.items() if name.endswith(GATE_OFFSET)]
+    factors = [p for name, p in params.items() if not name.endswith(GATE_OFFSET)]
+    groups = [{"params": factors, "lr": lr}]
+    if gates:
+        groups.append({"params": gates, "lr": gate_lr})
+    optimizer = torch.optim.AdamW(groups, weight_decay=0.0)
     path = out_dir / READER_CHECKPOINT
     state = {"step": 0, "seconds": 0.0, "losses": []}
     rng = np.random.default_rng(seed)
