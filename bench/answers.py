@@ -105,7 +105,8 @@ class Checkpointed:
                       prompt_tokens=row["prompt_tokens"])
 
 
-def run_set(name: str, mode: str, limit: int | None, fresh: bool, cache: Path, console) -> list[dict]:
+def run_set(name: str, mode: str, limit: int | None, fresh: bool, cache: Path, console,
+            recall: str = "rows") -> list[dict]:
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -121,11 +122,16 @@ def run_set(name: str, mode: str, limit: int | None, fresh: bool, cache: Path, c
     home = cache / name
     prepare_home(home, journal, console)
     engine = Engine(home, today=date.fromisoformat(today) if today else None)
+    # memory mode: the recalled passages read as stored rows (the default), as rows with
+    # free decoding, or as text read again (the baseline)
+    engine.recall_as = "text" if recall == "text" else "rows"
+    engine.ground_recall = recall == "rows-grounded"
+    variant = mode if mode != "memory" or recall == "rows" else f"{mode}-{recall}"
     rows = []
     for path in files:
         items = load_questions(path)[:limit] if limit else load_questions(path)
         label = f"{name}: {path.relative_to(path.parents[1])}"
-        checkpoint = RESULTS / f"answers-{name}-{path.stem}-{mode}.tmp"
+        checkpoint = RESULTS / f"answers-{name}-{path.stem}-{variant}.tmp"
         if fresh:
             checkpoint.unlink(missing_ok=True)
         with Progress(TextColumn(f"[bold]{label}[/]"), BarColumn(), MofNCompleteColumn(),
@@ -167,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fresh", action="store_true", help="answer every question again")
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "memex-bench" / "answers"
     parser.add_argument("--cache", type=Path, default=cache, help="data homes of the journals")
+    parser.add_argument("--recall", default="rows", choices=("rows", "rows-grounded", "text"),
+                        help="memory mode: recalled passages as stored rows, as rows with the "
+                             "answer held to their words, or as text read again")
     parser.add_argument("--show-wrong", action="store_true", help="print each wrong short answer")
     args = parser.parse_args(argv)
     console = Console(stderr=True)
@@ -178,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
         if not SETS[name][0].is_dir():
             console.print(f"[yellow]skipped {name}: {SETS[name][0]} is not there[/]")
             continue
-        rows.extend(run_set(name, args.mode, args.limit, args.fresh, args.cache, console))
+        rows.extend(run_set(name, args.mode, args.limit, args.fresh, args.cache, console,
+                            recall=args.recall))
     if args.show_wrong:
         for r in rows:
             for result in r["results"]:
@@ -186,11 +196,14 @@ def main(argv: list[str] | None = None) -> int:
                     console.print(f"[red]✗[/] {result['question']}\n   short: {result['short']}\n"
                                   f"   quote: {(result['quotes'] or [{'text': ''}])[0]['text'][:160]}"
                                   f"\n   expected: {result['expected']}")
-    text = (f"# bench/answers.py --mode {args.mode}, {started}; {cpu_name()}, {os.cpu_count()} cores, "
+    text = (f"# bench/answers.py --mode {args.mode}"
+            f"{' --recall ' + args.recall if args.mode == 'memory' else ''}, {started}; {cpu_name()}, {os.cpu_count()} cores, "
             f"load average {load:.1f} at start\n{table(rows, args.mode)}\n")
     print(text)
     if not args.limit:  # the retrieval table is the README's; other modes keep their own
         name = "answers.txt" if args.mode == "retrieval" else f"answers-{args.mode}.txt"
+        if args.mode == "memory" and args.recall != "rows":
+            name = f"answers-memory-{args.recall}.txt"
         (RESULTS / name).write_text(text)
     return 0
 

@@ -317,6 +317,12 @@ def test_memory_answers_read_the_rows_of_what_search_found(journal_home, tokeniz
     assert "Café Lune" in text
     assert parts["recalled_tokens"] == sum(p["end"] - p["start"] for p in parts["recalled"])
     assert parts["recalled_tokens"] <= engine.recall_tokens
+    # The benchmarks' baseline reads the same passages again as text.
+    engine.recall_as = "text"
+    again = engine.answer("What did I order at Café Lune?", "memory")
+    assert again.memory["window"] == "recalled_text"
+    assert again.memory["recalled"] == parts["recalled"]
+    engine.recall_as = "rows"
     # Without rows, the memory answer reads the last tokens of the history, as before.
     engine.config.memory_rows = False
     plain = engine.answer("What did I order at Café Lune?", "memory")

@@ -137,9 +137,14 @@ class AnsweringMixin:
             # their words.
             try:
                 emit.begin_with(stem_ids)
-                choose = grounded_chooser(notes_text, question, self._pick, self.tokenizer,
+                # A memory answer that reads recalled rows is held to those passages' words
+                # (it is still its own answer, not a clause picked from them).
+                ground_text = notes_text or (self.recall_text(recall) if recall else None)
+                grounded = held or (self.config.grounded and self.ground_recall
+                                    and bool(ground_text))
+                choose = grounded_chooser(ground_text, question, self._pick, self.tokenizer,
                                           emit.ids, stop_ids=emit.stop_ids, given=len(stem_ids),
-                                          ground=held, copy_words=held)
+                                          ground=grounded, copy_words=grounded)
                 if mode in ("retrieval",):
                     self._generate_dense(prompt_ids, emit, choose=choose)
                 elif mode == "dense":

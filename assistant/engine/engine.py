@@ -43,6 +43,12 @@ class Engine(RetrievalMixin, AnsweringMixin, DecodingMixin, MemoryMixin, Reflect
         self._far_levels_trained = False  # set when `memex train`'s reader is on
         self._memory = None
         self.recall_tokens = RECALL_TOKENS  # rows of retrieved passages a memory answer reads
+        self.recall_as = "rows"  # or "text": the passages read again (a benchmark's baseline)
+        # Hold a memory answer's words to the recalled passages' (as hybrid answers are to
+        # their quotes)? Measured on the example questions it lost as many answers as it
+        # won (3 of the first 15 either way; "Clint Yeastwood" became "the name we had for
+        # it"): off, the model reads the rows and answers freely.
+        self.ground_recall = False
         self._embedder = None
         self._embedder_failed = False
         self._dense_prefix = None  # (key, prefix ids, KV cache) reused across questions

@@ -103,14 +103,20 @@ class MemoryMixin:
         answer.memory = memory_parts(memory, self.longnet_model.config, spans, isolate_window,
                                      far_levels="shut" if shut else "open",
                                      reader=self._reader_in_use())
+        recall = None if spans is None else [(piece["start"], piece["end"]) for piece in spans]
+        if recall is not None and self.recall_as == "text":
+            # The same passages read again as the turn's own text (bench/recall.py's
+            # baseline for the rows): every token of them goes through the model.
+            text = [int(t) for a, b in recall for t in self.store.stream.read(a, b)]
+            prompt_ids, recall, isolate_window = text + list(prompt_ids), None, True
+            answer.memory["window"] = "recalled_text"
         with self.longnet_model.far_levels_shut() if shut else contextlib.nullcontext():
             memory.generate(prompt_ids, max_new_tokens=self.config.max_new_tokens,
                             temperature=self.config.temperature, top_p=self.config.top_p,
                             stop_ids=sorted(emit.stop_ids), isolate_window=isolate_window,
                             on_token=lambda token_id: not emit(int(token_id)),  # False stops
                             choose=choose, decode_weights=self.config.decode_weights,
-                            recall=None if spans is None else
-                            [(piece["start"], piece["end"]) for piece in spans])
+                            recall=recall)
 
     def catch_up(self, memory=None, chunk: int | None = None,
                  progress: Callable[[int, int], None] | None = None,

@@ -4,7 +4,8 @@ LongMem's split (issue 18): the memory in the data home is the frozen model's an
 as it is; a reader (``longnet.reader``) learns, one turn per example, to answer from it.
 The turns come from the user's own notes, no labels asked: "How does this sentence I wrote
 on 14 March 2023 go on: “<its first half>”" → its second half, for sentences of entries the
-memory holds. One sentence in ten (chosen by its hash, so always the same ones) is a probe,
+memory holds; when the memory keeps rows, the turn reads its entry's stored rows in the
+window, as memory answers read the rows of what search found. One sentence in ten (chosen by its hash, so always the same ones) is a probe,
 never trained on: the share of probes answered word for word is measured before and after.
 No evaluation question is ever a turn. Training is incremental: a later run goes on from
 the last reader for as many more examples, with turns from every entry the memory holds
@@ -33,8 +34,10 @@ def reader_dir(home) -> Path:
     return Path(home) / READER_DIRNAME
 
 
-def recall_turns(store, tokenizer, memory_tokens: int, today=None):
-    """(training turns, probe turns) from the sentences of the entries the memory holds."""
+def recall_turns(store, tokenizer, memory_tokens: int, today=None, rows=None):
+    """(training turns, probe turns) from the sentences of the entries the memory holds.
+    With the memory's ``rows`` (``Memory.keep_rows``), a turn reads its entry's stored rows
+    recalled into the window, as a memory answer reads what search found (``Turn.recall``)."""
     from assistant.engine import prompting
     from longnet.training import Turn
 
@@ -57,7 +60,11 @@ def recall_turns(store, tokenizer, memory_tokens: int, today=None):
                 prompt = prompt["input_ids"]
             answer = tokenizer.encode(" ".join(words[half:]),
                                       add_special_tokens=False)[:ANSWER_TOKENS]
-            turn = Turn(np.asarray(list(prompt)), np.asarray(answer), "cloze")
+            recall = None
+            if rows is not None and entry.token_start is not None \
+                    and rows.covers(entry.token_start, entry.token_end):
+                recall = [(entry.token_start, entry.token_end)]
+            turn = Turn(np.asarray(list(prompt)), np.asarray(answer), "cloze", recall=recall)
             digest = int(hashlib.sha1(sentence.encode()).hexdigest(), 16)
             (probes if digest % PROBE_EVERY == 0 else train).append(turn)
     return train, probes
@@ -116,7 +123,7 @@ def run_reader_training(home, steps: int = DEFAULT_STEPS, lr: float = DEFAULT_LR
     store = ingest.open_store(home)
     try:
         tokenizer = load_tokenizer(config.model, model_cache_dir())
-        train, probes = recall_turns(store, tokenizer, memory.stream_offset)
+        train, probes = recall_turns(store, tokenizer, memory.stream_offset, rows=memory.rows)
     finally:
         store.close()
     if not train:

@@ -173,6 +173,11 @@ class RetrievalMixin:
             total += size
         return [piece for group in reversed(chosen) for piece in group]
 
+    def recall_text(self, spans) -> str:
+        """The words of recalled spans (``recall_spans``), from the stream."""
+        return "\n\n".join(self.tokenizer.decode(self.store.stream.read(p["start"], p["end"]))
+                             for p in spans)
+
     def _sources(self, passages, sentences) -> list[SourceRecord]:
         """One source per passage that gave a prompt sentence, best first; snippet = its sentences."""
         by_passage: dict[int, list] = {}

@@ -562,14 +562,18 @@ class Memory(MemoryState):
         fork.local = local
         return fork
 
-    def training_fork(self, isolate_window: bool = False) -> Memory:
+    def training_fork(self, isolate_window: bool = False, recall=None) -> Memory:
         """A fork for training a reader: its turn's rows are joined to the memory's rows
         in new tensors (``torch.cat``, an out-of-place ``index_put``), never written into
         the memory's buffers, so a turn's loss can be differentiated and the gradient
         reaches the turn's rows only; the memory's values are only read (its rows become
-        ordinary tensors the first time: one copy for all the turns read after it)."""
+        ordinary tensors the first time: one copy for all the turns read after it).
+        ``recall``: spans whose stored rows stand in the window (``recall_fork``)."""
         self._normal_tensors()
-        fork = self.fork(dense_local=True, isolate_window=isolate_window)
+        if recall is not None:
+            fork = self.recall_fork(recall)
+        else:
+            fork = self.fork(dense_local=True, isolate_window=isolate_window)
         fork._functional = True
         return fork
 

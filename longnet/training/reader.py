@@ -40,6 +40,7 @@ class Turn:
     prompt: np.ndarray
     answer: np.ndarray
     kind: str = ""
+    recall: list[tuple[int, int]] | None = None  # spans whose stored rows it reads
 
 
 @dataclass
@@ -69,7 +70,7 @@ def turn_loss(memory, turn: Turn, isolate_window: bool = False) -> torch.Tensor:
     answer = torch.as_tensor(np.asarray(turn.answer), dtype=torch.long, device=memory.device)
     if prompt.numel() == 0 or answer.numel() == 0:
         raise TrainingError("a turn needs a prompt and an answer")
-    fork = memory.training_fork(isolate_window=isolate_window)
+    fork = memory.training_fork(isolate_window=isolate_window, recall=turn.recall)
     logits = fork._step(torch.cat([prompt, answer]), logits=True)
     # The logits at the prompt's last token and the answer's tokens but the last predict
     # the answer's tokens.
@@ -84,7 +85,9 @@ def answer_accuracy(memory, turns: list[Turn], isolate_window: bool = False) -> 
     for turn in turns:
         prompt = torch.as_tensor(np.asarray(turn.prompt), dtype=torch.long, device=memory.device)
         answer = torch.as_tensor(np.asarray(turn.answer), dtype=torch.long, device=memory.device)
-        fork = memory.fork(dense_local=True, isolate_window=isolate_window)
+        fork = (memory.recall_fork(turn.recall, reserve_tokens=prompt.numel() + answer.numel())
+                if turn.recall is not None else
+                memory.fork(dense_local=True, isolate_window=isolate_window))
         logits = fork._step(torch.cat([prompt, answer]), logits=True)
         right += bool((logits[prompt.numel() - 1:-1].argmax(-1) == answer).all())
     return right / max(1, len(turns))
