@@ -120,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{torch.get_num_threads()} threads, load {load:.1f} at start; "
               f"{args.probes} probes per bucket, seed {args.seed}"),
              (f"# a probe: {PROMPT} tokens of a note → its next {ANSWER}, word for word; "
-              f"rows: {memory.rows.nbytes / 1e9:.2f} GB on disk, {memory.dtype}"),
+              f"rows (float16): {memory.rows.nbytes / 1e9:.2f} GB on disk; memory computes in "
+              f"{str(memory.dtype).removeprefix('torch.')}"),
              "", "| tokens back | n | " + " | ".join(VARIANTS) + " | search found the entry |",
              "|---|---:|" + "---:|" * (len(VARIANTS) + 1)]
     for label, results in table.items():
