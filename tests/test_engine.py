@@ -323,6 +323,14 @@ def test_memory_answers_read_the_rows_of_what_search_found(journal_home, tokeniz
     assert again.memory["window"] == "recalled_text"
     assert again.memory["recalled"] == parts["recalled"]
     engine.recall_as = "rows"
+    # Rows that cover none of the passages (kept only from now on): the window reads the
+    # history's last tokens.
+    memory = engine.load_memory()
+    kept = memory.rows
+    memory.keep_rows(engine.memory_dir / "later")
+    uncovered = engine.answer("What did I order at Café Lune?", "memory")
+    assert uncovered.memory["window"] == "last_tokens"
+    memory.rows = kept
     # Without rows, the memory answer reads the last tokens of the history, as before.
     engine.config.memory_rows = False
     plain = engine.answer("What did I order at Café Lune?", "memory")

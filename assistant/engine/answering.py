@@ -137,8 +137,8 @@ class AnsweringMixin:
             # their words.
             try:
                 emit.begin_with(stem_ids)
-                # A memory answer that reads recalled rows is held to those passages' words
-                # (it is still its own answer, not a clause picked from them).
+                # A memory answer that reads recalled rows can be held to those passages'
+                # words (``ground_recall``; off: measured no better, README).
                 ground_text = notes_text or (self.recall_text(recall) if recall else None)
                 grounded = held or (self.config.grounded and self.ground_recall
                                     and bool(ground_text))

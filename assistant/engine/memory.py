@@ -96,7 +96,9 @@ class MemoryMixin:
         # `memex train` has taught them, the hybrid turn reads its notes as the plain model.
         spans = None
         if recall is not None and getattr(memory, "rows", None) is not None:
-            spans = [piece for piece in recall if memory.rows.covers(piece["start"], piece["end"])]
+            # (none covered, as after a distributed build: the window reads the history)
+            spans = [piece for piece in recall
+                     if memory.rows.covers(piece["start"], piece["end"])] or None
         # Recalled rows stand in the window as isolated notes do: the untrained far levels
         # would only perturb them.
         shut = (isolate_window or spans is not None) and not self._far_levels_trained
