@@ -147,7 +147,8 @@ def read(variant, model, memory, prompt, answer, entry, spans, text_ids) -> bool
     if variant == "window":
         return right_at(memory.fork(), prompt, answer)
     if variant == "levels open":
-        return opened(model, lambda: right_at(memory.fork(), prompt, answer))
+        with model.far_gates_at(0.0):
+            return right_at(memory.fork(), prompt, answer)
     if variant == "text, searched":
         return right_at(memory.fork(isolate_window=True), text_ids, answer)
     recalled = [entry] if variant == "rows, its entry" else spans
@@ -163,23 +164,6 @@ def right_at(fork, ids, answer) -> bool:
     full = torch.as_tensor(np.concatenate([ids, answer]))
     logits = fork._step(full, logits=True)
     return bool((logits[len(ids) - 1:-1].argmax(-1) == torch.as_tensor(answer)).all())
-
-
-def opened(model, run):
-    """``run()`` with every far level's gate at 0 (put back after)."""
-    import torch
-
-    biases = [layer.self_attn.level_bias for layer in model.layers]
-    saved = [b.detach().clone() for b in biases]
-    try:
-        with torch.no_grad():
-            for bias in biases:
-                bias[:, 1:] = 0.0
-        return run()
-    finally:
-        with torch.no_grad():
-            for bias, value in zip(biases, saved):
-                bias.copy_(value)
 
 
 if __name__ == "__main__":

@@ -323,18 +323,25 @@ class LongNetLM(nn.Module):
         gates at ``CLOSED_GATE`` are nearly closed against a full 8K window, but against
         a turn's short window of its own the thousands of far rows still add up (measured:
         they changed 55 of 114 answers of the example questions)."""
+        with self.far_gates_at(SHUT_GATE):
+            yield self
+
+    @contextlib.contextmanager
+    def far_gates_at(self, value: float):
+        """Within this block every far level's gate is ``value`` (0: the paper's eq. 10,
+        ``SHUT_GATE``: no part); the gates are put back after."""
         biases = [layer.self_attn.level_bias for layer in self.layers
                   if getattr(layer.self_attn, "level_bias", None) is not None]
         saved = [bias.detach().clone() for bias in biases]
         try:
             with torch.no_grad():
                 for bias in biases:
-                    bias[:, 1:] = SHUT_GATE
+                    bias[:, 1:] = value
             yield self
         finally:
             with torch.no_grad():
-                for bias, value in zip(biases, saved):
-                    bias.copy_(value)
+                for bias, value_before in zip(biases, saved):
+                    bias.copy_(value_before)
 
     # -- identity
 

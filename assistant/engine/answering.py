@@ -139,9 +139,10 @@ class AnsweringMixin:
                 emit.begin_with(stem_ids)
                 # A memory answer that reads recalled rows can be held to those passages'
                 # words (``ground_recall``; off: measured no better, README).
-                ground_text = notes_text or (self.recall_text(recall) if recall else None)
-                grounded = held or (self.config.grounded and self.ground_recall
-                                    and bool(ground_text))
+                ground_text, grounded = notes_text, held
+                if not notes_text and recall and self.config.grounded and self.ground_recall:
+                    ground_text = self.recall_text(recall)  # read only when it is used
+                    grounded = bool(ground_text)
                 choose = grounded_chooser(ground_text, question, self._pick, self.tokenizer,
                                           emit.ids, stop_ids=emit.stop_ids, given=len(stem_ids),
                                           ground=grounded, copy_words=grounded)
