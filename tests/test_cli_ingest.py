@@ -34,6 +34,31 @@ def status_json() -> dict:
     return json.loads(result.stdout)
 
 
+def test_add_records_the_source_before_the_tokenizer_loads(home, tmp_path, monkeypatch):
+    """A Ctrl-C while `memex add` loads the tokenizer keeps the source it was given; the
+    next `memex ingest` reads it."""
+    import assistant.cli.ingest as cli_ingest
+    import ingest
+
+    tree = journal_tree(tmp_path / "journal")
+    loading = cli_ingest._load_tokenizer
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_ingest, "_load_tokenizer", interrupted)
+    stopped = runner.invoke(app, ["add", str(tree), "--no-embed"])
+    assert stopped.exit_code != 0
+    store = ingest.open_store(home)
+    try:
+        assert [str(source.path) for source in store.sources()] == [str(tree)]
+    finally:
+        store.close()
+    monkeypatch.setattr(cli_ingest, "_load_tokenizer", loading)
+    assert memex("ingest", "--no-embed").exit_code == 0
+    assert status_json()["documents"] == 7
+
+
 def test_add_status_search_and_rescan(home, tmp_path):
     tree = journal_tree(tmp_path / "journal")
     write(tree / "broken.pdf", b"not a pdf")

@@ -1,7 +1,7 @@
-"""`memex train` and `memex train --status` over a real store (real files, SQLite, the real
-tokenizer) with the tiny random Llama of test_engine as the model: the adapter lands
-beside the memory, the memory is marked for rebuild and refuses the trained model until
-rebuilt, Ctrl-C leaves a checkpoint that the next run resumes."""
+"""`memex train` (the reader), `memex train --window` and `memex train --status` over a real
+store (real files, SQLite, the real tokenizer) with the tiny random Llama of test_engine as
+the model: what is trained lands beside the memory and never changes it, Ctrl-C leaves a
+checkpoint that the next run resumes, the reader goes on from the last one."""
 
 from __future__ import annotations
 
@@ -59,13 +59,15 @@ def invoke(home, *args):
 
 
 def json_of(result) -> dict:
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception  # the traceback, not just an exit code
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)
 
 
-TRAIN = ("train", "--steps", "2", "--seq-len", "512", "--rank", "4", "--checkpoint-every", "1",
+TRAIN = ("train", "--window", "--steps", "2", "--seq-len", "512", "--rank", "4", "--checkpoint-every", "1",
          "--recall-ratio", "1", "--device", "cpu")
-SHORT_TRAIN = ("train", "--steps", "2", "--seq-len", "256", "--rank", "4", "--no-recall",
+SHORT_TRAIN = ("train", "--window", "--steps", "2", "--seq-len", "256", "--rank", "4", "--no-recall",
                "--checkpoint-every", "1", "--device", "cpu")
 
 
@@ -140,7 +142,7 @@ def test_ctrl_c_keeps_a_checkpoint_and_the_next_run_resumes(trained_home, monkey
     assert status["in_progress"]["step"] == 1 and status["trained"] is False
 
     monkeypatch.setattr(train_mod, "window_loss", real_loss)
-    resumed = invoke(trained_home, "train", "--device", "cpu")  # other options: the run's own
+    resumed = invoke(trained_home, "train", "--window", "--device", "cpu")  # the run's options
     assert resumed.exit_code == 0, resumed.output
     assert "resuming at step 1/2" in resumed.output
     status = json_of(invoke(trained_home, "train", "--status", "--json"))
@@ -148,28 +150,33 @@ def test_ctrl_c_keeps_a_checkpoint_and_the_next_run_resumes(trained_home, monkey
 
 
 def test_clear_errors_without_data_or_with_bad_options(home):
-    empty = invoke(home, "train", "--steps", "1")
+    empty = invoke(home, "train", "--window", "--steps", "1")
     assert empty.exit_code == 1 and "nothing ingested" in empty.output
-    bad = invoke(home, "train", "--dtype", "float8")
+    bad = invoke(home, "train", "--window", "--dtype", "float8")
     assert bad.exit_code == 1 and "dtype" in bad.output
     if not __import__("torch").cuda.is_available():
-        no_gpu = invoke(home, "train", "--device", "cuda")
+        no_gpu = invoke(home, "train", "--window", "--device", "cuda")
         assert no_gpu.exit_code == 1 and "no CUDA device" in no_gpu.output
-    assert "Traceback" not in empty.output + bad.output
+    no_memory = invoke(home, "train", "--steps", "1")  # the reader needs a built memory
+    assert no_memory.exit_code == 1 and "memex memory build" in no_memory.output
+    window_only = invoke(home, "train", "--seq-len", "512")
+    assert window_only.exit_code == 1 and "--window" in window_only.output
+    assert "Traceback" not in empty.output + bad.output + no_memory.output + window_only.output
 
 
 def test_train_reader_learns_against_the_memory_and_goes_on_from_the_last(trained_home, tiny_model_dir):  # noqa: F811
     from assistant.engine.trained import apply_trained_reader
     from longnet import LongNetLM
 
-    refused = invoke(trained_home, "train", "--reader", "--steps", "2")
+    refused = invoke(trained_home, "train", "--steps", "2")
     assert refused.exit_code != 0 and "memex memory build" in refused.output
     invoke(trained_home, "memory", "build")
     memory_dir = trained_home / "memory"
     before = {p.name: p.read_bytes() for p in sorted(memory_dir.iterdir()) if p.is_file()}
 
-    meta = json_of(invoke(trained_home, "train", "--reader", "--steps", "3", "--json"))
-    assert meta["examples_seen"] == 3 and meta["turns"] > 0
+    meta = json_of(invoke(trained_home, "train", "--steps", "3", "--json"))
+    assert meta["examples_seen"] == 3 and meta["sentences"] > 0
+    assert meta["started_from"] == "none"  # the generic reader is for the bundled model
     assert meta["trained_up_to"] == json_of(invoke(trained_home, "memory", "status",
                                                    "--json"))["tokens"]
     assert meta["writer"]["weights_hash"] == LongNetLM.from_pretrained(
@@ -181,14 +188,14 @@ def test_train_reader_learns_against_the_memory_and_goes_on_from_the_last(traine
     assert status["examples_seen"] == 3
 
     # incremental: the next run goes on from this reader
-    again = json_of(invoke(trained_home, "train", "--reader", "--steps", "2", "--json"))
+    again = json_of(invoke(trained_home, "train", "--reader", "--steps", "2", "--json"))  # old flag
     assert again["examples_seen"] == 5 and again["wall_s"] >= meta["wall_s"]
     after = {p.name: p.read_bytes() for p in sorted(memory_dir.iterdir()) if p.is_file()}
     assert after == before  # the memory was only read
     model = LongNetLM.from_pretrained(tiny_model_dir, device="cpu")
     assert apply_trained_reader(model, trained_home) is True  # the engine reads with it
     assert model.reader.meta["examples_seen"] == 5
-    shown = invoke(trained_home, "train", "--reader", "--steps", "1")
+    shown = invoke(trained_home, "train", "--steps", "1")
     assert shown.exit_code == 0, shown.output
     assert "reader trained on 6 examples in all" in shown.output
     assert "The memory is unchanged." in shown.output
@@ -200,10 +207,38 @@ def test_the_reader_setting_chooses_which_reader_answers(trained_home):
     from assistant.engine.results import EngineError
 
     assert load_config(trained_home).reader == "auto"
-    with pytest.raises(ConfigError, match="no generic reader"):
-        set_value(trained_home, "reader", "generic")
+    with pytest.raises(ConfigError, match="must be one of"):
+        set_value(trained_home, "reader", "clever")
     set_value(trained_home, "reader", "trained")  # none trained yet: answers say so
-    with pytest.raises(EngineError, match="memex train --reader"):
+    with pytest.raises(EngineError, match="run `memex train`"):
+        Engine(trained_home).longnet_model  # noqa: B018
+    # the generic reader learned against the bundled model's writer, not this tiny one
+    set_value(trained_home, "reader", "generic")
+    with pytest.raises(EngineError, match="no generic reader for this model"):
         Engine(trained_home).longnet_model  # noqa: B018
     set_value(trained_home, "reader", "none")
     assert Engine(trained_home).longnet_model.config is not None
+
+
+def test_ctrl_c_stops_the_reader_training_and_the_next_run_goes_on(trained_home, monkeypatch):
+    import longnet.training.reader as reader_mod
+
+    invoke(trained_home, "memory", "build")
+    real_loss = reader_mod.turn_loss
+    calls = []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(reader_mod, "turn_loss", interrupted)
+    stopped = invoke(trained_home, "train", "--steps", "3")
+    assert stopped.exit_code == 130, stopped.output
+    assert "stopped at example 1/3: checkpoint saved" in stopped.output
+    assert not (trained_home / "reader" / "reader.json").exists()  # nothing saved as done
+    monkeypatch.setattr(reader_mod, "turn_loss", real_loss)
+    meta = json_of(invoke(trained_home, "train", "--steps", "3", "--json"))
+    assert meta["examples_seen"] == 3
+    assert not (trained_home / "reader" / "run").exists()

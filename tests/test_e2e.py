@@ -43,3 +43,23 @@ def test_add_build_ask_offline(tmp_path, home, no_network):
     for path in home.iterdir():
         if path.is_file():
             assert path.stat().st_mode & 0o077 == 0, path
+
+    # The shipped generic reader reads memory answers of the bundled model from the first
+    # minute; `memex train` goes on from it and leaves the memory's files as they were.
+    status = json.loads(memex("train", "--status", "--json").stdout)
+    assert status["reader"] == "generic" and status["generic_available"] is True
+    recalled = json.loads(memex("ask", "How much was Biscuit's adoption fee?", "--mode",
+                                "memory", "--json").stdout)
+    assert recalled["memory"]["reader"] == "generic"
+    assert recalled["memory"]["window"] == "recalled"
+    assert recalled["memory"]["far_levels"] == "shut"
+    memory_dir = home / "memory"
+    before = {p.name: p.read_bytes() for p in sorted(memory_dir.iterdir()) if p.is_file()}
+    trained = json.loads(memex("train", "--steps", "2", "--json").stdout)
+    assert trained["started_from"] == "generic" and trained["examples_seen"] == 2
+    after = {p.name: p.read_bytes() for p in sorted(memory_dir.iterdir()) if p.is_file()}
+    assert after == before
+    status = json.loads(memex("train", "--status", "--json").stdout)
+    assert status["reader"] == "trained" and status["examples_seen"] == 2
+    assert status["trained_up_to"] == built["tokens"] and status["wall_s"] > 0
+    assert no_network == []

@@ -317,6 +317,11 @@ def test_memory_answers_read_the_rows_of_what_search_found(journal_home, tokeniz
     assert "Café Lune" in text
     assert parts["recalled_tokens"] == sum(p["end"] - p["start"] for p in parts["recalled"])
     assert parts["recalled_tokens"] <= engine.recall_tokens
+    # What the reader learns from (``memory_turn``) is what this answer read.
+    turn = engine.memory_turn("What did I order at Café Lune?")
+    assert turn.recall == [(p["start"], p["end"]) for p in parts["recalled"]]
+    assert len(turn.prompt_ids) == answer.prompt_tokens
+    assert engine.tokenizer.decode(turn.prompt_ids).rstrip().endswith("assistant")
     # The benchmarks' baseline reads the same passages again as text.
     engine.recall_as = "text"
     again = engine.answer("What did I order at Café Lune?", "memory")

@@ -120,3 +120,21 @@ def test_no_network_fixture_really_blocks(no_network):
     with pytest.raises(AssertionError):
         socket.create_connection(("127.0.0.1", 9))
     assert no_network, "the attempt should have been recorded"
+
+
+@pytest.mark.real_model
+def test_the_tokenizer_comes_before_the_model_is_converted(tmp_path, tokenizer, no_network):
+    """Ingesting needs the tokenizer only: on a cache where the GGUF was never converted,
+    just its tokenizer is read out (no weights written), the same tokenizer (id and hash)
+    the converted model has, so the stream it starts is the model's."""
+    from ingest.stream.tokenizing import tokenizer_identity
+    from longnet.weights import DEFAULT_MODEL, TOKENIZER_DIR, load_tokenizer
+
+    fresh = load_tokenizer(None, tmp_path)
+    assert not (tmp_path / DEFAULT_MODEL).exists()  # no model conversion
+    assert (tmp_path / TOKENIZER_DIR / DEFAULT_MODEL / "tokenizer.json").is_file()
+    assert not list(tmp_path.rglob("*.safetensors"))
+    assert tokenizer_identity(fresh) == tokenizer_identity(tokenizer)
+    assert fresh.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False) == \
+        tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False)
+    assert tokenizer_identity(load_tokenizer(None, tmp_path)) == tokenizer_identity(tokenizer)

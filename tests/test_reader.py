@@ -234,3 +234,35 @@ def test_the_reader_learns_to_give_back_a_fact_far_beyond_the_window(tmp_path):
                  lr=3e-3, checkpoint_every=10**6)
     assert accuracy(held) >= 0.6  # measured: 0.94 (seeds 0 and 1 of the model)
     assert accuracy(held, recall=False) <= 0.35  # chance is 1 in 8
+
+
+def test_far_levels_open_to_a_turn_only_where_the_reader_learned_their_gates():
+    from longnet.reader import far_gates_learned
+
+    assert far_gates_learned(tiny_model()) is False  # no reader
+    model = tiny_model()
+    add_reader(model, rank=4, alpha=8.0)
+    assert far_gates_learned(model) is False  # offsets at 0: as after recalled-row turns
+    with torch.no_grad():
+        model.reader.gate_offsets[1][0, 1] = 0.5
+    assert far_gates_learned(model) is True
+    assert far_gates_learned(with_trained_looking_reader(tiny_model())) is True
+
+
+def test_a_recalled_row_turn_reads_with_the_far_levels_shut_and_bf16_runs(tmp_path):
+    """Training turns that read recalled rows skip the far levels (as answers do); under
+    bfloat16 autocast the turn's loss stays near float32's and still reaches the reader."""
+    model = tiny_model(local_window=16, attention_sinks=2, segment_lengths=(16, 64))
+    memory = model.memory(dtype=torch.float32)
+    memory.keep_rows(tmp_path)
+    memory.append(stream(150), return_logits=False)
+    params = add_reader(model, rank=4, alpha=8.0)
+    turn = Turn(np.array([3, 4, 5]), np.array([6, 7]), recall=[(40, 60)])
+    with_rows = turn_loss(memory, turn)
+    with model.far_levels_shut():
+        shut = turn_loss(memory, turn)
+    torch.testing.assert_close(with_rows, shut)  # already read with them shut
+    half = turn_loss(memory, turn, dtype=torch.bfloat16)
+    assert abs(float(half.detach()) - float(with_rows.detach())) < 0.05 * float(with_rows.detach())
+    half.backward()
+    assert all(p.grad is not None for name, p in params.items() if "lora_B" in name)

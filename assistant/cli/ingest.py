@@ -118,8 +118,9 @@ def add(
     """Register folders or files and ingest them."""
     import ingest
 
-    tokenizer = _load_tokenizer()
-    store = _open(tokenizer)
+    # The sources are recorded first, before the tokenizer loads: a Ctrl-C while it does
+    # loses nothing the user asked for (`memex ingest` reads them later).
+    store = _open()
     failed = False
     scope = []
     try:
@@ -133,6 +134,8 @@ def add(
             typer.echo(f"{path}: {what}")
             scope.append(source.path if what == "added" else Path(path).expanduser().absolute())
         if scope:
+            tokenizer = _load_tokenizer()
+            store.tokenizer = tokenizer
             _run_ingest(store, tokenizer, scope, no_embed, max_file_mb)
     finally:
         store.close()

@@ -1,5 +1,6 @@
-"""`memex train`: fine-tune the LongNet model on your own token stream (LoRA + level gates,
-or every weight with --full), with the recall curriculum; `memex train --status`."""
+"""`memex train`: the memory's reader learns from your own notes (``reader_training``); the
+older training over whole windows of the stream (LoRA + level gates, or every weight with
+--full) stays behind `--window`; `memex train --status`."""
 
 from __future__ import annotations
 
@@ -29,14 +30,29 @@ def _fmt_ppl(value) -> str:
 
 
 def _print_status(info: dict) -> None:
+    reader = info.get("reader", "none")
+    if reader == "trained" and info.get("reader_kind") == "turns":
+        start = info.get("started_from")
+        typer.echo(f"reader:         trained on your notes, {info['examples_seen']:,} examples "
+                   f"(memory up to {info['trained_up_to']:,} tokens, "
+                   f"{duration_text(info['wall_s'])}"
+                   + (", from the generic reader" if start == "generic" else "") + ")")
+        before, after = info.get("probe_accuracy_before"), info.get("probe_accuracy_after")
+        if before is not None and after is not None:
+            typer.echo(f"probes:         {100 * before:.0f} % → {100 * after:.0f} % of held-out "
+                       "turns answered word for word")
+    elif reader == "generic":
+        typer.echo("reader:         the generic one memex ships (synthetic journals); "
+                   "`memex train` teaches it your notes")
+    elif reader == "none":
+        typer.echo("reader:         none: `memex train` teaches one to read your memory")
     if info["in_progress"]:
         run = info["in_progress"]
-        typer.echo(f"run in progress: step {run['step']}/{run['steps']} after "
-                   f"{duration_text(run['seconds'])} (`memex train` goes on)")
+        typer.echo(f"window run in progress: step {run['step']}/{run['steps']} after "
+                   f"{duration_text(run['seconds'])} (`memex train --window` goes on)")
     if not info["trained"]:
-        typer.echo("not trained yet: `memex train` fine-tunes the model on your notes")
         return
-    typer.echo(f"trained:        {info['trained_at']} ({info['kind']}"
+    typer.echo(f"window training: {info['trained_at']} ({info['kind']}"
                + (f", LoRA rank {info['lora_rank']}" if info["lora_rank"] else "") + ")")
     typer.echo(f"model:          {info['model']} (base weights {info['base_weights_hash'][:12]})")
     typer.echo(f"trained on:     {info['train_tokens']:,} of {info['stream_tokens']:,} stream "
@@ -102,6 +118,8 @@ class _Display:
             return
         info = (f"loss {p.loss:.3f}  {p.tokens_per_s:,.0f} tok/s" if p.tokens_per_s
                 else f"loss {p.loss:.3f}")
+        if getattr(p, "examples_per_s", None):
+            info = f"loss {p.loss:.3f}  {p.examples_per_s:.2f} examples/s"
         if self.bar is not None:
             if self.task is None:
                 self.task = self.bar.add_task("train", total=p.steps, completed=0, info="")
@@ -117,36 +135,44 @@ class _Display:
 
 def train_command(
     steps: int | None = typer.Option(
-        None, "--steps", help=f"Optimizer steps (default {CPU_STEPS} on CPU, {CUDA_STEPS} on CUDA)."),
+        None, "--steps", help="Examples the reader learns from (default 1,200: about half "
+                              "an hour on 2 CPU cores); with --window, optimizer steps "
+                              f"(default {CPU_STEPS} on CPU, {CUDA_STEPS} on CUDA)."),
+    window: bool = typer.Option(
+        False, "--window",
+        help="The older training instead: LoRA over whole windows of the stream with "
+             "gradients (hours on a CPU; the options below marked --window are its own)."),
     seq_len: int | None = typer.Option(
-        None, "--seq-len", help="Tokens per training window (default 16384 on CPU, 65536 on CUDA)."),
-    rank: int = typer.Option(16, "--lora-rank", "--rank", help="LoRA rank."),
-    full: bool = typer.Option(False, "--full", help="Train every weight instead of LoRA + gates."),
+        None, "--seq-len", help="(--window) Tokens per training window (default 16384 on CPU, 65536 on CUDA)."),
+    rank: int = typer.Option(16, "--lora-rank", "--rank", help="(--window) LoRA rank."),
+    full: bool = typer.Option(False, "--full", help="(--window) Train every weight instead of LoRA + gates."),
     no_recall: bool = typer.Option(False, "--no-recall",
-                                   help="Next-token training only, no recall examples."),
+                                   help="(--window) Next-token training only, no recall examples."),
     recall_ratio: float = typer.Option(0.25, "--recall-ratio",
-                                       help="Share of windows that are recall examples."),
-    lr: float | None = typer.Option(None, "--lr", help="Peak learning rate "
-                                       "(default 2e-4 LoRA, 2e-5 full; gates max(0.05, 8/steps))."),
-    accumulate: int = typer.Option(1, "--accumulate", help="Windows per optimizer step."),
+                                       help="(--window) Share of windows that are recall examples."),
+    lr: float | None = typer.Option(None, "--lr", help="Learning rate (the reader: 1e-4; "
+                                       "--window: peak 2e-4 LoRA, 2e-5 full)."),
+    accumulate: int = typer.Option(1, "--accumulate", help="(--window) Windows per optimizer step."),
     checkpoint_every: int | None = typer.Option(
         None, "--checkpoint-every",
-        help="Save a resumable checkpoint every N steps (default 1; 10 with --full, whose "
+        help="(--window) Save a resumable checkpoint every N steps (default 1; 10 with --full, whose "
              "checkpoint holds every weight). Ctrl-C always saves."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    device: str = typer.Option("auto", "--device", help="(--window) auto, cpu or cuda."),
     dtype: str = typer.Option("auto", "--dtype",
-                              help="auto (bf16 on CUDA, fp32 on CPU), float32 or bfloat16."),
+                              help="auto (bf16 where the CPU or GPU computes it natively, "
+                                   "else fp32; --window: fp32 on CPU), float32 or bfloat16."),
     resume: bool = typer.Option(True, "--resume/--fresh",
                                 help="Go on from an interrupted run, or start over."),
     status: bool = typer.Option(False, "--status", help="Show what the model was trained on."),
     reader: bool = typer.Option(
-        False, "--reader",
-        help="Train the memory's reader instead: one turn per example against the built "
-             "memory, which stays as it is; incremental (each run goes on from the last)."),
+        False, "--reader", hidden=True,
+        help="The reader's training (what `memex train` does; kept for old scripts)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Fine-tune the model on your own notes so the memory learns to recall them
-    (resumable; Ctrl-C saves a checkpoint)."""
+    """Teach the memory's reader to answer from your notes: turns made from your own
+    sentences, read against the built memory, which stays as it is. Incremental (each run
+    goes on from the last reader, with the new entries and replay of the old); resumable
+    (Ctrl-C saves a checkpoint)."""
     from assistant.config import ConfigError
     from assistant.home import get_home
     from longnet.training import TrainConfig, TrainingError, TrainingInterrupted
@@ -159,8 +185,17 @@ def train_command(
         else:
             _print_status(info)
         return
-    if reader:
-        _train_reader(home, steps, lr, resume, as_json)
+    if not window:
+        # the window training's own options mean nothing to the reader: say so
+        given = [name for name, value, default in (
+            ("--seq-len", seq_len, None), ("--lora-rank", rank, 16), ("--full", full, False),
+            ("--no-recall", no_recall, False), ("--recall-ratio", recall_ratio, 0.25),
+            ("--accumulate", accumulate, 1), ("--checkpoint-every", checkpoint_every, None),
+            ("--device", device, "auto")) if value != default]
+        if given:
+            fail(f"{', '.join(given)} belong to the training over whole windows: add --window "
+                 "(`memex train` alone trains the reader)")
+        _train_reader(home, steps, lr, dtype, resume, as_json)
         return
     if steps is None:
         from longnet.model import choose_device
@@ -192,7 +227,7 @@ def train_command(
                                 say=display.say, progress=display)
     except TrainingInterrupted as stop:
         typer.secho(f"\nstopped at step {stop.step}/{stop.steps}: checkpoint saved; run "
-                    "`memex train` to go on", fg="yellow", err=True)
+                    "`memex train --window` to go on", fg="yellow", err=True)
         raise typer.Exit(130)
     except (TrainingError, ConfigError, ValueError, FileNotFoundError) as error:
         fail(str(error))
@@ -205,8 +240,8 @@ def train_command(
     typer.echo(meta["memory_note"])
 
 
-def _train_reader(home, steps, lr, resume: bool, as_json: bool) -> None:
-    """`memex train --reader`: see ``assistant.engine.reader_training``."""
+def _train_reader(home, steps, lr, dtype: str, resume: bool, as_json: bool) -> None:
+    """`memex train`: see ``assistant.engine.reader_training``."""
     from assistant.engine.reader_training import DEFAULT_LR, DEFAULT_STEPS, run_reader_training
     from assistant.engine.results import EngineError
     from longnet.training import TrainingError, TrainingInterrupted
@@ -217,10 +252,11 @@ def _train_reader(home, steps, lr, resume: bool, as_json: bool) -> None:
 
         try:
             meta = run_reader_training(home, steps or DEFAULT_STEPS, lr or DEFAULT_LR,
-                                       resume=resume, say=display.say, progress=progress)
+                                       resume=resume, say=display.say, progress=progress,
+                                       dtype=dtype)
         except TrainingInterrupted as stop:
             typer.secho(f"\nstopped at example {stop.step}/{stop.steps}: checkpoint saved; run "
-                        "`memex train --reader` to go on", fg="yellow", err=True)
+                        "`memex train` to go on", fg="yellow", err=True)
             raise typer.Exit(130)
         except (EngineError, TrainingError, ValueError, FileNotFoundError) as error:
             fail(str(error))
@@ -233,7 +269,7 @@ def _train_reader(home, steps, lr, resume: bool, as_json: bool) -> None:
 
     typer.echo(f"reader trained on {meta['examples_seen']:,} examples in all (memory up to "
                f"{meta['trained_up_to']:,} tokens, {duration_text(meta['wall_s'])}); held-out "
-               f"probes recalled word for word: {share(meta['probe_accuracy_before'])} before, "
+               f"probes answered word for word: {share(meta['probe_accuracy_before'])} before, "
                f"{share(meta['probe_accuracy_after'])} after. The memory is unchanged.")
 
 
@@ -245,6 +281,7 @@ class _ReaderStep:
     def __init__(self, p):
         self.step, self.steps, self.loss, self.eta_s = p.step, p.steps, p.loss, p.eta_s
         self.tokens_per_s = None
+        self.examples_per_s = p.examples_per_s
 
 
 def register(app: typer.Typer) -> None:

@@ -60,6 +60,18 @@ class Answer:
         return out
 
 
+@dataclass
+class MemoryTurn:
+    """What a memory-mode answer reads, before it generates: the chat prompt (with the
+    answer's stem at its end) and the stream spans whose stored rows stand in the window.
+    The reader learns from turns made this way (``memex train``), so it learns to read
+    exactly what answers give it."""
+
+    prompt_ids: list[int]
+    stem_ids: list[int]
+    recall: list[tuple[int, int]] | None  # None: the window reads the history's last tokens
+
+
 class AnsweringMixin:
     """``answer()``: gather, prompt, generate; uses the retrieval, decoding and memory parts."""
 
@@ -173,6 +185,26 @@ class AnsweringMixin:
             answer.new_tokens = timer.count
             answer.timings = timer.timings()
             return answer
+
+    def memory_turn(self, question: str) -> MemoryTurn:
+        """The prompt and recalled spans a ``memory`` answer to ``question`` reads (as
+        ``answer`` builds them; no generation)."""
+        question = question.strip()
+        date_range = resolve_dates(question, self.today)
+        passages, sentences, _ = self.gather(question, date_range)
+        recall = None
+        if self.config.memory_rows:
+            relevant = relevant_sentences(sentences)
+            spans = self.recall_spans(passages, relevant or sentences, self.recall_tokens)
+            rows = getattr(self.load_memory(), "rows", None)
+            recall = [(p["start"], p["end"]) for p in spans
+                      if rows is not None and rows.covers(p["start"], p["end"])] or None
+        messages = prompting.answer_messages(question, None, (),
+                                             date_range.label if date_range else None,
+                                             persona=self.config.persona)
+        stem = answer_stem(question) if self.config.answer_stems else None
+        stem_ids = self.tokenizer.encode(stem, add_special_tokens=False) if stem else []
+        return MemoryTurn(self._chat_ids(messages) + stem_ids, stem_ids, recall)
 
     def _extractive(self, answer: Answer, timer: Timer, on_token, short: str) -> Answer:
         """An answer whose short part is taken, not generated: shown whole at once."""

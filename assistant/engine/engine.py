@@ -40,7 +40,8 @@ class Engine(RetrievalMixin, AnsweringMixin, DecodingMixin, MemoryMixin, Reflect
         self._tokenizer = None
         self._dense = None
         self._longnet = None
-        self._far_levels_trained = False  # set when `memex train`'s reader is on
+        self._far_levels_trained = False  # set when a reader learned the far gates
+        self._reader_kind = "none"  # which: "trained", "generic" or "none"
         self._memory = None
         self.recall_tokens = RECALL_TOKENS  # rows of retrieved passages a memory answer reads
         self.recall_as = "rows"  # or "text": the passages read again (a benchmark's baseline)
@@ -118,28 +119,49 @@ class Engine(RetrievalMixin, AnsweringMixin, DecodingMixin, MemoryMixin, Reflect
             if self._longnet is None:
                 import longnet
                 from assistant.config import model_overrides
-                from assistant.engine.trained import apply_trained_reader
+                from assistant.engine.trained import apply_reader
                 from assistant.home import model_cache_dir
+                from longnet.reader import far_gates_learned
 
                 model = longnet.LongNetLM.from_pretrained(
                     self.config.model, cache_dir=model_cache_dir(), device=self.device,
                     **model_overrides(self.config))
                 # What `memex train` learned from these notes, when it fits this model, reads
                 # a turn's tokens only: the memory is always the base weights' (issue 18).
-                self._far_levels_trained = (self.config.reader != "none"
-                                            and apply_trained_reader(model, self.home))
-                if self.config.reader == "trained" and not self._far_levels_trained:
-                    raise EngineError("reader = trained, but there is no reader trained for "
-                                      "this model: run `memex train --reader`, or `memex "
-                                      "config set reader auto`")
+                self._reader_kind = apply_reader(model, self.home, self.config.reader)
+                # far levels open to a turn only where the reader learned their gates
+                self._far_levels_trained = (self._reader_kind != "none"
+                                            and far_gates_learned(model))
+                if self.config.reader in ("trained", "generic") \
+                        and self._reader_kind != self.config.reader:
+                    how = ("run `memex train`" if self.config.reader == "trained" else
+                           "the one memex ships was trained for the bundled model only")
+                    raise EngineError(f"reader = {self.config.reader}, but there is no "
+                                      f"{self.config.reader} reader for this model: {how}, "
+                                      "or `memex config set reader auto`")
                 self._longnet = model
         return self._longnet
 
+    def use_longnet(self, model, memory=None) -> None:
+        """Read with ``model`` (a LongNet model already loaded, reader and all) and, when
+        given, ``memory`` instead of loading them: the reader's training shares one model
+        between the data homes it learns from, and its turns read a memory it never saves."""
+        from longnet.reader import far_gates_learned
+
+        with self._load_lock:
+            self._longnet = model
+            self._reader_kind = "trained" if getattr(model, "reader", None) is not None \
+                else "none"
+            self._far_levels_trained = far_gates_learned(model)
+            if memory is not None:
+                self._memory = memory
+
     def _reader_in_use(self) -> str:
-        """Which reader reads a turn: "trained" (``memex train``'s) or "none"."""
+        """Which reader reads a turn: "trained" (``memex train``'s), "generic" or "none"."""
         model = self._longnet
-        return "trained" if model is not None and getattr(model, "reader", None) is not None \
-            else "none"
+        if model is None or getattr(model, "reader", None) is None:
+            return "none"
+        return self._reader_kind
 
     @property
     def memory_dir(self) -> Path:

@@ -99,9 +99,10 @@ class MemoryMixin:
             # (none covered, as after a distributed build: the window reads the history)
             spans = [piece for piece in recall
                      if memory.rows.covers(piece["start"], piece["end"])] or None
-        # Recalled rows stand in the window as isolated notes do: the untrained far levels
-        # would only perturb them.
-        shut = (isolate_window or spans is not None) and not self._far_levels_trained
+        # Recalled rows are read with the far levels shut, with a reader or without (as the
+        # reader learns to read them: ``longnet.training.turn_loss``); they would only blur
+        # what search found.
+        shut = spans is not None or (isolate_window and not self._far_levels_trained)
         answer.memory = memory_parts(memory, self.longnet_model.config, spans, isolate_window,
                                      far_levels="shut" if shut else "open",
                                      reader=self._reader_in_use())

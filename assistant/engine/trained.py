@@ -37,6 +37,46 @@ def adapter_meta(home) -> dict | None:
     return read_adapter_meta(train_dir(home))
 
 
+def apply_reader(model, home, choice: str = "auto") -> str:
+    """Put the reader ``choice`` names onto ``model`` and say which it was: "trained"
+    (what `memex train` learned from these notes), "generic" (the one memex ships, trained
+    on synthetic journals: ``assistant.readers``) or "none". ``auto`` takes the trained
+    reader, else the generic one when it was trained for this model's writer, else none."""
+    if choice == "none":
+        return "none"
+    if choice in ("auto", "trained") and apply_trained_reader(model, home):
+        return "trained"
+    if choice in ("auto", "generic") and apply_generic_reader(model, quiet=choice == "auto"):
+        return "generic"
+    return "none"
+
+
+def apply_generic_reader(model, quiet: bool = False) -> bool:
+    """Put the shipped generic reader onto ``model``; False (with a warning unless
+    ``quiet``) when none ships or it learned against another writer."""
+    from assistant.readers import generic_reader_dir
+    from longnet.reader import ReaderError, load_reader, read_reader_meta
+
+    folder = generic_reader_dir()
+    if read_reader_meta(folder) is None:
+        return False
+    try:
+        model.trained_adapter = load_reader(model, folder)
+    except ReaderError as error:
+        if not quiet:
+            warnings.warn(f"the generic reader is not used: {error}", stacklevel=2)
+        return False
+    return True
+
+
+def generic_reader_meta() -> dict | None:
+    """What the shipped generic reader was trained on, or None when none ships."""
+    from assistant.readers import generic_reader_dir
+    from longnet.reader import read_reader_meta
+
+    return read_reader_meta(generic_reader_dir())
+
+
 def apply_trained_reader(model, home) -> bool:
     """Put what `memex train` learned onto ``model`` as its reader (``longnet.reader``):
     active only on a turn's own tokens, so the memory is always written by the base
@@ -45,7 +85,7 @@ def apply_trained_reader(model, home) -> bool:
     from longnet.reader import ReaderError, load_reader, read_reader_meta
     from longnet.training import TrainingError, load_adapter_as_reader
 
-    folder = Path(home) / "reader"  # `memex train --reader` (assistant.engine.reader_training)
+    folder = Path(home) / "reader"  # `memex train` (assistant.engine.reader_training)
     if read_reader_meta(folder) is not None:
         try:
             model.trained_adapter = load_reader(model, folder)
@@ -59,13 +99,13 @@ def apply_trained_reader(model, home) -> bool:
     if meta.get("base_weights_hash") != model.weights_hash:
         warnings.warn(f"the adapter in {train_dir(home)} was trained on other base weights "
                       f"({str(meta.get('base_weights_hash'))[:12]}, this model "
-                      f"{model.weights_hash[:12]}): not used; run `memex train` again",
+                      f"{model.weights_hash[:12]}): not used; run `memex train --window` again",
                       stacklevel=2)
         return False
     if meta.get("model_config") != model.config.to_dict():
         warnings.warn(f"the adapter in {train_dir(home)} was trained with another model "
-                      "configuration (levels, positions or gates): not used; run `memex train` "
-                      "again", stacklevel=2)
+                      "configuration (levels, positions or gates): not used; run "
+                      "`memex train --window` again", stacklevel=2)
         return False
     if meta.get("kind") != "lora":
         warnings.warn("a fully trained model (`memex train --full`) rewrites the memory's "

@@ -38,25 +38,33 @@ def train_status(home) -> dict:
         finally:
             store.close()
     info["stream_tokens_now"] = stream_now
-    # Which reader answers (issue 18): `memex train --reader`'s, else what `memex train`
-    # learned over full windows, read on a turn's tokens only.
+    # Which reader answers (issue 18): `memex train`'s, else what the older window
+    # training learned (read on a turn's tokens only), else the generic one memex ships.
+    from assistant.config import load_config
     from assistant.engine.reader_training import reader_dir
+    from assistant.engine.trained import generic_reader_meta
     from longnet.reader import read_reader_meta
 
     reader = read_reader_meta(reader_dir(home))
-    info.update({"reader": "trained" if reader is not None or
-                 (meta is not None and meta.get("kind") == "lora") else "none",
-                 "examples_seen": None, "trained_up_to": None, "wall_s": None})
+    generic = generic_reader_meta()
+    fits = generic is not None and generic.get("model_id") == load_config(home).model
+    kind = ("trained" if reader is not None or (meta is not None and meta.get("kind") == "lora")
+            else "generic" if fits else "none")
+    info.update({"reader": kind, "examples_seen": None, "trained_up_to": None, "wall_s": None,
+                 "generic_available": fits})
     if reader is not None:
         info.update({"reader_kind": "turns", "examples_seen": reader.get("examples_seen"),
                      "trained_up_to": reader.get("trained_up_to"),
                      "wall_s": reader.get("wall_s"),
+                     "started_from": reader.get("started_from"),
                      "probe_accuracy_before": reader.get("probe_accuracy_before"),
                      "probe_accuracy_after": reader.get("probe_accuracy_after")})
     elif meta is not None:
         info.update({"reader_kind": "windows", "examples_seen": meta.get("steps"),
                      "trained_up_to": (meta.get("stream") or {}).get("tokens"),
                      "wall_s": meta.get("wall_time_s")})
+    elif kind == "generic":
+        info.update({"reader_kind": "generic", "examples_seen": 0})
     if meta is None:
         return info
     stream = meta.get("stream", {})

@@ -193,6 +193,10 @@ class Memory(MemoryState):
 
         def attend(q, k, v):
             q, k, v = q[0], k[0], v[0]  # the memory reads one stream: batch 1
+            if q.dtype != self.dtype and q.is_floating_point():
+                # a turn run under another autocast dtype than the memory's (a bf16 reader
+                # step over a float32 memory): its rows are read in the memory's dtype
+                q, k, v = q.to(self.dtype), k.to(self.dtype), v.to(self.dtype)
             if self._row_pieces is not None:  # the key before any rotation, and the value
                 self._row_pieces[layer] = (k, v)
             q = q * (q.shape[-1] ** -0.5)

@@ -13,6 +13,7 @@ was interrupted.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from longnet.device import autocast
 from longnet.reader import GATE_OFFSET, reader_parameters, writer_identity
 from longnet.training.config import TrainingError, TrainingInterrupted
 from longnet.training.loop import _rng_state, _set_rng_state, _StopGuard, atomic_torch_save
@@ -63,15 +65,27 @@ class ReaderResult:
     resumed_from: int = 0
 
 
-def turn_loss(memory, turn: Turn, isolate_window: bool = False) -> torch.Tensor:
+def _far_levels_for(memory, turn: Turn):
+    """A turn that reads recalled rows reads them with the far levels shut, in training as
+    in answers: what search found stands in its window, and the far levels' rows (nearly
+    closed, yet thousands) only blur it; skipping them also halves a step's time."""
+    if turn.recall is None:
+        return contextlib.nullcontext()
+    return memory.model.far_levels_shut()
+
+
+def turn_loss(memory, turn: Turn, isolate_window: bool = False,
+              dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Mean cross-entropy of ``turn.answer`` read after ``memory`` (differentiable in the
-    model's reader; the memory is left as it was)."""
+    model's reader; the memory is left as it was). ``dtype``: the turn's compute dtype
+    (bfloat16: autocast; the fork's stored rows are prepared outside it)."""
     prompt = torch.as_tensor(np.asarray(turn.prompt), dtype=torch.long, device=memory.device)
     answer = torch.as_tensor(np.asarray(turn.answer), dtype=torch.long, device=memory.device)
     if prompt.numel() == 0 or answer.numel() == 0:
         raise TrainingError("a turn needs a prompt and an answer")
     fork = memory.training_fork(isolate_window=isolate_window, recall=turn.recall)
-    logits = fork._step(torch.cat([prompt, answer]), logits=True)
+    with autocast(memory.device, dtype), _far_levels_for(memory, turn):
+        logits = fork._step(torch.cat([prompt, answer]), logits=True)
     # The logits at the prompt's last token and the answer's tokens but the last predict
     # the answer's tokens.
     predicting = logits[prompt.numel() - 1:-1].float()
@@ -88,7 +102,8 @@ def answer_accuracy(memory, turns: list[Turn], isolate_window: bool = False) -> 
         fork = (memory.recall_fork(turn.recall, reserve_tokens=prompt.numel() + answer.numel())
                 if turn.recall is not None else
                 memory.fork(dense_local=True, isolate_window=isolate_window))
-        logits = fork._step(torch.cat([prompt, answer]), logits=True)
+        with _far_levels_for(memory, turn):
+            logits = fork._step(torch.cat([prompt, answer]), logits=True)
         right += bool((logits[prompt.numel() - 1:-1].argmax(-1) == answer).all())
     return right / max(1, len(turns))
 
@@ -97,14 +112,16 @@ def train_reader(model, examples: Callable[[np.random.Generator], tuple[object, 
                  steps: int, out_dir, *, lr: float = 1e-3, gate_lr: float = GATE_LR,
                  seed: int = 0,
                  checkpoint_every: int = 50, isolate_window: bool = False,
-                 resume: bool = True,
+                 resume: bool = True, dtype: torch.dtype = torch.float32,
                  progress: Callable[[ReaderProgress], None] | None = None) -> ReaderResult:
     """Train ``model.reader`` (see ``longnet.reader.add_reader``) for ``steps`` examples.
 
     ``examples(rng)`` gives (memory, turn): a memory built by this model's frozen writer
     (it is only read) and the turn to learn. Ctrl-C / SIGTERM write a checkpoint at the
     last whole step and raise ``TrainingInterrupted``; a rerun with ``resume`` goes on
-    from it. A checkpoint made for another writer is refused."""
+    from it. A checkpoint made for another writer is refused. ``dtype`` bfloat16 runs the
+    turns under autocast (the parameters and their updates stay float32), on a CPU with
+    native bf16 (``longnet.device.fast_dtype``; bench/reader.py measures the gain)."""
     params = reader_parameters(model)
     if not params:
         raise TrainingError("the model has no reader: add one with longnet.reader.add_reader")
@@ -158,7 +175,7 @@ def train_reader(model, examples: Callable[[np.random.Generator], tuple[object, 
                 # as they were before it, so a resumed run draws the same example.
                 before = (rng.bit_generator.state, _rng_state(), state["step"])
                 memory, turn = examples(rng)
-                loss = turn_loss(memory, turn, isolate_window=isolate_window)
+                loss = turn_loss(memory, turn, isolate_window=isolate_window, dtype=dtype)
                 guard.begin_update()
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
