@@ -133,14 +133,23 @@ def _convert_gguf(gguf: Path, target: Path, source: dict, progress: bool) -> Non
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.config._name_or_path = str(target)
-    # Write into a temporary sibling and rename: a crash never leaves half a model.
-    staging = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
-    try:
+
+    def write(staging: Path) -> None:
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
         weights_hash = weights_fingerprint(staging)
         (staging / CONVERSION_MARKER).write_text(
             json.dumps({"source": source, "weights_sha256": weights_hash}, indent=2))
+
+    _replace_folder(target, write, ".convert-")
+
+
+def _replace_folder(target: Path, write, prefix: str) -> None:
+    """Fill a temporary sibling of ``target`` with ``write(folder)`` and rename it into
+    place: a crash never leaves half a model or half a tokenizer."""
+    staging = Path(tempfile.mkdtemp(prefix=prefix, dir=target.parent))
+    try:
+        write(staging)
         if target.exists():
             shutil.rmtree(target)
         os.replace(staging, target)
@@ -200,16 +209,12 @@ def _extract_tokenizer(gguf: Path, target: Path, source: dict) -> None:
     target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name,
                                               local_files_only=True)
-    staging = Path(tempfile.mkdtemp(prefix=".tokenizer-", dir=target.parent))
-    try:
+
+    def write(staging: Path) -> None:
         tokenizer.save_pretrained(staging)
         (staging / CONVERSION_MARKER).write_text(json.dumps({"source": source}, indent=2))
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+
+    _replace_folder(target, write, ".tokenizer-")
 
 
 def load_hf_model(name_or_path: str | os.PathLike | None = None, cache_dir: Path | None = None,
