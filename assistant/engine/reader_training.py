@@ -159,6 +159,8 @@ def run_reader_training(home, steps: int = DEFAULT_STEPS, lr: float = DEFAULT_LR
                 f"({error})")
             model = load_base_model(config, device="cpu")
             memory = Memory.load(home / "memory", model)
+            if source == folder:
+                previous = None  # a new reader starts: nothing of the old one carries over
             continue
         for parameter in reader_parameters(model).values():
             parameter.requires_grad_(True)
@@ -170,7 +172,6 @@ def run_reader_training(home, steps: int = DEFAULT_STEPS, lr: float = DEFAULT_LR
         break
     if getattr(model, "reader", None) is None:
         add_reader(model)
-        previous = None
     engine = Engine(home, config=config)
     engine.use_longnet(model, memory)  # the memory is only read: nothing is appended
     try:
