@@ -65,6 +65,9 @@ def test_add_status_search_and_rescan(home, tmp_path):
     result = memex("add", tree, "--no-embed")
     assert result.exit_code == 0, result.output
     assert "7 new" in result.stdout and "skipped broken.pdf: not a PDF" in result.stdout
+    # it ends with how long the memory build will take (no build measured yet: a typical rate)
+    assert "new tokens to read: `memex memory build` takes about" in result.stdout
+    assert "the first build measures yours" in result.stdout
     # Piped output: progress comes as plain lines, not bars.
     assert "stream: started" in result.stderr and "\x1b[" not in result.stderr
 
@@ -221,3 +224,18 @@ def test_watch_stops_cleanly_on_ctrl_c(home, tmp_path):
     assert watch.returncode == 0, err
     assert "stopped" in out and "Traceback" not in err
     assert "1 new" in out
+
+
+def test_the_build_estimate_uses_the_last_build_speed(tmp_path):
+    from assistant.engine.memory_build import RATE_FILE, memory_behind_text
+
+    (tmp_path / "memory").mkdir()
+    (tmp_path / "memory" / "memory.json").write_text(json.dumps({"stream_offset": 50}))
+    (tmp_path / RATE_FILE).write_text(json.dumps({"tokens_per_s": 100.0}))
+    line = memory_behind_text(tmp_path, 1050, "smollm2-135m-instruct")
+    assert line == ("the memory has 1,000 new tokens to read: `memex memory build` takes about "
+                    "0m10s (at 100 tokens/s, the last build's speed)")
+    assert memory_behind_text(tmp_path, 50, "smollm2-135m-instruct") is None  # up to date
+    (tmp_path / RATE_FILE).unlink()
+    other = memory_behind_text(tmp_path, 1050, str(tmp_path / "some-model"))
+    assert other.endswith("`memex memory build` reads them (no speed measured yet)")

@@ -137,10 +137,22 @@ def add(
             tokenizer = _load_tokenizer()
             store.tokenizer = tokenizer
             _run_ingest(store, tokenizer, scope, no_embed, max_file_mb)
+            _say_memory_behind(store)
     finally:
         store.close()
     if failed:
         raise typer.Exit(1)
+
+
+def _say_memory_behind(store) -> None:
+    """How long the memory build will take, at the end of `memex add`."""
+    from assistant.config import load_config
+    from assistant.engine.memory_build import memory_behind_text
+
+    home = home_mod.get_home()
+    line = memory_behind_text(home, len(store.stream), load_config(home).model)
+    if line:
+        typer.echo(line)
 
 
 def ingest_command(

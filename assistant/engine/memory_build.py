@@ -126,6 +126,37 @@ def estimated_build_seconds(home, tokens: int,
     return tokens / rate, source
 
 
+# What a first build reads with the bundled model on a 2-core CPU, before this machine has
+# measured its own (bench/results: ~112–145 tokens/s on this project's AMD EPYC, rows kept).
+TYPICAL_CPU_RATE = 120.0
+
+
+def memory_behind_text(home, stream_tokens: int, model: str) -> str | None:
+    """One line for the end of `memex add`: how many tokens the memory has to read and
+    about how long `memex memory build` will take (None when it is up to date)."""
+    from longnet.weights import DEFAULT_MODEL
+
+    offset = 0
+    try:
+        offset = int(json.loads((home / "memory" / "memory.json").read_text())
+                     .get("stream_offset") or 0)
+    except (OSError, ValueError, TypeError):
+        pass
+    behind = max(0, stream_tokens - offset)
+    if not behind:
+        return None
+    seconds, source = estimated_build_seconds(home, behind)
+    if seconds is None and model in (DEFAULT_MODEL, "default", "smollm2"):
+        seconds = behind / TYPICAL_CPU_RATE
+        source = (f"at ~{TYPICAL_CPU_RATE:.0f} tokens/s, a 2-core CPU's speed; the first build "
+                  "measures yours")
+    if seconds is None:
+        return (f"the memory has {behind:,} new tokens to read: `memex memory build` reads "
+                f"them ({source})")
+    return (f"the memory has {behind:,} new tokens to read: `memex memory build` takes about "
+            f"{duration_text(seconds)} ({source})")
+
+
 def duration_text(seconds: float | None) -> str:
     """``1h05m`` or ``4m09s``; ``?`` when unknown."""
     if seconds is None:
