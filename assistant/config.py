@@ -54,6 +54,16 @@ SETTINGS = {
                                 "none), generic (the one memex ships, trained on synthetic "
                                 "journals), none (the base model)",
                       ("auto", "trained", "generic", "none")),
+    "server": Setting("server", "keep the model loaded in a background process between "
+                                "`memex ask` and `memex reflect` commands, so the next answer "
+                                "starts at once (true/false)"),
+    "server_idle_minutes": Setting("server_idle_minutes", "minutes the background process "
+                                                          "waits for a question before it "
+                                                          "exits"),
+    "build_dtype": Setting("build_dtype", "numeric type the memory build computes in: auto "
+                                          "(bfloat16 where the CPU has AVX512-BF16 or AMX, or "
+                                          "on a GPU; else float32), float32, bfloat16",
+                           ("auto", "float32", "bfloat16")),
     "memory_rows": Setting("memory_rows", "keep every token's keys and values on disk as the "
                                           "memory reads them (23 KB a token with the bundled "
                                           "model), so memory answers read the rows of the "
@@ -85,6 +95,9 @@ class Config:
     today: str = ""
     reader: str = "auto"
     memory_rows: bool = True
+    build_dtype: str = "auto"
+    server: bool = True
+    server_idle_minutes: int = 15
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -16,6 +16,7 @@ memory unchanged. Medians of repeats. Timings are not a test: they print a table
 from __future__ import annotations
 
 import argparse
+import json
 import contextlib
 import statistics
 import sys
@@ -567,6 +568,86 @@ def self_check(device) -> str:
     return "\n".join(lines) + "\n"
 
 
+# --------------------------------------------------------------------------- --build
+
+
+def journal_tokens(folder: Path, tokenizer, limit: int) -> list[int]:
+    """The first ``limit`` tokens of a journal's text files, read in path order."""
+    ids: list[int] = []
+    for path in sorted(p for p in folder.rglob("*") if p.suffix in (".md", ".txt", ".org")):
+        ids += tokenizer(path.read_text(errors="replace") + "\n")["input_ids"]
+        if len(ids) >= limit:
+            break
+    return ids[:limit]
+
+
+def bench_build(args, model, device) -> str:
+    """The memory build in float32 and in bfloat16, side by side on the same text: each
+    chunk is read by both memories in turn (this machine is shared: alternating keeps the
+    noise out of the ratio), with every token's rows kept as `memex memory build` keeps
+    them. Then the bytes per token saved (state file + rows) in the old float32 format
+    and in 16 bits, and the perplexity of the next tokens read against each saved
+    memory loaded back as answers load it (float32)."""
+    import tempfile
+
+    from assistant.home import model_cache_dir
+    from longnet.device import cpu_has_bf16
+    from longnet.weights import load_tokenizer
+
+    tokenizer = load_tokenizer(args.model, model_cache_dir(Path(tempfile.gettempdir())))
+    chunk, held_out = args.build_chunk, args.build_scored
+    texts = [Path(p) for p in args.build_journals.split(",")]
+    lines = [f"Memory build, float32 vs bfloat16: {machine_name(device)}, bf16 "
+             f"{'native (AVX512-BF16/AMX)' if cpu_has_bf16() else 'emulated (no AVX512-BF16/AMX)'}, "
+             f"{model.model_id}, {args.build_tokens:,} tokens per journal read {chunk:,} at a "
+             f"time, rows kept; perplexity of the next {held_out:,} tokens read against the "
+             "saved memory loaded as float32. Tokens/s: median over the chunks.", "",
+             "| journal | build | tokens/s | ×fp32 | state file B/token | + rows B/token "
+             "| perplexity | Δ vs fp32 in RAM |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for folder in texts:
+        ids = journal_tokens(folder, tokenizer, args.build_tokens + held_out)
+        history, scored = ids[:args.build_tokens], torch.tensor(ids[args.build_tokens:])
+        with tempfile.TemporaryDirectory() as tmp:
+            memories, rates = {}, {}
+            for name in ("float32", "bfloat16"):
+                memories[name] = model.memory(dtype=name)
+                memories[name].keep_rows(Path(tmp) / name)
+                rates[name] = []
+            for begin in range(0, len(history), chunk):
+                piece = history[begin:begin + chunk]
+                for name, memory in memories.items():
+                    began = time.perf_counter()
+                    memory.append(piece, return_logits=False)
+                    rates[name].append(len(piece) / (time.perf_counter() - began))
+                print(f"  {folder.parent.name}: {begin + len(piece):,} tokens", file=sys.stderr)
+
+            def perplexity(memory) -> float:
+                logits = memory.fork().append(scored[:-1])
+                return float(torch.nn.functional.cross_entropy(logits.float(), scored[1:]).exp())
+
+            reference = perplexity(memories["float32"])
+            saves = [("float32", "float32 (before)", torch.float32), ("float32", "float32", None),
+                     ("bfloat16", "bfloat16", None)]
+            for name, label, stored in saves:
+                memory = memories[name]
+                folder_out = Path(tmp) / name
+                memory.save(folder_out, stored_dtype=stored)
+                meta = json.loads((folder_out / "memory.json").read_text())
+                state = meta["stored_bytes"] / memory.tokens
+                rows = memory.rows.nbytes / memory.tokens
+                loaded = Memory.load(folder_out, model, dtype=torch.float32)
+                ppl = perplexity(loaded)
+                rate = statistics.median(rates[name])
+                speedup = rate / statistics.median(rates["float32"])
+                stored_as = "/".join(meta["stored_dtypes"])
+                lines.append(f"| {folder.parent.name} | {label}, saved {stored_as} | {rate:,.0f} "
+                             f"| {speedup:.2f} | {state:,.0f} | {state + rows:,.0f} | {ppl:.3f} "
+                             f"| {100 * (ppl / reference - 1):+.2f}% |")
+    lines += ["", "B/token: bytes on disk per token of history (it falls as the history grows "
+              "past the window: the state is bounded, the rows are not)."]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=None, help="model name or path (default SmolLM2)")
@@ -608,6 +689,16 @@ def main(argv=None):
     parser.add_argument("--bound", action="store_true",
                         help="instead: decode with the whole history read against the ceiling "
                              "of this machine's read bandwidth")
+    parser.add_argument("--build", action="store_true",
+                        help="instead: the memory build in float32 vs bfloat16 on real text: "
+                             "tokens/s, bytes per token on disk, perplexity")
+    parser.add_argument("--build-journals", default=",".join(
+        str(p) for p in (Path(__file__).resolve().parent.parent / "examples" / "journal",
+                         Path(__file__).resolve().parents[2] / "shared" / "data"
+                         / "real-journals" / "barbellion" / "journal")))
+    parser.add_argument("--build-tokens", type=int, default=12_288)
+    parser.add_argument("--build-chunk", type=int, default=2048)
+    parser.add_argument("--build-scored", type=int, default=1024)
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -635,8 +726,9 @@ def main(argv=None):
     model = load_model(args, device)
     if args.cast_weights:  # weights stored in the compute dtype: no per-op casts
         model.to(dtype)
-    if args.bound:
-        report = bench_bound(args, model, device, dtype)
+    if args.bound or args.build:
+        report = bench_build(args, model, device) if args.build else \
+            bench_bound(args, model, device, dtype)
         print(report)
         if args.out:
             args.out.parent.mkdir(parents=True, exist_ok=True)

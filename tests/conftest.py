@@ -23,6 +23,9 @@ os.environ["MEMEX_MODEL_CACHE"] = str(TEST_MODEL_CACHE)
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Commands answer in-process: no test leaves a warm server behind, except those of
+# test_server.py, which start and stop their own.
+os.environ["MEMEX_NO_SERVER"] = "1"
 
 
 @pytest.fixture

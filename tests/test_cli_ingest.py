@@ -203,7 +203,7 @@ def test_watch_stops_cleanly_on_ctrl_c(home, tmp_path):
     assert memex("add", tree, "--no-embed").exit_code == 0
     env = {**os.environ, "MEMEX_HOME": str(home)}
     watch = subprocess.Popen([sys.executable, "-m", "assistant.cli", "watch", "--no-embed",
-                              "--debounce", "0.2"], env=env, stdout=subprocess.PIPE,
+                              "--no-memory", "--debounce", "0.2"], env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
 
     def documents() -> int:

@@ -88,3 +88,27 @@ def test_rebuild_flag_starts_from_scratch(journal_home):
 def test_status_on_an_empty_home(home):
     info = status(home)
     assert info["tokens"] == 0 and info["stream_tokens"] == 0 and info["exists"] is False
+
+
+def test_build_computes_in_the_dtype_asked_and_saves_16_bits(journal_home):
+    """--dtype bfloat16 builds in bfloat16 (saved as it is, 16 bits); answers then read the
+    state back as float32; an unknown dtype is a one-line error."""
+    import torch
+
+    from assistant.config import load_config
+    from assistant.engine import Engine
+
+    bad = invoke(journal_home, "memory", "build", "--dtype", "int3")
+    assert bad.exit_code == 1 and "unknown --dtype" in bad.output
+    result = invoke(journal_home, "memory", "build", "--json", "--dtype", "bfloat16")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["dtype"] == "bfloat16" and summary["tokens"] == summary["stream_tokens"]
+    meta = json.loads((journal_home / "memory" / "memory.json").read_text())
+    assert meta["dtype"] == "bfloat16" and meta["stored_dtypes"] == ["bfloat16"]
+    rate = json.loads((journal_home / "memory-rate.json").read_text()) \
+        if (journal_home / "memory-rate.json").exists() else None
+    assert rate is None or rate["dtype"] == "bfloat16"  # (few tokens: no rate kept)
+    engine = Engine(journal_home, load_config(journal_home))
+    assert engine.load_memory().dtype == torch.float32
+    assert engine.load_memory().tokens == summary["tokens"]

@@ -229,7 +229,7 @@ def check_memory_window(rank, world, mode, window, tmp, sinks=0) -> dict:
     errors["window_rows"] = float(sum(s.rows for s in memory.local) != 2 * (window - 1))
     errors["sink_rows"] = float([None if s is None else s.shape[2] for s in memory.sinks]
                                 != [sinks or None] * 2)
-    memory.save(Path(tmp) / f"rank{rank}")
+    memory.save(Path(tmp) / f"rank{rank}", stored_dtype=torch.float32)
     loaded = Memory.load(Path(tmp) / f"rank{rank}", model)
     errors["saved"] = memory_errors(memory, loaded)["state"]
     errors["continued"] = float((single.append(ids[90:]) - loaded.append(ids[90:])).abs().max())
@@ -611,7 +611,7 @@ def compare_builds(per_rank, home, twin, ignore=("state_file",)):
                        "tokens_per_s": summary["tokens_per_s"]}
     assert summary["ranks"] == 2 and summary["tokens"] == summary["stream_tokens"] > 300
 
-    build_memory(Engine(twin, load_config(twin)), as_json=True)
+    build_memory(Engine(twin, load_config(twin)), as_json=True, dtype="float32")  # as the ranks
     ours = json.loads((home / "memory" / "memory.json").read_text())
     theirs = json.loads((twin / "memory" / "memory.json").read_text())
     # The distributed build keeps no rows (memory answers then read the window); the single
@@ -626,7 +626,8 @@ def compare_builds(per_rank, home, twin, ignore=("state_file",)):
     b = load_file(str(twin / "memory" / theirs["state_file"]))
     assert a.keys() == b.keys() and a
     for key in a:
-        torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=1e-4, msg=key)
+        # both saved in float16: equal to its rounding (a float16 step is 1e-3 of a value)
+        torch.testing.assert_close(a[key].float(), b[key].float(), atol=2e-3, rtol=2e-3, msg=key)
     return ours, a
 
 

@@ -603,3 +603,66 @@ def test_a_thing_no_entry_names_gets_the_notes_dont_say(journal_home):
     answer = engine.answer("What did the walrus order at Café Lune?", "retrieval")
     assert answer.status == "nothing_found" and answer.short == "The notes don't say."
     assert any("walrus" in note for note in answer.notes)
+
+
+def test_one_process_at_a_time_extends_the_memory(journal_home):
+    """Two engines on one home (a build next to a chat or the warm server): while one holds
+    the memory writer, the other's answer reads what is saved without catching up, and
+    then finds and loads the memory the first one saved."""
+    from assistant.engine.memory import MemoryBusy
+
+    builder, answerer = make_engine(journal_home), make_engine(journal_home)
+    answerer.load_memory()  # the chat's memory, loaded before the build
+    with builder.memory_writer():
+        with pytest.raises(MemoryBusy):
+            with answerer.memory_writer(wait=False):
+                pass
+        behind = answerer.answer("What did I order at Café Lune?", "memory")
+        assert behind.memory_lag == builder.stream_tokens() > 0  # no catch-up meanwhile
+        builder.catch_up()  # re-entrant: the builder's own lock
+    assert answerer.reload_memory_if_changed()  # the build's save replaced the loaded one
+    assert answerer.load_memory().tokens == builder.stream_tokens()
+    again = answerer.answer("What did I order at Café Lune?", "memory")
+    assert again.memory_lag == 0
+
+
+class FixedShare:
+    """A machine as busy as the test says (``CpuShare``'s interface)."""
+
+    def __init__(self, value: float):
+        self.value = value
+
+    def others(self) -> float:
+        return self.value
+
+
+def test_watch_extends_the_memory_only_while_the_machine_is_idle(journal_home):
+    """`memex watch`'s upkeep: nothing is read while other programs keep the CPUs busy;
+    once they are idle the memory catches up with the stream and says so."""
+    import threading
+    import time
+
+    from assistant.engine.upkeep import CpuShare, keep_memory_current
+
+    said: list[str] = []
+    stop = threading.Event()
+    share = FixedShare(0.9)
+    upkeep = threading.Thread(target=keep_memory_current,
+                              args=(lambda: make_engine(journal_home), stop, said.append),
+                              kwargs={"share": share, "every": 0.05}, daemon=True)
+    upkeep.start()
+    try:
+        time.sleep(0.6)
+        assert make_engine(journal_home).memory_info()["tokens"] == 0  # busy: left alone
+        share.value = 0.0
+        deadline = time.monotonic() + 120
+        engine = make_engine(journal_home)
+        while engine.memory_info()["tokens"] < engine.stream_tokens():
+            assert time.monotonic() < deadline, said
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        upkeep.join(60)
+    assert not upkeep.is_alive()
+    assert any(line.startswith("memory up to date") for line in said), said
+    assert 0.0 <= CpuShare().others() <= 1.0

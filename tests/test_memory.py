@@ -123,7 +123,7 @@ def test_save_load_resume_equals_uninterrupted(tmp_path):
 
     memory = model.memory()
     first = memory.append(ids[:47], stream_offset=470)
-    memory.save(tmp_path / "memory")
+    memory.save(tmp_path / "memory", stored_dtype=torch.float32)
     memory.append(ids[47:60])  # read but never saved: lost in the "crash"
     del memory
     loaded = Memory.load(tmp_path / "memory", model)
@@ -280,7 +280,7 @@ def test_sliding_window_state_saves_loads_and_forks(tmp_path):
     memory = model.memory()
     memory.append(ids[:50])
     before = {k: v.clone() for k, v in memory.state_dict().items()}
-    memory.save(tmp_path / "m")
+    memory.save(tmp_path / "m", stored_dtype=torch.float32)
     loaded = Memory.load(tmp_path / "m", model)
     # A fork reads the state but leaves it as it was.
     fork = memory.fork()
@@ -335,7 +335,7 @@ def test_a_reserved_fork_writes_in_place_and_changes_nothing(tmp_path, window):
     ids = torch.randint(0, 64, (90,), generator=torch.Generator().manual_seed(7))
     made = model.memory()
     made.append(ids[:66])
-    made.save(tmp_path / "m")
+    made.save(tmp_path / "m", stored_dtype=torch.float32)
     memory = Memory.load(tmp_path / "m", model)  # loaded buffers hold exactly their rows
     before = {k: v.clone() for k, v in memory.state_dict().items()}
     with torch.no_grad():
@@ -420,3 +420,33 @@ def test_shut_levels_are_skipped_exactly_and_still_stored():
     with model.far_levels_shut():
         model.layers[0].self_attn.level_bias.data[0, 2] = 0.0
         assert 2 not in skipping._shut_levels() and 1 in skipping._shut_levels()
+
+
+def test_saved_state_is_16_bit_half_the_bytes_and_reads_the_same(tmp_path):
+    """A float32 memory is saved in float16: half the bytes on disk of a float32 save,
+    loaded back as float32, and what it reads next differs from the unsaved memory's by
+    float16 rounding only."""
+    model = small_model("dilated", local_window=6, level_gates=True, far_gate_init=-2.0,
+                        attention_sinks=2)
+    ids = torch.randint(0, 64, (90,), generator=torch.Generator().manual_seed(11))
+    memory = model.memory(dtype=torch.float32)
+    memory.append(ids[:70])
+    memory.save(tmp_path / "half")
+    memory.save(tmp_path / "full", stored_dtype=torch.float32)
+    half = json.loads((tmp_path / "half" / "memory.json").read_text())
+    full = json.loads((tmp_path / "full" / "memory.json").read_text())
+    assert half["stored_dtypes"] == ["float16"] and full["stored_dtypes"] == ["float32"]
+    assert half["stored_bytes"] == (tmp_path / "half" / half["state_file"]).stat().st_size
+    from safetensors.torch import load_file
+
+    def data_bytes(folder, meta):
+        return sum(t.numel() * t.element_size()
+                   for t in load_file(str(folder / meta["state_file"])).values())
+
+    assert data_bytes(tmp_path / "half", half) * 2 == data_bytes(tmp_path / "full", full)
+    loaded = Memory.load(tmp_path / "half", model)
+    assert loaded.dtype == torch.float32
+    expected = memory.fork().append(ids[70:])
+    got = loaded.append(ids[70:])
+    assert not torch.equal(got, expected)  # rounded, not the float32 rows
+    torch.testing.assert_close(got, expected, atol=1e-2, rtol=1e-2)

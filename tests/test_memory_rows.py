@@ -85,7 +85,7 @@ def test_rows_follow_the_saved_memory(tmp_path):
     memory.keep_rows(tmp_path)
     history = tokens(60)
     memory.append(history[:30], return_logits=False)
-    memory.save(tmp_path)
+    memory.save(tmp_path, stored_dtype=torch.float32)
     memory.append(history[30:], return_logits=False)  # not saved: a crash here
     complete = memory.rows.read(0, 60).clone()
     with open(tmp_path / ROWS_FILE, "ab") as handle:

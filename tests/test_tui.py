@@ -1,5 +1,6 @@
 """The Textual app, driven by Pilot with a fast fake engine (the UI is under test here,
-not the model): chat, sources, stop, history, reflect; snapshots of each screen at 80×24."""
+not the model): chat, sources, stop, history, reflect; snapshots of each screen at 80×24
+and 120×40."""
 
 from __future__ import annotations
 
@@ -299,38 +300,87 @@ async def test_ctrl_q_quits(fake):
 
 
 # -- snapshots (deterministic: fake engine, fixed "today") ------------------------------
+# Every screen at the smallest terminal people use (80×24) and a roomy one (120×40):
+# nothing may be cut off at either (issue 19).
+
+SIZES = pytest.mark.parametrize("size", [(80, 24), (120, 40)], ids=["80x24", "120x40"])
+BUILDING = "memory 37% (18,560/50,112 tokens) · 141 tok/s · 3m44s left"
+NOTE = ("the memory is 31,552 tokens behind your notes; run `memex memory build` to bring "
+        "it up to date")
 
 
-def test_snapshot_chat(snap_compare, tmp_path):
+class BuildingEngine(FakeEngine):
+    """An engine whose memory is being built in the background: its answers say how far
+    behind the memory is, and the status bar shows the build's progress."""
+
+    def answer(self, question, mode=None, history=(), on_token=None):
+        answer = super().answer(question, mode, history, on_token)
+        answer.notes.append(NOTE)
+        return answer
+
+
+@SIZES
+def test_snapshot_chat(snap_compare, tmp_path, size):
     async def run_before(pilot):
         pilot.app.screen.query_one("#prompt").cursor_blink = False  # a blinking cursor is random
         await _ask(pilot, "When did Biscuit come home?")
         pilot.app.screen.query_one("#prompt").focus()
         await pilot.pause()
 
-    assert snap_compare(make_app(FakeEngine(tmp_path / "home")), terminal_size=(80, 24),
+    assert snap_compare(make_app(FakeEngine(tmp_path / "home")), terminal_size=size,
                         run_before=run_before)
 
 
-def test_snapshot_source_viewer(snap_compare, tmp_path):
+@SIZES
+def test_snapshot_chat_while_the_memory_builds(snap_compare, tmp_path, size):
+    async def run_before(pilot):
+        pilot.app.screen.query_one("#prompt").cursor_blink = False
+        await _ask(pilot, "When did Biscuit come home?")
+        pilot.app.activity = BUILDING  # (what the background loop's set_activity shows)
+        pilot.app._show_status()
+        pilot.app.screen.query_one("#prompt").focus()
+        await pilot.pause()
+
+    assert snap_compare(make_app(BuildingEngine(tmp_path / "home")), terminal_size=size,
+                        run_before=run_before)
+
+
+@SIZES
+def test_snapshot_source_viewer(snap_compare, tmp_path, size):
     async def run_before(pilot):
         pilot.app.screen.query_one("#prompt").cursor_blink = False
         await _ask(pilot, "When did Biscuit come home?")
         pilot.app.screen.open_source(SOURCE)
         await pilot.pause()
 
-    assert snap_compare(make_app(FakeEngine(tmp_path / "home")), terminal_size=(80, 24),
+    assert snap_compare(make_app(FakeEngine(tmp_path / "home")), terminal_size=size,
                         run_before=run_before)
 
 
-def test_snapshot_reflect(snap_compare, tmp_path):
+@SIZES
+def test_snapshot_reflect(snap_compare, tmp_path, size):
     async def run_before(pilot):
         await pilot.press("f3")
         await pilot.app.workers.wait_for_complete()
         await pilot.pause()
 
-    assert snap_compare(make_app(FakeEngine(tmp_path / "home")), terminal_size=(80, 24),
+    assert snap_compare(make_app(FakeEngine(tmp_path / "home")), terminal_size=size,
                         run_before=run_before)
+
+
+def test_the_status_line_fits_every_width():
+    """Nothing is cut off: the model and device give way first, the build's line stands in
+    for the lag, and what still does not fit ends in an ellipsis, never mid-word unseen."""
+    from assistant.tui.status_bar import fit_status
+
+    status = FakeEngine(Path("unused")).status()
+    wide = fit_status(status, BUILDING, 160)
+    assert "smollm2-135m-instruct" in wide and BUILDING in wide and "behind" not in wide
+    narrow = fit_status(status, BUILDING, 80)
+    assert BUILDING in narrow and "smollm2" not in narrow and len(narrow) <= 78
+    tiny = fit_status(status, BUILDING, 40)
+    assert len(tiny) <= 40 and tiny.endswith("…")
+    assert fit_status(status, "", 80).endswith("cpu")  # room for everything: all of it
 
 
 async def test_real_engine_with_watcher(journal_home, tmp_path):

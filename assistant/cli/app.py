@@ -21,6 +21,7 @@ from assistant.cli import (
     memory,
     model,
     reflect,
+    serve,
     train,
 )
 
@@ -64,7 +65,7 @@ def main_options(
 
 
 # In the order --help lists them.
-for module in (model, ingest, memory, ask, reflect, chat, export, config, train):
+for module in (model, ingest, memory, ask, reflect, chat, serve, export, config, train):
     module.register(app)
 
 

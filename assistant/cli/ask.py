@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 
 import typer
 
-from assistant.cli.common import MODE_HELP, check_mode, fail, open_engine, require_notes
+from assistant.cli.common import (
+    MODE_HELP,
+    check_mode,
+    check_today,
+    fail,
+    open_engine,
+    require_notes,
+)
 from assistant.engine.evaluation import load_questions, run_eval
-from assistant.engine.quotes import short_part
 
 
 def _print_sources(console, sources, notes=()) -> None:
@@ -35,73 +40,98 @@ def ask(
                                 help="Continue the latest conversation (earlier turns in view)."),
     today: str | None = typer.Option(None, "--today", help="Resolve 'last week' etc. against this date."),
 ) -> None:
-    """Ask your notes a question: the answer streams in, then its sources."""
-    from rich.console import Console
+    """Ask your notes a question: the answer streams in, then its sources.
 
-    from assistant.engine import EngineError, Stopped
-    from assistant.engine.conversations import ConversationStore
+    The model stays loaded in a background process for the next question (`memex serve`);
+    where that cannot be, the answer is computed here."""
+    from assistant.home import get_home
+    from assistant.server.client import ServerUnavailable, open_server
 
     mode = check_mode(mode)
+    check_today(today)
+    home = get_home()
+    if open_server(home) is not None:
+        try:
+            _ask_warm(home, question, mode, as_json, resume, today)
+            return
+        except ServerUnavailable:
+            pass  # it went away before saying a word: answer here
+    _ask_here(question, mode, as_json, resume, today)
+
+
+def _write(piece: str) -> None:
+    sys.stdout.write(piece)
+    sys.stdout.flush()
+
+
+def _ask_warm(home, question, mode, as_json, resume, today) -> None:
+    from assistant.server.client import request
+    from assistant.server.protocol import ProtocolError
+
+    message = {"op": "ask", "question": question, "mode": mode, "continue": resume,
+               "today": today}
+    streamed = False
+    try:
+        for reply in request(home, message):
+            if "token" in reply:
+                streamed = True
+                if not as_json:
+                    _write(reply["token"])
+            elif "error" in reply:
+                if streamed and not as_json:
+                    sys.stdout.write("\n")
+                fail(reply["error"])
+            elif "done" in reply:
+                _show_answer(reply["done"], as_json, warm=True)
+    except KeyboardInterrupt:  # the server sees us go and keeps the partial answer
+        if not as_json:
+            sys.stdout.write("\n")
+        typer.secho("(stopped; the partial answer is saved)", fg="yellow", err=True)
+        raise typer.Exit(130)
+    except ProtocolError as exc:
+        fail(f"{exc}; see serve.log in the data home")
+
+
+def _ask_here(question, mode, as_json, resume, today) -> None:
+    from assistant.engine import EngineError, Stopped
+    from assistant.engine.asking import AnswerStopped, answer_payload, ask_in_conversation
+
     engine = open_engine(today)
     require_notes(engine)
-    chats = ConversationStore(engine.home)
-    chats.mark_interrupted()
-    conversation = chats.latest_conversation() if resume else None
-    history = []
-    if conversation is None:
-        conversation = chats.new_conversation(mode=mode or engine.config.mode)
-    else:
-        history = _history(chats.messages(conversation, with_sources=False))
-    chats.add_message(conversation, "user", question)
-    message = chats.add_message(conversation, "assistant", "", status="streaming",
-                                mode=mode or engine.config.mode)
-    console = Console(highlight=False)
-    parts: list[str] = []
-    last_save = [time.monotonic()]
-
-    def on_token(piece: str) -> None:
-        parts.append(piece)
-        if not as_json:
-            sys.stdout.write(piece)
-            sys.stdout.flush()
-        if time.monotonic() - last_save[0] > 0.5:  # a crash keeps what was said so far
-            chats.update_message(message, content="".join(parts))
-            last_save[0] = time.monotonic()
-
     try:
-        answer = engine.answer(question, mode, history=history, on_token=on_token)
-    except KeyboardInterrupt:
-        chats.update_message(message, content="".join(parts), status="partial")
+        answer = ask_in_conversation(engine, question, mode, resume=resume,
+                                     on_token=None if as_json else _write)
+    except AnswerStopped:
         if not as_json:
             sys.stdout.write("\n")
         typer.secho("(stopped; the partial answer is saved)", fg="yellow", err=True)
         raise typer.Exit(130)
     except (EngineError, Stopped) as exc:
-        chats.update_message(message, content="".join(parts), status="error", note=str(exc))
         fail(str(exc))
-    chats.update_message(message, content=answer.text, status=answer.status,
-                         timings=answer.timings, note="; ".join(answer.notes) or None)
-    chats.add_sources(message, answer.sources)
+    _show_answer(answer_payload(answer), as_json, warm=False)
+
+
+def _show_answer(payload: dict, as_json: bool, warm: bool) -> None:
+    """The answer's JSON (the keys ``Answer.to_json`` promises), or its sources, notes and
+    timings after the streamed text."""
+    from rich.console import Console
+
+    from assistant.engine.conversations import SourceRecord
+
     if as_json:
-        typer.echo(json.dumps(answer.to_json(), indent=2, ensure_ascii=False))
+        shown = {k: v for k, v in payload.items() if k not in ("mode", "status", "notes")}
+        typer.echo(json.dumps(shown, indent=2, ensure_ascii=False))
         return
     sys.stdout.write("\n")
-    _print_sources(console, answer.sources, answer.notes)
-    t = answer.timings
+    console = Console(highlight=False)
+    sources = [SourceRecord(path=s["path"], date=s.get("date"), snippet=s.get("snippet", ""))
+               for s in payload.get("sources", [])]
+    _print_sources(console, sources, payload.get("notes", ()))
+    t = payload.get("timings") or {}
     rate = f", {t['tokens_per_s']} tokens/s" if t.get("tokens_per_s") else ""
-    console.print(f"[dim]{answer.mode} · first token {t['ttft_s']} s · total {t['total_s']} s{rate}[/]")
-
-
-def _history(messages) -> list[tuple[str, str]]:
-    """(question, answer) pairs of completed turns, the last three."""
-    pairs, question = [], None
-    for m in messages:
-        if m.role == "user":
-            question = m.content
-        elif m.role == "assistant" and question is not None and m.content:
-            pairs.append((question, short_part(m.content)))
-            question = None
-    return pairs[-3:]
+    where = " · warm" if warm else ""
+    console.print(f"[dim]{payload.get('mode')} · first token {t.get('ttft_s')} s · total "
+                  f"{t.get('total_s')} s{rate}{where}[/]")
 
 
 def eval_command(

@@ -27,13 +27,17 @@ def open_engine(today: str | None = None):
         config = load_config(get_home())
     except ConfigError as exc:
         fail(str(exc))
-    when = None
-    if today:
-        try:
-            when = date.fromisoformat(today)
-        except ValueError:
-            fail(f"--today must be an ISO date (YYYY-MM-DD), not {today!r}")
-    return Engine(get_home(), config, today=when)
+    return Engine(get_home(), config, today=check_today(today))
+
+
+def check_today(today: str | None) -> date | None:
+    """``--today`` as a date (None when not given); a clear error when it is not ISO."""
+    if not today:
+        return None
+    try:
+        return date.fromisoformat(today)
+    except ValueError:
+        fail(f"--today must be an ISO date (YYYY-MM-DD), not {today!r}")
 
 
 def check_mode(mode: str | None) -> str | None:

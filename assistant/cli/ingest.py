@@ -177,8 +177,12 @@ def watch(
                                        help="Seconds between full rescans (catches missed events)."),
     no_embed: bool = _NO_EMBED,
     max_file_mb: int | None = _MAX_FILE_MB,
+    memory: bool = typer.Option(True, "--memory/--no-memory",
+                                help="Extend the memory with what lands, while the machine "
+                                     "is otherwise idle."),
 ) -> None:
-    """Watch every source and ingest changes as they happen (Ctrl-C stops)."""
+    """Watch every source and ingest changes as they happen (Ctrl-C stops). New text goes
+    into the memory too, whenever other programs leave the CPUs idle."""
     import ingest
 
     tokenizer = _load_tokenizer()
@@ -212,12 +216,26 @@ def watch(
 
     previous = signal.signal(signal.SIGINT, request_stop)
     typer.echo(f"watching {len(roots)} source(s): {', '.join(roots)} (Ctrl-C to stop)")
+    upkeep = None
+    if memory:
+        from assistant.cli.common import open_engine
+        from assistant.engine.upkeep import keep_memory_current
+
+        def say(line: str) -> None:
+            typer.echo(f"{time.strftime('%H:%M:%S')} {line}")
+
+        upkeep = threading.Thread(target=keep_memory_current, args=(open_engine, stop, say),
+                                  name="memex-memory-upkeep", daemon=True)
+        upkeep.start()
     try:
         watcher.run(stop)
     except KeyboardInterrupt:
         pass  # the open transaction was rolled back; nothing is half-written
     finally:
         signal.signal(signal.SIGINT, previous)
+        stop.set()
+        if upkeep is not None:
+            upkeep.join(timeout=120)  # the build stops after its chunk and saves
     typer.echo("stopped")
 
 

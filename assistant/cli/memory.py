@@ -9,6 +9,7 @@ import typer
 
 from assistant.cli.common import fail, open_engine
 from assistant.engine.memory_build import (
+    build_dtype,
     duration_text,
     estimated_build_seconds,
     memory_status_dict,
@@ -28,11 +29,33 @@ def _human_bytes(n: int) -> str:
     return str(n)
 
 
-def build_memory(engine, fresh: bool = False, as_json: bool = False) -> dict:
-    """Bring the memory up to the stream (from scratch when ``fresh`` or flagged).
+def build_memory(engine, fresh: bool = False, as_json: bool = False,
+                 dtype: str | None = None) -> dict:
+    """Bring the memory up to the stream (from scratch when ``fresh`` or flagged), computing
+    in ``dtype`` (default: the ``build_dtype`` setting; see ``build_dtype``). Waits, saying
+    so, while another memex process extends the memory (``Engine.memory_writer``).
 
     Resumable: progress is saved every minute and on Ctrl-C; a later run goes on from there.
     """
+    import contextlib
+
+    from rich.console import Console
+
+    from assistant.engine.memory import MemoryBusy
+
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(engine.memory_writer(wait=False))
+        except MemoryBusy:
+            if not as_json:
+                Console(stderr=True).print("another memex process is extending the memory: "
+                                           "waiting for it to finish…")
+            stack.enter_context(engine.memory_writer())
+        return _build_memory(engine, fresh, as_json, dtype)
+
+
+def _build_memory(engine, fresh: bool, as_json: bool, dtype: str | None) -> dict:
+    """``build_memory`` once the memory is this process's to extend."""
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -46,6 +69,11 @@ def build_memory(engine, fresh: bool = False, as_json: bool = False) -> dict:
     from assistant.engine import EngineError
 
     err = Console(stderr=True)
+    wanted = build_dtype(engine, dtype)
+    if engine._memory is not None and engine._memory.dtype != wanted:
+        engine.save_memory()  # loaded for answers: read back in the build's dtype
+        engine._memory = None
+    engine.memory_dtype = wanted
     try:
         memory = start_memory(engine, fresh, engine.memory_needs_rebuild(),
                               say=None if as_json else err.print)
@@ -86,20 +114,32 @@ def build_memory(engine, fresh: bool = False, as_json: bool = False) -> dict:
 
         added = engine.catch_up(memory, progress=progress)
     elapsed = time.perf_counter() - started
-    record_build_rate(engine.home, added, elapsed, engine.device)
+    record_build_rate(engine.home, added, elapsed, engine.device,
+                      str(memory.dtype).removeprefix("torch."))
     return {"tokens": memory.tokens, "stream_tokens": total, "added_tokens": added,
-            "state_bytes": memory.nbytes,
+            "state_bytes": memory.nbytes, "dtype": str(memory.dtype).removeprefix("torch."),
             "rows_bytes": memory.rows.nbytes if memory.rows is not None else None,
             "seconds": round(elapsed, 2),
             "tokens_per_s": round(added / elapsed, 1) if elapsed > 0 and added else None}
 
 
-def _run_build(fresh: bool, as_json: bool) -> None:
+DTYPE_HELP = ("Compute in float32 or bfloat16 (default: the build_dtype setting, auto: "
+              "bfloat16 where this CPU has AVX512-BF16 or AMX).")
+
+
+def _check_dtype(dtype: str | None) -> str | None:
+    if dtype is not None and dtype not in ("auto", "float32", "bfloat16"):
+        fail(f"unknown --dtype {dtype!r}: use auto, float32 or bfloat16")
+    return dtype
+
+
+def _run_build(fresh: bool, as_json: bool, dtype: str | None = None) -> None:
     from assistant.engine import EngineError
 
+    dtype = _check_dtype(dtype)
     engine = open_engine()
     try:
-        summary = build_memory(engine, fresh=fresh, as_json=as_json)
+        summary = build_memory(engine, fresh=fresh, as_json=as_json, dtype=dtype)
     except KeyboardInterrupt:
         tokens = engine._memory.tokens if engine._memory is not None else 0
         typer.secho(f"\nstopped: progress saved at {tokens:,} tokens; run `memex memory build` "
@@ -124,12 +164,13 @@ def memory_build(
         False, "--distributed",
         help="Split the stream across the ranks of a torchrun job "
              "(`torchrun --nproc-per-node K $(which memex) memory build --distributed`)."),
+    dtype: str | None = typer.Option(None, "--dtype", help=DTYPE_HELP),
 ) -> None:
     """Feed the stream's new tokens into the memory (resumable; Ctrl-C saves progress)."""
     if distributed:
         _run_distributed_build(fresh=False, as_json=as_json)
         return
-    _run_build(fresh=False, as_json=as_json)
+    _run_build(fresh=False, as_json=as_json, dtype=dtype)
 
 
 def _run_distributed_build(fresh: bool, as_json: bool) -> None:
@@ -153,9 +194,10 @@ def _run_distributed_build(fresh: bool, as_json: bool) -> None:
 
 
 @memory_app.command("rebuild")
-def memory_rebuild(as_json: bool = typer.Option(False, "--json", help="Print a JSON summary.")) -> None:
+def memory_rebuild(as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
+                   dtype: str | None = typer.Option(None, "--dtype", help=DTYPE_HELP)) -> None:
     """Throw the memory away and read the whole stream again."""
-    _run_build(fresh=True, as_json=as_json)
+    _run_build(fresh=True, as_json=as_json, dtype=dtype)
 
 
 @memory_app.command("status")

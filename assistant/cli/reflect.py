@@ -7,8 +7,7 @@ import sys
 
 import typer
 
-from assistant.cli.common import fail, open_engine, require_notes
-from assistant.engine.reflection import resolve_period
+from assistant.cli.common import check_today, fail, open_engine, require_notes
 
 
 def reflect_command(
@@ -22,42 +21,92 @@ def reflect_command(
     today: str | None = typer.Option(None, "--today", help="Take this date as today."),
 ) -> None:
     """A reflection on a period: what happened, who and what recurs, the mood, the dates.
-    With no period given: the latest month with entries."""
+    With no period given: the latest month with entries. Answered by the warm server
+    (`memex serve`) when it can be, else here."""
+    from assistant.home import get_home
+    from assistant.server.client import ServerUnavailable, open_server
+
+    period = {"week": week, "month": month, "year": year, "since": since, "until": until,
+              "on_this_day": on_this_day}
+    if sum([week, month, year, on_this_day, bool(since or until)]) > 1:
+        fail("pick one period: --week, --month, --year, --since/--until or --on-this-day")
+    check_today(today)
+    home = get_home()
+    if open_server(home) is not None:
+        try:
+            _reflect_warm(home, period, as_json, today)
+            return
+        except ServerUnavailable:
+            pass
+    _reflect_here(period, as_json, today)
+
+
+def _write(piece: str) -> None:
+    sys.stdout.write(piece)
+    sys.stdout.flush()
+
+
+def _reflect_warm(home, period: dict, as_json: bool, today: str | None) -> None:
     from rich.console import Console
 
-    chosen = sum([week, month, year, on_this_day, bool(since or until)])
-    if chosen > 1:
-        fail("pick one period: --week, --month, --year, --since/--until or --on-this-day")
+    from assistant.engine.reflection import Reflection
+    from assistant.server.client import request
+    from assistant.server.protocol import ProtocolError
+
+    console = Console(highlight=False)
+    streamed = []
+    try:
+        for reply in request(home, {"op": "reflect", "period": period, "today": today}):
+            if "label" in reply and not as_json:
+                console.print(f"[bold]Reflection on {reply['label']}[/]\n")
+            elif "token" in reply:
+                streamed.append(reply["token"])
+                if not as_json:
+                    _write(reply["token"])
+            elif "error" in reply:
+                fail(reply["error"])
+            elif "done" in reply:
+                _show(console, Reflection.from_json(reply["done"]), reply["done"], streamed,
+                      as_json)
+    except KeyboardInterrupt:
+        typer.secho("\n(stopped)", fg="yellow", err=True)
+        raise typer.Exit(130)
+    except ProtocolError as exc:
+        fail(f"{exc}; see serve.log in the data home")
+
+
+def _reflect_here(period: dict, as_json: bool, today: str | None) -> None:
+    from rich.console import Console
+
+    from assistant.engine.reflection import reflect_on
+
     engine = open_engine(today)
     require_notes(engine)
-    latest = engine.latest_month() if not chosen else None
-    if latest is not None:
-        start, end, label = latest
-        label, month_day = f"{label}, the latest month with entries", None
-    else:
-        try:
-            start, end, label, month_day = resolve_period(engine.today, week, month, year,
-                                                          since, until, on_this_day)
-        except ValueError as exc:
-            fail(str(exc))
     console = Console(highlight=False)
     streamed = []
 
     def on_token(piece):
         streamed.append(piece)
         if not as_json:
-            sys.stdout.write(piece)
-            sys.stdout.flush()
+            _write(piece)
 
-    if not as_json:
-        console.print(f"[bold]Reflection on {label}[/]\n")
+    def on_label(label):
+        if not as_json:
+            console.print(f"[bold]Reflection on {label}[/]\n")
+
     try:
-        reflection = engine.reflect(start, end, label, on_token=on_token, month_day=month_day)
+        reflection = reflect_on(engine, period, on_token=on_token, on_label=on_label)
+    except ValueError as exc:
+        fail(str(exc))
     except KeyboardInterrupt:
         typer.secho("\n(stopped)", fg="yellow", err=True)
         raise typer.Exit(130)
+    _show(console, reflection, reflection.to_json(), streamed, as_json)
+
+
+def _show(console, reflection, data: dict, streamed: list, as_json: bool) -> None:
     if as_json:
-        typer.echo(json.dumps(reflection.to_json(), indent=2, ensure_ascii=False))
+        typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
         return
     if not streamed:
         console.print(reflection.text)

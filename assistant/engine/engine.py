@@ -13,7 +13,7 @@ from pathlib import Path
 from assistant.config import Config, load_config
 from assistant.engine.answering import AnsweringMixin
 from assistant.engine.decoding import DecodingMixin
-from assistant.engine.memory import RECALL_TOKENS, MemoryMixin
+from assistant.engine.memory import PINNED, RECALL_TOKENS, MemoryMixin
 from assistant.engine.reflection import ReflectionMixin
 from assistant.engine.results import EngineError
 from assistant.engine.retrieval import RetrievalMixin
@@ -43,6 +43,10 @@ class Engine(RetrievalMixin, AnsweringMixin, DecodingMixin, MemoryMixin, Reflect
         self._far_levels_trained = False  # set when a reader learned the far gates
         self._reader_kind = "none"  # which: "trained", "generic" or "none"
         self._memory = None
+        self.memory_dtype = None  # what the memory computes in (None: ``self.dtype``)
+        self._memory_stamp = None  # memory.json's (mtime, size) when loaded or saved here
+        self._writer_lock = threading.RLock()  # ``memory_writer``: this process's side
+        self._writer_fd = None
         self.recall_tokens = RECALL_TOKENS  # rows of retrieved passages a memory answer reads
         self.recall_as = "rows"  # or "text": the passages read again (a benchmark's baseline)
         # Hold a memory answer's words to the recalled passages' (as hybrid answers are to
@@ -155,6 +159,7 @@ class Engine(RetrievalMixin, AnsweringMixin, DecodingMixin, MemoryMixin, Reflect
             self._far_levels_trained = far_gates_learned(model)
             if memory is not None:
                 self._memory = memory
+                self._memory_stamp = PINNED  # never saved: never read again from disk
 
     def _reader_in_use(self) -> str:
         """Which reader reads a turn: "trained" (``memex train``'s), "generic" or "none"."""

@@ -5,6 +5,7 @@ against it."""
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Callable
 
@@ -17,6 +18,14 @@ SAVE_EVERY_S = 60.0
 CATCH_UP_CHUNK = 2048  # stream tokens read into the memory per step
 # Tokens of retrieved passages whose stored rows a memory answer reads (``recall_spans``).
 RECALL_TOKENS = 1024
+MEMORY_LOCK = "memory.lock"  # in the data home: held by whoever extends the saved memory
+
+
+PINNED = "pinned"  # the stamp of a memory handed in (``use_longnet``): never reloaded
+
+
+class MemoryBusy(RuntimeError):
+    """Another memex process is extending this data home's memory."""
 
 
 def memory_parts(memory, config, spans, isolate_window: bool, far_levels: str,
@@ -39,8 +48,72 @@ def memory_parts(memory, config, spans, isolate_window: bool, far_levels: str,
     return parts
 
 
+def refresh_progress(position: int, total: int, read: int, seconds: float) -> str:
+    """The status bar's line while the memory is built in the background: where it stands,
+    its speed and the time left (issue 19: a person sees that it is under way and when the
+    memory will hold everything)."""
+    from assistant.engine.memory_build import duration_text
+
+    percent = 100 * position / total if total else 100
+    line = f"memory {percent:.0f}% ({position:,}/{total:,} tokens)"
+    if read > 0 and seconds > 0:
+        rate = read / seconds
+        line += f" · {rate:,.0f} tok/s · {duration_text((total - position) / rate)} left"
+    return line
+
+
 class MemoryMixin:
     """The memory's life inside an engine; uses ``self.longnet_model`` and ``self.store``."""
+
+    @contextlib.contextmanager
+    def memory_writer(self, wait: bool = True):
+        """Hold the right to extend the saved memory: one process at a time (a build, an
+        answer catching up, the TUI's upkeep, the warm server), since two appending rows to
+        one file would misalign them. Re-entrant within this engine; ``MemoryBusy`` when
+        another process holds it and ``wait`` is False."""
+        import fcntl
+
+        if not self._writer_lock.acquire(blocking=wait):
+            raise MemoryBusy("another memex task is extending the memory")
+        try:
+            if self._writer_fd is not None:  # this engine holds it already
+                yield
+                return
+            fd = os.open(self.home / MEMORY_LOCK, os.O_CREAT | os.O_RDWR, 0o600)
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+                except BlockingIOError:
+                    raise MemoryBusy("another memex process is extending the memory") from None
+                self._writer_fd = fd
+                # Whatever that process saved is read again before this one goes on.
+                self.reload_memory_if_changed()
+                try:
+                    yield
+                finally:
+                    self._writer_fd = None
+            finally:
+                os.close(fd)  # closing releases the lock
+        finally:
+            self._writer_lock.release()
+
+    def _saved_stamp(self):
+        try:
+            st = (self.memory_dir / "memory.json").stat()
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size)
+
+    def reload_memory_if_changed(self) -> bool:
+        """Drop the loaded memory when another process saved a newer one since (a build next
+        to a long-lived chat or warm server); the next use loads that one."""
+        with self._load_lock:
+            if self._memory is None or self._memory_stamp == PINNED:
+                return False
+            if self._saved_stamp() == self._memory_stamp:
+                return False
+            self._memory = None
+            return True
 
     def load_memory(self):
         """The saved memory (or a fresh one), loaded once."""
@@ -49,10 +122,13 @@ class MemoryMixin:
                 from longnet import Memory
 
                 model = self.longnet_model
+                # Answers read in the engine's dtype whatever a build computed in (a
+                # bfloat16 build is saved in 16 bits and read back as float32 here).
+                dtype = self.memory_dtype or self.dtype
                 if (self.memory_dir / "memory.json").is_file():
-                    memory = Memory.load(self.memory_dir, model)
+                    memory = Memory.load(self.memory_dir, model, dtype=dtype)
                 else:
-                    memory = model.memory()
+                    memory = model.memory(dtype=dtype)
                 if self.config.memory_rows and memory.rows is None and model.config.local_window:
                     # every token read from now on keeps its rows (recall in answers)
                     memory.keep_rows(self.memory_dir)
@@ -60,6 +136,7 @@ class MemoryMixin:
                     memory.rows.path.unlink(missing_ok=True)
                     memory.rows = None
                 self._memory = memory
+                self._memory_stamp = self._saved_stamp()
         return self._memory
 
     def memory_lag(self) -> int:
@@ -75,6 +152,7 @@ class MemoryMixin:
                                 "is not used until `memex memory build` rebuilds it")
             memory = self.longnet_model.memory()
         else:
+            self.reload_memory_if_changed()
             try:
                 memory = self.load_memory()
             except (ValueError, OSError) as exc:  # made by another model, config or version
@@ -84,8 +162,13 @@ class MemoryMixin:
                 memory.unusable = True
             lag = self.stream_tokens() - memory.stream_offset
             if 0 < lag <= CATCH_UP_LIMIT and not getattr(memory, "unusable", False):
-                self.catch_up(memory)
-                lag = 0
+                try:
+                    with self.memory_writer(wait=False):
+                        memory = self.load_memory()  # (read again if a build saved one)
+                        self.catch_up(memory)
+                    lag = 0
+                except MemoryBusy:  # a build is under way: it reads these tokens soon
+                    lag = self.stream_tokens() - memory.stream_offset
             answer.memory_lag = max(0, lag)
             if lag > 0:
                 answer.notes.append(f"the memory is {lag:,} tokens behind your notes; "
@@ -124,7 +207,12 @@ class MemoryMixin:
     def catch_up(self, memory=None, chunk: int | None = None,
                  progress: Callable[[int, int], None] | None = None,
                  should_stop: Callable[[], bool] | None = None) -> int:
-        """Feed the stream's new tokens into the memory and save it. Returns tokens added."""
+        """Feed the stream's new tokens into the memory and save it. Returns tokens added.
+        Holds the memory writer's lock (waits for another process's build to end)."""
+        with self.memory_writer():
+            return self._catch_up(memory, chunk, progress, should_stop)
+
+    def _catch_up(self, memory, chunk, progress, should_stop) -> int:
         memory = memory or self.load_memory()
         chunk = chunk or CATCH_UP_CHUNK
         stream = self.store.stream
@@ -153,14 +241,31 @@ class MemoryMixin:
         """Background upkeep for the TUI: ingest changed files, then feed new stream tokens
         into the memory a chunk at a time, letting answers go first between chunks."""
         say = progress or (lambda text: None)
-        stop = should_stop or (lambda: False)
+        try:
+            with self.memory_writer(wait=False):
+                self._refresh(say, should_stop or (lambda: False), chunk)
+        except MemoryBusy:
+            say("memory: another memex process is building it")
+
+    def _refresh(self, say, stop, chunk: int) -> None:
+        from assistant.engine.memory_build import (
+            duration_text,
+            estimated_build_seconds,
+            record_build_rate,
+        )
+
         with self.lock:
             reason = self.memory_needs_rebuild()
             if reason:
                 say(f"memory needs a rebuild ({reason}): run `memex memory rebuild`")
                 return
             memory = self.load_memory()
-        last_save = time.monotonic()
+            first, total = memory.stream_offset, self.stream_tokens()
+        if first < total:  # an ETA before the first chunk: the last build's speed
+            seconds, _ = estimated_build_seconds(self.home, total - first)
+            about = f", about {duration_text(seconds)}" if seconds is not None else ""
+            say(f"memory: reading {total - first:,} tokens{about}")
+        began = last_save = time.monotonic()
         try:
             while not stop():
                 with self.lock:
@@ -171,7 +276,7 @@ class MemoryMixin:
                     end = min(total, start + chunk)
                     memory.append(self.store.stream.read(start, end), return_logits=False,
                                   stream_offset=end)
-                say(f"memory {end:,}/{total:,} tokens")
+                say(refresh_progress(end, total, end - first, time.monotonic() - began))
                 if time.monotonic() - last_save > SAVE_EVERY_S:
                     with self.lock:
                         self.save_memory(memory)
@@ -179,6 +284,9 @@ class MemoryMixin:
         finally:
             with self.lock:
                 self.save_memory(memory)
+            record_build_rate(self.home, memory.stream_offset - first,
+                              time.monotonic() - began, self.device,
+                              str(memory.dtype).removeprefix("torch."))
 
     def start_watcher(self, say: Callable[[str], None], on_change: Callable[[], None] | None = None):
         """ingest's watcher in a background thread (its own store connection); its
@@ -215,3 +323,5 @@ class MemoryMixin:
         memory = memory or self._memory
         if memory is not None:
             memory.save(self.memory_dir)
+            if memory is self._memory:
+                self._memory_stamp = self._saved_stamp()

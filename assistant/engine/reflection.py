@@ -44,6 +44,48 @@ class Reflection:
                 "weekly": [{"week": w, "entries": c} for w, c in self.weekly],
                 "sources": [s.public() for s in self.sources], "timings": self.timings}
 
+    @classmethod
+    def from_json(cls, data: dict) -> Reflection:
+        """The reflection ``to_json`` wrote (a warm server's, shown by its client)."""
+        day = lambda text: date.fromisoformat(text) if text else None  # noqa: E731
+        return cls(label=data["period"], start=day(data.get("since")), end=day(data.get("until")),
+                   text=data.get("reflection", ""), entries=data.get("entries", 0),
+                   dates=list(data.get("dates", [])),
+                   people=[(p["name"], p["count"]) for p in data.get("people", [])],
+                   themes=[(t["word"], t["count"]) for t in data.get("themes", [])],
+                   moods=[(m["word"], m["count"]) for m in data.get("moods", [])],
+                   weekly=[(w["week"], w["entries"]) for w in data.get("weekly", [])],
+                   sources=[SourceRecord(path=s["path"], date=s.get("date"),
+                                         snippet=s.get("snippet", ""))
+                            for s in data.get("sources", [])],
+                   timings=dict(data.get("timings", {})))
+
+
+PERIOD_KEYS = ("week", "month", "year", "since", "until", "on_this_day")
+
+
+def reflect_on(engine, period: dict, on_token: Callable[[str], None] | None = None,
+               on_label: Callable[[str], None] | None = None) -> Reflection:
+    """A reflection on the period `memex reflect`'s options name (``PERIOD_KEYS``; none:
+    the latest month with entries). ``on_label`` hears the period's name before the text
+    streams. ``ValueError`` for a period that cannot be read."""
+    week, month, year, since, until, on_this_day = (period.get(k) for k in PERIOD_KEYS)
+    chosen = sum([bool(week), bool(month), bool(year), bool(on_this_day), bool(since or until)])
+    if chosen > 1:
+        raise ValueError("pick one period: --week, --month, --year, --since/--until or "
+                         "--on-this-day")
+    latest = engine.latest_month() if not chosen else None
+    if latest is not None:
+        start, end, label = latest
+        label, month_day = f"{label}, the latest month with entries", None
+    else:
+        start, end, label, month_day = resolve_period(engine.today, bool(week), bool(month),
+                                                      bool(year), since, until,
+                                                      bool(on_this_day))
+    if on_label is not None:
+        on_label(label)
+    return engine.reflect(start, end, label, on_token=on_token, month_day=month_day)
+
 
 class ReflectionMixin:
     """``reflect()``; uses the retrieval part's entry queries and the dense decoder."""

@@ -32,9 +32,13 @@ class SourcesPanel(Vertical):
             options.add_option(Option(Text("No sources for this message.", style="dim"), disabled=True))
             return
         for i, source in enumerate(self.sources):
+            # The file's name first and its folder beside the date: a narrow panel then
+            # folds names rarely, and never a folder into the middle of a name.
+            folder, _, name = source.path.rpartition("/")
             label = Text()
-            label.append(f"{i + 1}. {source.path}\n", style="bold")
-            label.append(f"{source.date or 'undated'}\n", style="italic")
+            label.append(f"{i + 1}. {name}\n", style="bold")
+            label.append(f"{source.date or 'undated'}", style="italic")
+            label.append(f" · {folder}/\n" if folder else "\n", style="dim")
             snippet = source.snippet if len(source.snippet) <= 160 else source.snippet[:159] + "…"
             label.append(snippet, style="dim")
             options.add_option(Option(label, id=f"source-{i}"))

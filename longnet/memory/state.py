@@ -192,8 +192,9 @@ class MemoryState:
             starts[0] = None  # the sliding level's rows are saved apart ("local_first")
         return starts
 
-    def save(self, directory) -> Path:
-        """Write the memory to ``directory`` atomically.
+    def save(self, directory, stored_dtype: torch.dtype | None = None) -> Path:
+        """Write the memory to ``directory`` atomically, its rows in 16 bits (half the
+        bytes of float32; ``stored_dtype`` overrides, float32 for the old, larger files).
 
         The tensors go to a new uniquely named file, are fsynced, and then
         ``memory.json`` (which names that file) is replaced with a temp-file + fsync +
@@ -208,9 +209,11 @@ class MemoryState:
         directory.mkdir(parents=True, exist_ok=True)
         name = f"state-{self.tokens}-{secrets.token_hex(4)}.safetensors"
         temp = directory / f".{name}.tmp"
-        tensors = {k: v.cpu() for k, v in self.state_dict().items()}
+        tensors = {k: _stored(v.cpu(), stored_dtype) for k, v in self.state_dict().items()}
         meta = self.metadata()
         meta["state_file"] = name
+        meta["stored_dtypes"] = sorted({str(t.dtype).removeprefix("torch.")
+                                        for t in tensors.values()})
         rows = getattr(self, "rows", None)
         if rows is not None and rows.path.parent.resolve() == directory.resolve() \
                 and rows.end == self.tokens:
@@ -218,6 +221,7 @@ class MemoryState:
             meta["rows"] = {"file": rows.path.name, "start": rows.start, "end": self.tokens}
         save_file(tensors, str(temp), metadata={"format_version": str(FORMAT_VERSION)})
         _fsync_file(temp)
+        meta["stored_bytes"] = temp.stat().st_size
         os.replace(temp, directory / name)
         meta_temp = directory / f".{METADATA_FILE}.{secrets.token_hex(4)}.tmp"
         meta_temp.write_text(json.dumps(meta, indent=2))
@@ -317,6 +321,23 @@ class MemoryState:
                 rows.truncate(memory.tokens)
                 memory.rows = rows
         return memory
+
+
+# float16 keeps 3 more bits of each row than bfloat16, and every key and value of
+# SmolLM2's layers lies far inside its range; a tensor that does not is kept in bfloat16.
+_FLOAT16_MAX = 60_000.0
+
+
+def _stored(tensor: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    """A state tensor as saved: a bfloat16 state as it is, float32 as float16 (or
+    bfloat16 where its values exceed float16's range), unless ``dtype`` says otherwise."""
+    if dtype is not None:
+        return tensor.to(dtype)
+    if tensor.dtype in (torch.bfloat16, torch.float16) or not tensor.is_floating_point():
+        return tensor
+    if tensor.numel() and float(tensor.abs().max()) > _FLOAT16_MAX:
+        return tensor.to(torch.bfloat16)
+    return tensor.to(torch.float16)
 
 
 def _fsync_file(path: Path) -> None:

@@ -1,0 +1,70 @@
+"""`memex serve`: the warm server that `memex ask` and `memex reflect` start on demand (run
+it by hand to see it, stop it with `--stop`, ask about it with `--status`)."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+
+from assistant.cli.common import fail
+from assistant.home import get_home
+
+
+def serve_command(
+    stop: bool = typer.Option(False, "--stop", help="Stop this data home's warm server."),
+    status: bool = typer.Option(False, "--status", help="Say whether one is running."),
+    as_json: bool = typer.Option(False, "--json", help="With --status or --stop: JSON."),
+    idle: int | None = typer.Option(None, "--idle", min=1,
+                                    help="Minutes without a question before it exits "
+                                         "(default: the server_idle_minutes setting, 15)."),
+) -> None:
+    """Keep the model, the embedder and the memory loaded for the next questions.
+
+    `memex ask` and `memex reflect` start it in the background when it is not running and
+    replace one of another memex version or other settings. It listens on a socket in the
+    data home that only you can open, and exits after the idle time."""
+    from assistant.server.client import hello, stop_server
+    from assistant.server.protocol import identity, socket_usable
+
+    home = get_home()
+    if stop and status:
+        fail("use --stop or --status, not both")
+    if stop:
+        pid = stop_server(home)
+        if as_json:
+            typer.echo(json.dumps({"stopped": pid is not None, "pid": pid}))
+        else:
+            typer.echo(f"stopped the warm server (pid {pid})" if pid else
+                       "no warm server is running for this data home")
+        return
+    if status:
+        found = hello(home)
+        info = {"running": found is not None, "pid": found and found.get("pid"),
+                "ready": bool(found and found.get("ready")),
+                "trusted": bool(found and found.get("identity") == identity(home))}
+        if as_json:
+            typer.echo(json.dumps(info))
+        elif not found:
+            typer.echo("no warm server is running for this data home")
+        else:
+            state = "ready" if info["ready"] else "loading the model"
+            trust = "" if info["trusted"] else " (another version or settings: will be replaced)"
+            typer.echo(f"warm server running (pid {info['pid']}), {state}{trust}")
+        return
+    if not socket_usable(home):
+        fail(f"the data home's path is too long for a Unix socket: {home}")
+    from assistant.config import ConfigError, load_config
+    from assistant.server.server import serve
+
+    try:
+        minutes = idle or load_config(home).server_idle_minutes
+    except ConfigError as exc:
+        fail(str(exc))
+    code = serve(home, idle_s=60.0 * minutes)
+    if code == 3:
+        fail("a warm server is already running for this data home", code=3)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve_command)

@@ -1,0 +1,210 @@
+"""The warm server: one background process per data home that keeps the model, the
+embedder and the memory loaded, so the next `memex ask` or `memex reflect` starts
+answering at once instead of paying the imports and loads again.
+
+It listens on ``serve.sock`` in the data home (see ``protocol``), loads everything in a
+background thread as soon as it starts, answers one question at a time (the engine's
+lock; a second client waits), and exits after ``idle_s`` without a request, on
+``memex serve --stop``, or on SIGTERM. One server per home: a second one started
+meanwhile sees the first's lock and leaves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+
+from assistant.server.protocol import (
+    IDLE_STOP_S,
+    ProtocolError,
+    identity,
+    peer_uid,
+    receive,
+    send,
+    socket_path,
+)
+
+SERVE_LOCK = "serve.lock"
+
+
+class ClientGone(Exception):
+    pass
+
+
+class WarmServer:
+    def __init__(self, home: Path, idle_s: float = IDLE_STOP_S):
+        self.home = Path(home)
+        self.idle_s = idle_s
+        self.identity = identity(self.home)
+        self.stopping = threading.Event()
+        self.last_used = time.monotonic()
+        self.active = 0
+        self.engine = None
+        self.warm = None
+
+    # -- life
+
+    def run(self) -> int:
+        """Serve until idle or stopped. Returns 0, or 3 when another server holds the home."""
+        import fcntl
+
+        lock = os.open(self.home / SERVE_LOCK, os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(lock)
+            return 3
+        try:
+            listener = self._listen()
+            try:
+                self._start_engine()
+                self._serve(listener)
+            finally:
+                listener.close()
+                with contextlib.suppress(OSError):
+                    socket_path(self.home).unlink()
+        finally:
+            os.close(lock)
+        return 0
+
+    def _listen(self) -> socket.socket:
+        path = socket_path(self.home)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()  # a dead server's socket (the lock says none is alive)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = os.umask(0o177)  # the socket is created 0600: the owner alone may connect
+        try:
+            listener.bind(str(path))
+        finally:
+            os.umask(old)
+        os.chmod(path, 0o600)
+        listener.listen(8)
+        listener.settimeout(1.0)
+        return listener
+
+    def _start_engine(self) -> None:
+        from assistant.config import load_config
+        from assistant.engine import Engine
+
+        config = load_config(self.home)
+        self.engine = Engine(self.home, config)
+        self.warm = self.engine.warm_up(config.mode)
+
+    def _serve(self, listener: socket.socket) -> None:
+        with contextlib.suppress(ValueError):  # (not the main thread: tests)
+            signal.signal(signal.SIGTERM, lambda *_: self.stopping.set())
+        while not self.stopping.is_set():
+            if not self.active and time.monotonic() - self.last_used > self.idle_s:
+                break
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                if self.stopping.is_set():
+                    break
+                raise
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    # -- one connection
+
+    def _handle(self, conn: socket.socket) -> None:
+        with conn:
+            uid = peer_uid(conn)
+            if uid is not None and uid != os.getuid():
+                return  # another user: not a word
+            stream = conn.makefile("rwb")
+            self.active += 1
+            try:
+                request = receive(stream)
+                self._answer_request(request, stream)
+            except (ProtocolError, OSError, ClientGone):
+                pass  # the client left: nothing to tell it
+            finally:
+                self.active -= 1
+                self.last_used = time.monotonic()
+                with contextlib.suppress(OSError):
+                    stream.close()
+
+    def _answer_request(self, request: dict, stream) -> None:
+        op = request.get("op")
+        if op == "hello":
+            send(stream, {"ok": True, "identity": self.identity, "pid": os.getpid(),
+                          "ready": self.warm is not None and not self.warm.is_alive()})
+        elif op == "stop":
+            send(stream, {"ok": True, "pid": os.getpid()})
+            self.stopping.set()
+        elif op == "ask":
+            self._ask(request, stream)
+        elif op == "reflect":
+            self._reflect(request, stream)
+        else:
+            send(stream, {"error": f"unknown request {op!r}"})
+
+    def _streamer(self, stream):
+        from assistant.engine import Stopped
+
+        def on_token(piece: str) -> None:
+            try:
+                send(stream, {"token": piece})
+            except OSError:  # the client pressed Ctrl-C: the answer stops, kept partial
+                raise Stopped("the client left") from None
+        return on_token
+
+    def _today(self, given: str | None):
+        """A request's today: the one it names, else the settings' (a fixed date), else
+        the real one (a server may live past midnight)."""
+        from datetime import date
+
+        if given:
+            return date.fromisoformat(given)
+        return None if self.engine.config.today else date.today()
+
+    def _ask(self, request: dict, stream) -> None:
+        from assistant.engine import EngineError, Stopped
+        from assistant.engine.asking import AnswerStopped, answer_payload, ask_in_conversation
+
+        if self.engine.entry_count() == 0:
+            send(stream, {"error": "no notes yet: add a folder first with `memex add PATH`"})
+            return
+        try:
+            answer = ask_in_conversation(
+                self.engine, request["question"], request.get("mode"),
+                resume=bool(request.get("continue")), on_token=self._streamer(stream),
+                today=self._today(request.get("today")))
+        except (EngineError, Stopped) as exc:
+            send(stream, {"error": str(exc)})
+            return
+        except AnswerStopped:
+            raise ClientGone() from None
+        send(stream, {"done": answer_payload(answer)})
+
+    def _reflect(self, request: dict, stream) -> None:
+        from assistant.engine import EngineError
+        from assistant.engine.reflection import reflect_on
+
+        if self.engine.entry_count() == 0:
+            send(stream, {"error": "no notes yet: add a folder first with `memex add PATH`"})
+            return
+        with self.engine.lock:
+            usual = self.engine.today
+            self.engine.today = self._today(request.get("today")) or usual
+            try:
+                reflection = reflect_on(self.engine, request.get("period") or {},
+                                        on_token=self._streamer(stream),
+                                        on_label=lambda label: send(stream, {"label": label}))
+            except (EngineError, ValueError) as exc:
+                send(stream, {"error": str(exc)})
+                return
+            finally:
+                self.engine.today = usual
+        send(stream, {"done": reflection.to_json()})
+
+
+def serve(home: Path, idle_s: float = IDLE_STOP_S) -> int:
+    return WarmServer(home, idle_s).run()

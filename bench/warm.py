@@ -1,0 +1,99 @@
+"""Cold vs warm `memex ask`: time to the first printed token and to the end, measured from
+the command's start as a person sees it, side by side in one run.
+
+    .venv/bin/python bench/warm.py                      # the example journal's bench home
+    .venv/bin/python bench/warm.py --home PATH --repeats 5
+
+Rows: in-process (``MEMEX_NO_SERVER=1``: every ask imports torch and loads the model, as
+before the warm server), the first ask that has to start the server, and the asks after
+it (the server warm). Questions from examples/questions.jsonl, the same for each row;
+medians of the repeats. Timings are not a test: they print a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from _machine import cpu_name  # (bench/ is on sys.path when run as a script)
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_HOME = Path.home() / ".cache" / "memex-bench" / "recall" / "examples"
+
+
+def timed_ask(home: Path, question: str, mode: str, server: bool) -> tuple[float, float, str]:
+    """(seconds to the first byte on stdout, seconds to exit, stdout) of one `memex ask`."""
+    env = {**os.environ, "MEMEX_HOME": str(home)}
+    if server:
+        env.pop("MEMEX_NO_SERVER", None)
+    else:
+        env["MEMEX_NO_SERVER"] = "1"
+    began = time.perf_counter()
+    process = subprocess.Popen([str(REPO / ".venv" / "bin" / "memex"), "ask", question,
+                                "--mode", mode], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    first = process.stdout.read(1)
+    first_s = time.perf_counter() - began
+    rest = process.stdout.read()
+    process.wait()
+    total_s = time.perf_counter() - began
+    if process.returncode != 0:
+        raise SystemExit(f"memex ask failed: {process.stderr.read().decode()}")
+    return first_s, total_s, (first + rest).decode()
+
+
+def stop_server(home: Path) -> None:
+    env = {**os.environ, "MEMEX_HOME": str(home)}
+    subprocess.run([str(REPO / ".venv" / "bin" / "memex"), "serve", "--stop"], env=env,
+                   capture_output=True, check=False)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--home", type=Path, default=DEFAULT_HOME,
+                        help="a data home with the example journal (memory built)")
+    parser.add_argument("--mode", default="hybrid")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    questions = [json.loads(line)["question"]
+                 for line in (REPO / "examples" / "questions.jsonl").read_text().splitlines()
+                 if line.strip()][:args.repeats]
+    names = ("in-process (cold, every ask)", "first ask, starting the server",
+             "next asks (server warm)")
+    rows: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
+    # Interleaved: each repeat asks cold, then starts a server, then asks warm.
+    for question in questions:
+        stop_server(args.home)
+        first, total, _ = timed_ask(args.home, question, args.mode, server=False)
+        rows["in-process (cold, every ask)"].append((first, total))
+        first, total, _ = timed_ask(args.home, question, args.mode, server=True)
+        rows["first ask, starting the server"].append((first, total))
+        first, total, out = timed_ask(args.home, question, args.mode, server=True)
+        assert "· warm" in out, out
+        rows["next asks (server warm)"].append((first, total))
+        print(f"  {question[:50]}: done", file=sys.stderr)
+    stop_server(args.home)
+    caption = (f"`memex ask` cold vs warm: {cpu_name()}, {os.cpu_count()} CPUs; mode "
+               f"{args.mode}; home {args.home.name} (the example journal, memory built); "
+               f"{len(questions)} questions each; medians, seconds from the command's start.")
+    lines = [caption, "", "| ask | first token (s) | total (s) |", "|---|---:|---:|"]
+    for name, values in rows.items():
+        lines.append(f"| {name} | {statistics.median(v[0] for v in values):.2f} | "
+                     f"{statistics.median(v[1] for v in values):.2f} |")
+    report = "\n".join(lines) + "\n"
+    print(report)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

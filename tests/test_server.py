@@ -1,0 +1,159 @@
+"""The warm server (issue 19): `memex ask` and `memex reflect` answered by a background
+process that keeps the model loaded, on a private socket, replaced when it is not to be
+trusted, stopped when idle or asked; in-process when no server can be used."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import stat
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from test_engine import journal_home, tiny_model_dir  # noqa: F401  (fixtures)
+from typer.testing import CliRunner
+
+from assistant.cli import app
+from assistant.server import client
+from assistant.server.protocol import identity, peer_uid, socket_path
+from assistant.server.server import WarmServer
+
+runner = CliRunner()
+QUESTION = "What did I order at Café Lune?"
+
+
+@pytest.fixture
+def servers_on(monkeypatch):
+    monkeypatch.delenv("MEMEX_NO_SERVER", raising=False)
+
+
+def start_in_thread(home, idle_s: float = 60.0) -> tuple[WarmServer, threading.Thread]:
+    server = WarmServer(home, idle_s=idle_s)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while client.hello(home) is None:
+        assert time.monotonic() < deadline, "the server never answered"
+        time.sleep(0.05)
+    return server, thread
+
+
+def conversation_rows(home) -> list[tuple[str, str, str]]:
+    import sqlite3
+
+    from assistant.engine.conversations import ConversationStore
+
+    path = ConversationStore(home).path
+    with sqlite3.connect(path) as db:
+        return db.execute("select role, content, status from messages order by id").fetchall()
+
+
+def test_ask_and_reflect_go_through_the_warm_server(journal_home, servers_on):
+    server, thread = start_in_thread(journal_home)
+    try:
+        mode = stat.S_IMODE(os.stat(socket_path(journal_home)).st_mode)
+        assert mode == 0o600  # the owner alone may connect
+        result = runner.invoke(app, ["--home", str(journal_home), "ask", QUESTION,
+                                     "--mode", "retrieval"])
+        assert result.exit_code == 0, result.output
+        assert "· warm" in result.output and "daily/2024-02-10.md" in result.output
+        # The turn is recorded as an in-process ask records it.
+        roles = [(role, status) for role, _, status in conversation_rows(journal_home)]
+        assert roles[-2:] == [("user", "complete"), ("assistant", "complete")]
+        as_json = runner.invoke(app, ["--home", str(journal_home), "ask", QUESTION,
+                                      "--mode", "retrieval", "--json"])
+        payload = json.loads(as_json.stdout)
+        assert set(payload) >= {"answer", "short", "quotes", "sources", "timings"}
+        assert "notes" not in payload and "status" not in payload  # the --json contract
+        reflection = runner.invoke(app, ["--home", str(journal_home), "reflect", "--json",
+                                         "--since", "2024-02-01", "--until", "2024-02-29"])
+        assert reflection.exit_code == 0, reflection.output
+        assert json.loads(reflection.stdout)["entries"] > 0
+        # One engine served every request: nothing was loaded in this process's engine.
+        assert server.engine is not None and server.engine._tokenizer is not None
+    finally:
+        server.stopping.set()
+        thread.join(10)
+    assert not socket_path(journal_home).exists()
+
+
+def test_a_server_of_other_settings_is_replaced_not_trusted(journal_home, servers_on):
+    from assistant.config import set_value
+
+    server, thread = start_in_thread(journal_home)
+    try:
+        assert client.open_server(journal_home, start=False) == journal_home
+        set_value(journal_home, "passages", "5")  # the settings changed since it started
+        assert client.hello(journal_home)["identity"] != identity(journal_home)
+        assert client.open_server(journal_home, start=False) is None
+        thread.join(10)
+        assert not thread.is_alive()  # told to stop, it stopped
+    finally:
+        server.stopping.set()
+
+
+def test_an_idle_server_stops_by_itself(journal_home, servers_on):
+    _, thread = start_in_thread(journal_home, idle_s=0.5)
+    thread.join(20)
+    assert not thread.is_alive() and not socket_path(journal_home).exists()
+
+
+def test_one_server_per_home(journal_home, servers_on):
+    server, thread = start_in_thread(journal_home)
+    try:
+        assert WarmServer(journal_home).run() == 3  # the first holds the home
+    finally:
+        server.stopping.set()
+        thread.join(10)
+
+
+def test_peer_uid_is_ours():
+    left, right = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    with left, right:
+        assert peer_uid(left) in (os.getuid(), None)
+
+
+def test_in_process_when_no_server_can_be_used(journal_home, servers_on, monkeypatch):
+    from assistant.server import protocol
+
+    monkeypatch.setattr(protocol, "MAX_SOCKET_PATH", 5)  # no socket fits this home's path
+    assert client.open_server(journal_home) is None
+    result = runner.invoke(app, ["--home", str(journal_home), "ask", QUESTION,
+                                 "--mode", "retrieval"])
+    assert result.exit_code == 0, result.output
+    assert "daily/2024-02-10.md" in result.output and "· warm" not in result.output
+    assert not socket_path(journal_home).exists()
+
+
+def test_ask_starts_a_server_and_serve_stop_ends_it(journal_home, servers_on):
+    """The real thing: `memex ask` in a process of its own starts `memex serve` in the
+    background; the next ask is answered warm; `memex serve --stop` stops it."""
+    env = {**os.environ, "MEMEX_HOME": str(journal_home)}
+    env.pop("MEMEX_NO_SERVER", None)
+    memex = [sys.executable, "-m", "assistant.cli"]
+
+    def ask():
+        return subprocess.run([*memex, "ask", QUESTION, "--mode", "retrieval"], env=env,
+                              capture_output=True, text=True, timeout=300, check=False)
+
+    try:
+        first = ask()
+        assert first.returncode == 0, first.stderr
+        assert "· warm" in first.stdout
+        found = client.hello(journal_home)
+        assert found is not None and found["identity"] == identity(journal_home)
+        second = ask()
+        assert second.returncode == 0 and "· warm" in second.stdout
+        assert client.hello(journal_home)["pid"] == found["pid"]  # the same server
+        status = subprocess.run([*memex, "serve", "--status", "--json"], env=env,
+                                capture_output=True, text=True, timeout=60, check=False)
+        assert json.loads(status.stdout)["running"] is True
+    finally:
+        stopped = subprocess.run([*memex, "serve", "--stop"], env=env, capture_output=True,
+                                 text=True, timeout=60, check=False)
+    assert "stopped the warm server" in stopped.stdout
+    assert client.hello(journal_home) is None
