@@ -94,11 +94,16 @@ def reader_parameters(model) -> dict[str, nn.Parameter]:
 def _set_lora(model, active: bool) -> None:
     from peft.tuners.lora import LoraLayer
 
-    for module in model.modules():
-        if isinstance(module, LoraLayer):
-            # peft's switch (enable_adapters) also flips requires_grad; the flag alone
-            # keeps the reader's parameters trainable while the writer runs
-            module._disable_adapters = not active
+    reader = getattr(model, "reader", None)
+    layers = getattr(reader, "_lora_layers", None)
+    if layers is None:  # found once per reader: a walk over every module costs ~9 ms a turn
+        layers = [module for module in model.modules() if isinstance(module, LoraLayer)]
+        if reader is not None:
+            reader._lora_layers = layers
+    for module in layers:
+        # peft's switch (enable_adapters) also flips requires_grad; the flag alone
+        # keeps the reader's parameters trainable while the writer runs
+        module._disable_adapters = not active
 
 
 @contextlib.contextmanager

@@ -666,3 +666,35 @@ def test_watch_extends_the_memory_only_while_the_machine_is_idle(journal_home):
     assert not upkeep.is_alive()
     assert any(line.startswith("memory up to date") for line in said), said
     assert 0.0 <= CpuShare().others() <= 1.0
+
+
+def test_sentences_are_embedded_once_per_engine(journal_home, monkeypatch):
+    """A long-lived engine (the warm server) embeds a sentence it has seen before from its
+    cache: only new sentences reach the embedder, in the order asked, and the cache stays
+    bounded."""
+    import numpy as np
+
+    import assistant.engine.engine as engine_module
+
+    class CountingEmbedder:
+        dim = 3
+
+        def __init__(self):
+            self.seen: list[str] = []
+
+        def embed(self, texts):
+            self.seen += texts
+            return np.array([[len(t), 1.0, 0.0] for t in texts], dtype=np.float32)
+
+    engine = make_engine(journal_home)
+    engine.config.embeddings = True
+    engine._embedder = CountingEmbedder()
+    first = engine.embed(["a dog", "the cat sat", "a dog"])
+    assert engine._embedder.seen == ["a dog", "the cat sat"]
+    again = engine.embed(["the cat sat", "new words here"])
+    assert engine._embedder.seen[2:] == ["new words here"]
+    np.testing.assert_array_equal(again[0], first[1])
+    assert engine.embed([]).shape == (0, 3)
+    monkeypatch.setattr(engine_module, "EMBED_CACHE", 2)
+    engine.embed(["one more"])
+    assert len(engine._embedded) == 2 and "one more" in engine._embedded

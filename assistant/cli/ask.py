@@ -17,7 +17,6 @@ from assistant.cli.common import (
     open_engine,
     require_notes,
 )
-from assistant.engine.evaluation import load_questions, run_eval
 
 
 def _print_sources(console, sources, notes=()) -> None:
@@ -27,9 +26,9 @@ def _print_sources(console, sources, notes=()) -> None:
         return
     console.print("\n[bold]Sources[/]")
     for i, source in enumerate(sources, 1):
-        console.print(f"  [cyan]{i}.[/] {source.path} [dim]{source.date or 'undated'}[/]",
+        console.print(f"  [cyan]{i}.[/] {source['path']} [dim]{source.get('date') or 'undated'}[/]",
                       highlight=False)
-        console.print(f"     [dim]{source.snippet}[/]", highlight=False)
+        console.print(f"     [dim]{source.get('snippet', '')}[/]", highlight=False)
 
 
 def ask(
@@ -116,17 +115,13 @@ def _show_answer(payload: dict, as_json: bool, warm: bool) -> None:
     timings after the streamed text."""
     from rich.console import Console
 
-    from assistant.engine.conversations import SourceRecord
-
     if as_json:
         shown = {k: v for k, v in payload.items() if k not in ("mode", "status", "notes")}
         typer.echo(json.dumps(shown, indent=2, ensure_ascii=False))
         return
     sys.stdout.write("\n")
     console = Console(highlight=False)
-    sources = [SourceRecord(path=s["path"], date=s.get("date"), snippet=s.get("snippet", ""))
-               for s in payload.get("sources", [])]
-    _print_sources(console, sources, payload.get("notes", ()))
+    _print_sources(console, payload.get("sources", []), payload.get("notes", ()))
     t = payload.get("timings") or {}
     rate = f", {t['tokens_per_s']} tokens/s" if t.get("tokens_per_s") else ""
     where = " · warm" if warm else ""
@@ -143,6 +138,7 @@ def eval_command(
 ) -> None:
     """Score answers against known ones: accuracy (short answer, quotes, whole answer),
     citation rate, abstention on questions the notes cannot answer, loops."""
+    from assistant.engine.evaluation import load_questions, run_eval
     from rich.console import Console
     from rich.progress import (
         BarColumn,

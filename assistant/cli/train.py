@@ -11,7 +11,6 @@ import typer
 
 from assistant.cli.common import fail
 from assistant.engine.memory_build import duration_text
-from assistant.engine.training import run_training, train_status
 
 # Default steps: a 16K-token step of SmolLM2-135M on a 2-core CPU is ~13 TFLOP of matmuls
 # (forward, recomputation, backward) plus attention: several minutes at ~100 GFLOP/s, so 20
@@ -179,6 +178,8 @@ def train_command(
 
     home = get_home()
     if status:
+        from assistant.engine.training import train_status
+
         info = train_status(home)
         if as_json:
             typer.echo(json.dumps(info, indent=2))
@@ -223,6 +224,8 @@ def train_command(
             fail("--device cuda: no CUDA device is available here")
     try:
         with _Display(quiet=as_json) as display:
+            from assistant.engine.training import run_training
+
             meta = run_training(home, settings, recall=not no_recall, resume=resume,
                                 say=display.say, progress=display)
     except TrainingInterrupted as stop:

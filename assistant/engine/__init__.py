@@ -12,20 +12,29 @@ Parts, by responsibility:
   trained on the user's notes).
 """
 
-from assistant.engine.answering import Answer
-from assistant.engine.engine import Engine
-from assistant.engine.reflection import Reflection, period_range, weekly_counts
-from assistant.engine.results import EngineError, Stopped
-from assistant.engine.retrieval import RELEVANCE_FLOOR, relevant_sentences
+# Names are loaded on first use (PEP 562): a command that needs one helper of the engine
+# (or none: `memex ask` talking to the warm server) does not import the whole of it.
+_EXPORTS = {
+    "Answer": "assistant.engine.answering",
+    "Engine": "assistant.engine.engine",
+    "Reflection": "assistant.engine.reflection",
+    "period_range": "assistant.engine.reflection",
+    "weekly_counts": "assistant.engine.reflection",
+    "EngineError": "assistant.engine.results",
+    "Stopped": "assistant.engine.results",
+    "RELEVANCE_FLOOR": "assistant.engine.retrieval",
+    "relevant_sentences": "assistant.engine.retrieval",
+}
 
-__all__ = [
-    "RELEVANCE_FLOOR",
-    "Answer",
-    "Engine",
-    "EngineError",
-    "Reflection",
-    "Stopped",
-    "period_range",
-    "relevant_sentences",
-    "weekly_counts",
-]
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'assistant.engine' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -20,6 +20,8 @@ from assistant.engine.retrieval import RetrievalMixin
 from assistant.engine.stems import answer_stem
 from assistant.home import get_home
 
+EMBED_CACHE = 20_000  # sentences whose embeddings an engine keeps (~31 MB)
+
 
 class Engine(RetrievalMixin, AnsweringMixin, DecodingMixin, MemoryMixin, ReflectionMixin):
     """One data home's notes, models and memory, answering one question at a time.
@@ -56,6 +58,8 @@ class Engine(RetrievalMixin, AnsweringMixin, DecodingMixin, MemoryMixin, Reflect
         self.ground_recall = False
         self._embedder = None
         self._embedder_failed = False
+        self._embedded: dict[str, object] = {}  # text -> its embedding (``embed``)
+        self._embed_lock = threading.Lock()
         self._dense_prefix = None  # (key, prefix ids, KV cache) reused across questions
         self.lock = threading.RLock()
         self._load_lock = threading.RLock()  # lazy loads: a warm-up thread and an answer
@@ -173,7 +177,9 @@ class Engine(RetrievalMixin, AnsweringMixin, DecodingMixin, MemoryMixin, Reflect
         return self.home / "memory"
 
     def embed(self, texts: list[str]):
-        """L2-normalised embeddings of ``texts`` (numpy), or None when no embedder is there."""
+        """L2-normalised embeddings of ``texts`` (numpy), or None when no embedder is there.
+        Sentences seen before come from a bounded cache: a long-lived engine (the warm
+        server, the TUI) meets the same entries' sentences question after question."""
         if not self.config.embeddings or self._embedder_failed:
             return None
         with self._load_lock:
@@ -186,7 +192,19 @@ class Engine(RetrievalMixin, AnsweringMixin, DecodingMixin, MemoryMixin, Reflect
                     self._embedder_failed = True
         if self._embedder is None:
             return None
-        return self._embedder.embed(texts)
+        import numpy as np
+
+        with self._embed_lock:  # (a warm-up thread and an answer may embed at once)
+            new = list(dict.fromkeys(t for t in texts if t not in self._embedded))
+            if new:
+                for text, vector in zip(new, self._embedder.embed(new), strict=True):
+                    self._embedded[text] = vector
+            vectors = [self._embedded[t] for t in texts]
+            while len(self._embedded) > EMBED_CACHE:
+                self._embedded.pop(next(iter(self._embedded)))  # the oldest first
+        if not vectors:
+            return np.zeros((0, self._embedder.dim), dtype=np.float32)
+        return np.stack(vectors)
 
     # ----------------------------------------------------------------- status
 
