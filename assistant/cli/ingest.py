@@ -153,6 +153,8 @@ def _say_memory_behind(store) -> None:
     line = memory_behind_text(home, len(store.stream), load_config(home).model)
     if line:
         typer.echo(line)
+        typer.echo("(or leave `memex chat` or `memex watch` open: they build it in the "
+                   "background, answering meanwhile with what is built)")
 
 
 def ingest_command(
