@@ -157,3 +157,73 @@ def test_ask_starts_a_server_and_serve_stop_ends_it(journal_home, servers_on):
                                  text=True, timeout=60, check=False)
     assert "stopped the warm server" in stopped.stdout
     assert client.hello(journal_home) is None
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+@pytest.mark.anyio
+async def test_the_chat_answers_through_the_warm_server(journal_home, servers_on):
+    """`memex chat` with a warm server: the answer, its sources (whole text for the viewer)
+    and the memory's upkeep come from the server; the chat records the turn itself."""
+    from assistant.server.remote import WarmEngine
+    from assistant.tui.app import MemexApp
+    from assistant.tui.message_view import MessageView
+    from assistant.tui.prompt_input import PromptInput
+    from test_engine import make_engine
+
+    server, thread = start_in_thread(journal_home)
+    try:
+        engine = WarmEngine(make_engine(journal_home))
+        app = MemexApp(engine, mode="retrieval", watch=False)
+        async with app.run_test(size=(100, 30)) as pilot:
+            prompt = pilot.app.screen.query_one(PromptInput)
+            prompt.focus()
+            prompt.load_text(QUESTION)
+            await pilot.press("enter")
+            await pilot.app.workers.wait_for_complete()
+            await pilot.pause()
+            views = [v for v in pilot.app.screen.query(MessageView) if v.role == "assistant"]
+            assert views and views[-1].status == "complete"
+            source = views[-1].sources[0]
+            assert source.path == "daily/2024-02-10.md" and "Café Lune" in source.text
+        assert engine.local._tokenizer is None  # nothing was loaded in the chat's process
+        assert server.engine._tokenizer is not None
+        roles = [role for role, _, _ in conversation_rows(journal_home)]
+        assert roles[-2:] == ["user", "assistant"]
+        # The memory's upkeep runs in the server too; its progress reaches the chat.
+        lines: list[str] = []
+        engine.refresh(progress=lines.append)
+        local = make_engine(journal_home)
+        assert local.memory_info()["tokens"] == local.stream_tokens() > 0
+        assert lines and lines[0].startswith("memory")
+        assert engine.local._longnet is None
+    finally:
+        server.stopping.set()
+        thread.join(10)
+
+
+def test_stopping_a_warm_answer_keeps_it_partial_and_the_server_alive(journal_home,
+                                                                      servers_on):
+    from assistant.engine import Stopped
+    from assistant.server.remote import WarmEngine
+    from test_engine import make_engine
+
+    server, thread = start_in_thread(journal_home)
+    try:
+        engine = WarmEngine(make_engine(journal_home))
+        heard: list[str] = []
+
+        def stop_at_once(piece: str) -> None:
+            heard.append(piece)
+            raise Stopped()  # as the chat's Stop does
+
+        answer = engine.answer(QUESTION, "retrieval", on_token=stop_at_once)
+        assert heard and answer.status == "partial" and answer.text == ""
+        again = engine.answer(QUESTION, "retrieval")  # the server answers the next one
+        assert again.status == "complete" and again.sources
+    finally:
+        server.stopping.set()
+        thread.join(10)

@@ -17,10 +17,17 @@ def chat(
     watch: Annotated[bool, typer.Option("--watch/--no-watch",
                                         help="Ingest changes in the background.")] = True,
 ) -> None:
-    """Open the chat (Textual TUI). Bare `memex` does the same."""
+    """Open the chat (Textual TUI). Bare `memex` does the same. Answers, reflections and
+    the memory's upkeep run in the warm server (`memex serve`) when one can be used."""
     mode = check_mode(mode)
     engine = open_engine(today)
+    from assistant.server.client import server_enabled
     from assistant.tui.app import MemexApp
+
+    if server_enabled(engine.home):
+        from assistant.server.remote import WarmEngine
+
+        engine = WarmEngine(engine)
 
     MemexApp(engine, mode=mode, new_conversation=new, watch=watch).run()
 

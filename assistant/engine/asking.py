@@ -87,3 +87,31 @@ def answer_payload(answer) -> dict:
     the mode, status and notes."""
     return {**answer.to_json(), "mode": answer.mode, "status": answer.status,
             "notes": list(answer.notes)}
+
+
+def answer_to_wire(answer) -> dict:
+    """All of an ``Answer`` as JSON (for a front end that shows it in full: the TUI opens a
+    source's whole text), read back by ``answer_from_wire``."""
+    from dataclasses import asdict
+
+    return {"question": answer.question, "mode": answer.mode, "text": answer.text,
+            "short": answer.short, "generated": answer.generated,
+            "quotes": [asdict(q) for q in answer.quotes],
+            "sources": [asdict(s) for s in answer.sources], "timings": dict(answer.timings),
+            "notes": list(answer.notes), "status": answer.status,
+            "prompt_tokens": answer.prompt_tokens, "new_tokens": answer.new_tokens,
+            "memory_lag": answer.memory_lag, "memory": answer.memory}
+
+
+def answer_from_wire(data: dict):
+    from assistant.engine.answering import Answer
+    from assistant.engine.conversations import SourceRecord
+    from assistant.engine.quotes import Quote
+
+    return Answer(question=data["question"], mode=data["mode"], text=data["text"],
+                  short=data["short"], generated=data["generated"],
+                  quotes=[Quote(**q) for q in data["quotes"]],
+                  sources=[SourceRecord(**s) for s in data["sources"]],
+                  timings=data["timings"], notes=data["notes"], status=data["status"],
+                  prompt_tokens=data["prompt_tokens"], new_tokens=data["new_tokens"],
+                  memory_lag=data["memory_lag"], memory=data["memory"])

@@ -143,6 +143,12 @@ class WarmServer:
             self._ask(request, stream)
         elif op == "reflect":
             self._reflect(request, stream)
+        elif op == "answer":
+            self._answer(request, stream)
+        elif op == "reflect_range":
+            self._reflect_range(request, stream)
+        elif op == "refresh":
+            self._refresh(request, stream)
         else:
             send(stream, {"error": f"unknown request {op!r}"})
 
@@ -204,6 +210,69 @@ class WarmServer:
             finally:
                 self.engine.today = usual
         send(stream, {"done": reflection.to_json()})
+
+
+    # -- for the TUI: an answer, a reflection on given dates, the memory's upkeep; the
+    # conversation is the TUI's own to record
+
+    def _answer(self, request: dict, stream) -> None:
+        from assistant.engine import EngineError
+        from assistant.engine.asking import answer_to_wire
+
+        with self.engine.lock:
+            usual = self.engine.today
+            self.engine.today = self._today(request.get("today")) or usual
+            try:
+                answer = self.engine.answer(request["question"], request.get("mode"),
+                                            history=[tuple(p) for p in request.get("history", [])],
+                                            on_token=self._streamer(stream))
+            except EngineError as exc:
+                send(stream, {"error": str(exc)})
+                return
+            finally:
+                self.engine.today = usual
+        with contextlib.suppress(OSError):  # a client that pressed Stop has left
+            send(stream, {"done": answer_to_wire(answer)})
+
+    def _reflect_range(self, request: dict, stream) -> None:
+        from datetime import date
+
+        from assistant.engine import EngineError
+
+        day = lambda text: date.fromisoformat(text) if text else None  # noqa: E731
+        month_day = request.get("month_day")
+        with self.engine.lock:
+            usual = self.engine.today
+            self.engine.today = self._today(request.get("today")) or usual
+            try:
+                reflection = self.engine.reflect(
+                    day(request.get("start")), day(request.get("end")), request["label"],
+                    on_token=self._streamer(stream),
+                    month_day=tuple(month_day) if month_day else None)
+            except (EngineError, ValueError) as exc:
+                send(stream, {"error": str(exc)})
+                return
+            finally:
+                self.engine.today = usual
+        send(stream, {"done": reflection.to_json()})
+
+    def _refresh(self, request: dict, stream) -> None:
+        """The memory's upkeep (``Engine.refresh``), its progress lines streamed; it stops
+        between chunks when the client leaves."""
+        gone = threading.Event()
+
+        def progress(line: str) -> None:
+            try:
+                send(stream, {"progress": line})
+            except OSError:
+                gone.set()
+
+        try:
+            self.engine.refresh(progress=progress, should_stop=gone.is_set)
+        except Exception as exc:  # noqa: BLE001 — reported to the client, the server lives on
+            send(stream, {"error": str(exc)})
+            return
+        send(stream, {"done": {}})
 
 
 def serve(home: Path, idle_s: float = IDLE_STOP_S) -> int:
