@@ -1,7 +1,7 @@
 """The shape of the code, checked with import-linter (contracts in pyproject.toml).
 
-Data flows one way, folders -> ingest -> longnet -> assistant: longnet imports neither
-ingest nor assistant, ingest imports neither longnet nor assistant, the answer engine
+Data flows one way, folders -> ingest -> longnet -> assistant: vault (keys and encrypted
+files) imports none of them, longnet imports neither ingest nor assistant, ingest imports neither longnet nor assistant, the answer engine
 imports neither the CLI nor the TUI, and no modules or packages import each other in a
 circle (lazy imports inside functions count). The first test checks the tree as it is;
 the others break each rule once in a copy of the tree and check that it is caught.
@@ -18,7 +18,7 @@ import grimp
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("longnet", "ingest", "assistant")
+PACKAGES = ("longnet", "ingest", "assistant", "vault")
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 
 
@@ -80,10 +80,12 @@ _importer, _imported = _one_module_import()
      "the engine knows neither"),
     ("assistant.engine.results", "def _x():\n    import assistant.tui.app",
      "the engine knows neither"),
+    ("vault.chunks", "def _x():\n    import ingest.store", "vault (keys and encrypted files)"),
     # A lazy import that closes a circle is still a circle.
     (_imported, f"def _x():\n    import {_importer}", "no import cycles"),
 ], ids=["longnet->ingest", "longnet->assistant (lazy)", "ingest->longnet (lazy)",
-        "ingest->assistant", "engine->cli (lazy)", "engine->tui (lazy)", "cycle (lazy)"])
+        "ingest->assistant", "engine->cli (lazy)", "engine->tui (lazy)", "vault->ingest (lazy)",
+        "cycle (lazy)"])
 def test_a_broken_rule_is_caught(tree_copy, module, line, contract):
     before = _break_rule(tree_copy, module, line)
     try:
