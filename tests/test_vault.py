@@ -155,5 +155,66 @@ def test_a_crash_while_the_last_chunk_is_rewritten_loses_nothing(tmp_path, monke
 
     # A journal torn itself (the crash came before it was complete): the file's own
     # chunk was never touched, and the journal is dropped.
-    (tmp_path / "stream.enc.tail").write_bytes(b"\x01\x00\x00\x00\x00\x00\x00\x00" + b"junk")
+    (tmp_path / "stream.enc.tail").write_bytes(b"\x01" + bytes(8) + b"junk" * 10)
     assert ChunkedFile(path, key).read() == b"x" * 150 + b"y" * 30
+
+
+@pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "encrypted"])
+def test_plain_and_encrypted_files_behave_the_same(tmp_path, encrypted):
+    """What the stream and the rows need: append, overwrite in place (forgetting zeroes a
+    span), cut back, read any range; encrypted, the old bytes are gone from the disk."""
+    from vault import Files
+
+    files = Files(os.urandom(32) if encrypted else None)
+    path = tmp_path / "f"
+    f = files.open(path)
+    secret = b"the door code is 4812. " * 10
+    f.append(b"A" * 70_000 + secret + b"B" * 100)
+    start = 70_000
+    f.write_at(start, bytes(len(secret)))  # forget the secret
+    assert f.read(start - 2, start + len(secret) + 2) == b"AA" + bytes(len(secret)) + b"BB"
+    assert b"4812" not in path.read_bytes()
+    assert (b"A" * 64 in path.read_bytes()) is not encrypted
+    f.write_at(f.size() - 50, b"C" * 80)  # past the end: overwritten, then appended
+    assert f.read(f.size() - 81, f.size()) == b"B" + b"C" * 80
+    f.truncate(10)
+    assert files.open(path).read() == b"A" * 10
+    with pytest.raises(ValueError):
+        f.write_at(11, b"x")
+
+
+@pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "encrypted"])
+def test_safetensors_through_the_files(tmp_path, encrypted):
+    import torch
+    from safetensors.torch import load_file
+
+    from vault import Files
+
+    files = Files(os.urandom(32) if encrypted else None)
+    tensors = {"a": torch.arange(12, dtype=torch.float32).reshape(3, 4),
+               "b": torch.ones(5, dtype=torch.bfloat16), "empty": torch.zeros(0, 2)}
+    files.write_tensors(tmp_path / "s.safetensors", tensors, metadata={"v": "1"})
+    back = files.read_tensors(tmp_path / "s.safetensors")
+    assert back.keys() == tensors.keys()
+    for name, tensor in tensors.items():
+        assert torch.equal(back[name], tensor) and back[name].dtype == tensor.dtype
+    if not encrypted:  # the plain file is a real safetensors file
+        assert torch.equal(load_file(str(tmp_path / "s.safetensors"))["a"], tensors["a"])
+
+
+def test_a_crash_while_a_span_is_overwritten_is_redone(tmp_path, monkeypatch):
+    key = os.urandom(32)
+    path = tmp_path / "f.enc"
+    f = ChunkedFile(path, key, chunk_size=100)
+    f.append(b"s" * 250)
+    real_write = ChunkedFile._write_at
+
+    def torn(self, offset, data, truncate=False):
+        real_write(self, offset, data[:10], truncate=False)
+        raise OSError("killed")
+
+    monkeypatch.setattr(ChunkedFile, "_write_at", torn)
+    with pytest.raises(OSError):
+        f.write_at(120, bytes(20))  # zero a span inside chunk 1
+    monkeypatch.setattr(ChunkedFile, "_write_at", real_write)
+    assert ChunkedFile(path, key).read() == b"s" * 120 + bytes(20) + b"s" * 110

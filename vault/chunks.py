@@ -26,6 +26,7 @@ MAGIC = b"MXENC1\x00\x00"
 HEADER = struct.Struct("<8s16sII")  # magic, file id, chunk size, reserved
 NONCE, TAG = 12, 16
 CHUNK_SIZE = 64 * 1024
+JOURNAL = struct.Struct("<Q?")  # a rewritten chunk's index; whether it was the last
 
 
 class TamperedChunk(ValueError):
@@ -115,16 +116,27 @@ class ChunkedFile:
         from cryptography.exceptions import InvalidTag
 
         data = tail.read_bytes()
-        if len(data) >= 8 + NONCE + TAG:
-            (index,) = struct.unpack("<Q", data[:8])
-            record = data[8:]
+        if len(data) >= JOURNAL.size + NONCE + TAG:
+            index, truncate = JOURNAL.unpack(data[:JOURNAL.size])
+            record = data[JOURNAL.size:]
             try:
                 self._aead.decrypt(record[:NONCE], record[NONCE:], self._aad(index))
             except InvalidTag:
                 record = None  # a torn journal: the file's own chunk was never touched
             if record is not None:
-                self._write_at(self._offset(index), record, truncate=True)
+                self._write_at(self._offset(index), record, truncate=bool(truncate))
         tail.unlink()
+
+    def _rewrite_chunk(self, index: int, record: bytes, truncate: bool) -> None:
+        """Replace chunk ``index`` (committed bytes) with ``record``: journal, then in place."""
+        fd = os.open(self._tail_path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, JOURNAL.pack(index, truncate) + record)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self._write_at(self._offset(index), record, truncate=truncate)
+        self._tail_path.unlink(missing_ok=True)
 
     def _write_at(self, offset: int, data: bytes, truncate: bool = False) -> None:
         fd = os.open(self.path, os.O_WRONLY)
@@ -150,15 +162,12 @@ class ChunkedFile:
         for start in range(0, len(plain), self.chunk_size):
             records.append(self._seal(index + start // self.chunk_size,
                                       plain[start:start + self.chunk_size]))
-        if used:  # the partial chunk is rewritten: journal it first
-            fd = os.open(self._tail_path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
-            try:
-                os.write(fd, struct.pack("<Q", index) + records[0])
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        self._write_at(self._offset(index), b"".join(records), truncate=True)
-        self._tail_path.unlink(missing_ok=True)
+        if used:  # the partial chunk holds committed bytes: journalled, then the rest
+            self._rewrite_chunk(index, records[0], truncate=True)
+            records = records[1:]
+            index += 1
+        if records:
+            self._write_at(self._offset(index), b"".join(records), truncate=True)
 
     def read(self, start: int = 0, end: int | None = None) -> bytes:
         length = len(self)
@@ -183,12 +192,30 @@ class ChunkedFile:
             return
         with open(self.path, "rb") as handle:
             head = self._open_chunk(handle, index)[:used]
-        record = self._seal(index, head)
-        fd = os.open(self._tail_path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, struct.pack("<Q", index) + record)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        self._write_at(self._offset(index), record, truncate=True)
-        self._tail_path.unlink(missing_ok=True)
+        self._rewrite_chunk(index, self._seal(index, head), truncate=True)
+
+    def write_at(self, offset: int, data: bytes) -> None:
+        """Overwrite bytes from ``offset`` (at most up to the end, then append): each chunk
+        touched is re-encrypted under a new nonce and rewritten through the journal, so
+        its old ciphertext is gone (forgetting) and a crash loses nothing committed."""
+        length = len(self)
+        if offset < 0 or offset > length:
+            raise ValueError(f"cannot write at {offset} of a {length}-byte file")
+        inside = bytes(data[:length - offset])
+        position = offset
+        while inside:
+            index, skip = divmod(position, self.chunk_size)
+            with open(self.path, "rb") as handle:
+                plain = bytearray(self._open_chunk(handle, index))
+            take = min(len(inside), len(plain) - skip)
+            plain[skip:skip + take] = inside[:take]
+            last = index == self._chunks() - 1
+            self._rewrite_chunk(index, self._seal(index, bytes(plain)), truncate=last)
+            inside, position = inside[take:], position + take
+        self.append(bytes(data[length - offset:]))
+
+    def size(self) -> int:
+        return len(self)
+
+    def sync(self) -> None:
+        """(Every write above is fsynced already.)"""
