@@ -58,10 +58,11 @@ def derive(passphrase: str, params: KdfParams) -> bytes:
 def tune(target_s: float = TARGET_SECONDS, memory_kib: int = MEMORY_KIB) -> KdfParams:
     """Argon2id parameters that take about ``target_s`` here: the memory cost fixed, the
     number of passes raised until one derivation takes that long (at least 2)."""
-    params = KdfParams.fresh(time_cost=1, memory_kib=memory_kib)
+    derive("warm", KdfParams.fresh(time_cost=1, memory_kib=memory_kib))  # first-use costs
+    probe = KdfParams.fresh(time_cost=4, memory_kib=memory_kib)
     began = time.perf_counter()
-    derive("tuning", params)
-    one_pass = max(1e-3, time.perf_counter() - began)
+    derive("tuning", probe)
+    one_pass = max(1e-4, (time.perf_counter() - began) / probe.time_cost)
     return KdfParams.fresh(time_cost=max(2, round(target_s / one_pass)), memory_kib=memory_kib)
 
 
