@@ -218,3 +218,40 @@ def test_a_crash_while_a_span_is_overwritten_is_redone(tmp_path, monkeypatch):
         f.write_at(120, bytes(20))  # zero a span inside chunk 1
     monkeypatch.setattr(ChunkedFile, "_write_at", real_write)
     assert ChunkedFile(path, key).read() == b"s" * 120 + bytes(20) + b"s" * 110
+
+
+def test_an_unlocked_home_opens_its_databases_with_sqlcipher(tmp_path):
+    """What memex.db and the chat database will go through: with the home unlocked, a
+    SQLCipher 4 database (FTS5 and WAL included, sqlite-utils unchanged) whose files hold
+    no plaintext; another key opens nothing; outside the home, plain SQLite."""
+    import sqlite_utils
+
+    from vault import connect, forget_key, key_for, remember
+
+    home = tmp_path / "home"
+    home.mkdir()
+    key = create(home, "a passphrase", FAST)
+    remember(home, key)
+    try:
+        assert key_for(home / "memory" / "rows.f16") == key and key_for(tmp_path) is None
+        db = sqlite_utils.Database(connect(home / "memex.db", check_same_thread=False))
+        db.execute("PRAGMA journal_mode=WAL")
+        db["entries"].insert({"id": 1, "text": "the planted phrase marmalade lighthouse"},
+                             pk="id")
+        db["entries"].enable_fts(["text"])
+        hits = db.execute("select rowid from entries_fts where entries_fts match "
+                          "'lighthouse'").fetchall()
+        assert hits == [(1,)]
+        db.conn.commit()
+        on_disk = b"".join(p.read_bytes() for p in home.glob("memex.db*"))
+        assert b"marmalade" not in on_disk and b"lighthouse" not in on_disk
+        db.conn.close()
+        remember(home, os.urandom(32))  # the wrong key
+        with pytest.raises(WrongPassphrase):
+            connect(home / "memex.db")
+    finally:
+        forget_key(home)
+    plain = connect(tmp_path / "plain.db")
+    plain.execute("create table t (a)")
+    plain.close()
+    assert (tmp_path / "plain.db").read_bytes().startswith(b"SQLite format 3")

@@ -2,7 +2,8 @@
 home's keys (``keys``: a random data key wrapped by an Argon2id key of the passphrase) and
 files encrypted in authenticated chunks that can be appended to, overwritten and read at
 any offset (``chunks``), and one interface over plain and encrypted files, safetensors
-included (``files``). It imports nothing of memex."""
+included (``files``); the keys of the homes this process unlocked, and the files and
+databases opened with them (``session``). It imports nothing of memex."""
 
 from vault.chunks import ChunkedFile, TamperedChunk
 from vault.files import Files, PlainFile
@@ -16,6 +17,7 @@ from vault.keys import (
     tune,
     unlock,
 )
+from vault.session import connect, files_for, forget_key, key_for, remember
 
 __all__ = [
     "ChunkedFile",
@@ -26,8 +28,13 @@ __all__ = [
     "VaultError",
     "WrongPassphrase",
     "change_passphrase",
+    "connect",
     "create",
+    "files_for",
+    "forget_key",
     "is_encrypted",
+    "key_for",
+    "remember",
     "tune",
     "unlock",
 ]
