@@ -15,3 +15,11 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def print_report(report: str, out) -> None:
+    """Print a benchmark's table and, when ``out`` (a Path) is given, save it there."""
+    print(report)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(report)

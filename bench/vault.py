@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _machine import cpu_name  # (bench/ is on sys.path when run as a script)
+from _machine import cpu_name, print_report  # (bench/ is on sys.path when run as a script)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -184,11 +184,7 @@ def main(argv=None) -> int:
               f"MiB, one lane: {kdf_s:.2f} s to open a data home.")]
     if skipped:
         lines.append(f"Not installed, skipped: {', '.join(skipped)}.")
-    report = "\n".join(lines) + "\n"
-    print(report)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(report)
+    print_report("\n".join(lines) + "\n", args.out)
     return 0
 
 

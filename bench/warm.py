@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from _machine import cpu_name  # (bench/ is on sys.path when run as a script)
+from _machine import cpu_name, print_report  # (bench/ is on sys.path when run as a script)
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_HOME = Path.home() / ".cache" / "memex-bench" / "recall" / "examples"
@@ -89,11 +89,7 @@ def main(argv=None) -> int:
     for name, values in rows.items():
         lines.append(f"| {name} | {statistics.median(v[0] for v in values):.2f} | "
                      f"{statistics.median(v[1] for v in values):.2f} |")
-    report = "\n".join(lines) + "\n"
-    print(report)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(report)
+    print_report("\n".join(lines) + "\n", args.out)
     return 0
 
 

@@ -47,7 +47,7 @@ class Reflection:
     @classmethod
     def from_json(cls, data: dict) -> Reflection:
         """The reflection ``to_json`` wrote (a warm server's, shown by its client)."""
-        day = lambda text: date.fromisoformat(text) if text else None  # noqa: E731
+        day = lambda text: date.fromisoformat(text) if text else None
         return cls(label=data["period"], start=day(data.get("since")), end=day(data.get("until")),
                    text=data.get("reflection", ""), entries=data.get("entries", 0),
                    dates=list(data.get("dates", [])),

@@ -197,19 +197,25 @@ class WarmServer:
         if self.engine.entry_count() == 0:
             send(stream, {"error": "no notes yet: add a folder first with `memex add PATH`"})
             return
+        reflection = self._as_of(request, stream, (EngineError, ValueError), lambda: reflect_on(
+            self.engine, request.get("period") or {}, on_token=self._streamer(stream),
+            on_label=lambda label: send(stream, {"label": label})))
+        if reflection is not None:
+            send(stream, {"done": reflection.to_json()})
+
+    def _as_of(self, request: dict, stream, errors: tuple, work):
+        """``work()`` under the engine's lock, as of the request's today; an error of
+        ``errors`` goes to the client and None comes back."""
         with self.engine.lock:
             usual = self.engine.today
             self.engine.today = self._today(request.get("today")) or usual
             try:
-                reflection = reflect_on(self.engine, request.get("period") or {},
-                                        on_token=self._streamer(stream),
-                                        on_label=lambda label: send(stream, {"label": label}))
-            except (EngineError, ValueError) as exc:
+                return work()
+            except errors as exc:
                 send(stream, {"error": str(exc)})
-                return
+                return None
             finally:
                 self.engine.today = usual
-        send(stream, {"done": reflection.to_json()})
 
 
     # -- for the TUI: an answer, a reflection on given dates, the memory's upkeep; the
@@ -219,42 +225,28 @@ class WarmServer:
         from assistant.engine import EngineError
         from assistant.engine.asking import answer_to_wire
 
-        with self.engine.lock:
-            usual = self.engine.today
-            self.engine.today = self._today(request.get("today")) or usual
-            try:
-                answer = self.engine.answer(request["question"], request.get("mode"),
-                                            history=[tuple(p) for p in request.get("history", [])],
-                                            on_token=self._streamer(stream))
-            except EngineError as exc:
-                send(stream, {"error": str(exc)})
-                return
-            finally:
-                self.engine.today = usual
-        with contextlib.suppress(OSError):  # a client that pressed Stop has left
-            send(stream, {"done": answer_to_wire(answer)})
+        history = [tuple(pair) for pair in request.get("history", [])]
+        answer = self._as_of(request, stream, (EngineError,), lambda: self.engine.answer(
+            request["question"], request.get("mode"), history=history,
+            on_token=self._streamer(stream)))
+        if answer is not None:
+            with contextlib.suppress(OSError):  # a client that pressed Stop has left
+                send(stream, {"done": answer_to_wire(answer)})
 
     def _reflect_range(self, request: dict, stream) -> None:
         from datetime import date
 
         from assistant.engine import EngineError
 
-        day = lambda text: date.fromisoformat(text) if text else None  # noqa: E731
+        day = lambda text: date.fromisoformat(text) if text else None
         month_day = request.get("month_day")
-        with self.engine.lock:
-            usual = self.engine.today
-            self.engine.today = self._today(request.get("today")) or usual
-            try:
-                reflection = self.engine.reflect(
-                    day(request.get("start")), day(request.get("end")), request["label"],
-                    on_token=self._streamer(stream),
-                    month_day=tuple(month_day) if month_day else None)
-            except (EngineError, ValueError) as exc:
-                send(stream, {"error": str(exc)})
-                return
-            finally:
-                self.engine.today = usual
-        send(stream, {"done": reflection.to_json()})
+        reflection = self._as_of(request, stream, (EngineError, ValueError),
+                                 lambda: self.engine.reflect(
+                                     day(request.get("start")), day(request.get("end")),
+                                     request["label"], on_token=self._streamer(stream),
+                                     month_day=tuple(month_day) if month_day else None))
+        if reflection is not None:
+            send(stream, {"done": reflection.to_json()})
 
     def _refresh(self, request: dict, stream) -> None:
         """The memory's upkeep (``Engine.refresh``), its progress lines streamed; it stops
