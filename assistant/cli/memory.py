@@ -51,7 +51,13 @@ def build_memory(engine, fresh: bool = False, as_json: bool = False,
                 Console(stderr=True).print("another memex process is extending the memory: "
                                            "waiting for it to finish…")
             stack.enter_context(engine.memory_writer())
-        return _build_memory(engine, fresh, as_json, dtype)
+        try:
+            return _build_memory(engine, fresh, as_json, dtype)
+        finally:
+            # Answers by this engine afterwards read the saved memory in their own dtype.
+            engine.memory_dtype = None
+            if engine._memory is not None and engine._memory.dtype != engine.dtype:
+                engine._memory = None
 
 
 def _build_memory(engine, fresh: bool, as_json: bool, dtype: str | None) -> dict:
@@ -141,7 +147,7 @@ def _run_build(fresh: bool, as_json: bool, dtype: str | None = None) -> None:
     try:
         summary = build_memory(engine, fresh=fresh, as_json=as_json, dtype=dtype)
     except KeyboardInterrupt:
-        tokens = engine._memory.tokens if engine._memory is not None else 0
+        tokens = engine.memory_info()["tokens"]  # what the saved memory holds
         typer.secho(f"\nstopped: progress saved at {tokens:,} tokens; run `memex memory build` "
                     "to go on", fg="yellow", err=True)
         raise typer.Exit(130)

@@ -17,6 +17,7 @@ import signal
 import socket
 import threading
 import time
+import traceback
 from pathlib import Path
 
 from assistant.server.protocol import (
@@ -30,6 +31,7 @@ from assistant.server.protocol import (
 )
 
 SERVE_LOCK = "serve.lock"
+LOCK_WAIT_S = 5.0
 
 
 class ClientGone(Exception):
@@ -43,7 +45,8 @@ class WarmServer:
         self.identity = identity(self.home)
         self.stopping = threading.Event()
         self.last_used = time.monotonic()
-        self.active = 0
+        self.active = 0  # connections being served (``_count``)
+        self._active_lock = threading.Lock()
         self.engine = None
         self.warm = None
 
@@ -54,11 +57,18 @@ class WarmServer:
         import fcntl
 
         lock = os.open(self.home / SERVE_LOCK, os.O_CREAT | os.O_RDWR, 0o600)
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(lock)
-            return 3
+        deadline = time.monotonic() + LOCK_WAIT_S
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                # A server that was just told to stop holds it for a moment more; one
+                # that still listens is alive, and this one is not needed.
+                if socket_path(self.home).exists() or time.monotonic() > deadline:
+                    os.close(lock)
+                    return 3
+                time.sleep(0.05)
         try:
             listener = self._listen()
             try:
@@ -119,17 +129,25 @@ class WarmServer:
             if uid is not None and uid != os.getuid():
                 return  # another user: not a word
             stream = conn.makefile("rwb")
-            self.active += 1
+            self._count(+1)
             try:
                 request = receive(stream)
                 self._answer_request(request, stream)
             except (ProtocolError, OSError, ClientGone):
                 pass  # the client left: nothing to tell it
+            except Exception as exc:  # noqa: BLE001 — told to the client, the rest to the log
+                traceback.print_exc()
+                with contextlib.suppress(OSError):
+                    send(stream, {"error": f"the warm server failed: {exc} (see serve.log)"})
             finally:
-                self.active -= 1
+                self._count(-1)
                 self.last_used = time.monotonic()
                 with contextlib.suppress(OSError):
                     stream.close()
+
+    def _count(self, step: int) -> None:
+        with self._active_lock:
+            self.active += step
 
     def _answer_request(self, request: dict, stream) -> None:
         op = request.get("op")
