@@ -48,6 +48,17 @@ def timed_ask(home: Path, question: str, mode: str, server: bool) -> tuple[float
     return first_s, total_s, (first + rest).decode()
 
 
+def home_state(home: Path) -> str:
+    """What the home holds that changes an answer's cost: its memory and its reader."""
+    try:
+        tokens = json.loads((home / "memory" / "memory.json").read_text())["tokens"]
+        memory = f"memory built ({tokens:,} tokens)"
+    except (OSError, ValueError, KeyError):
+        memory = "no memory built"
+    reader = "trained reader" if (home / "reader").is_dir() else "generic reader"
+    return f"{memory}, {reader}"
+
+
 def stop_server(home: Path) -> None:
     env = {**os.environ, "MEMEX_HOME": str(home)}
     subprocess.run([str(REPO / ".venv" / "bin" / "memex"), "serve", "--stop"], env=env,
@@ -83,7 +94,7 @@ def main(argv=None) -> int:
         print(f"  {question[:50]}: done", file=sys.stderr)
     stop_server(args.home)
     caption = (f"`memex ask` cold vs warm: {cpu_name()}, {os.cpu_count()} CPUs; mode "
-               f"{args.mode}; home {args.home.name} (the example journal, memory built); "
+               f"{args.mode}; the example journal, {home_state(args.home)}; "
                f"{len(questions) // 2} questions each; medians, seconds from the command's start.")
     lines = [caption, "", "| ask | first token (s) | total (s) |", "|---|---:|---:|"]
     for name, values in rows.items():
