@@ -698,3 +698,33 @@ def test_sentences_are_embedded_once_per_engine(journal_home, monkeypatch):
     monkeypatch.setattr(engine_module, "EMBED_CACHE", 2)
     engine.embed(["one more"])
     assert len(engine._embedded) == 2 and "one more" in engine._embedded
+
+
+def test_pre_embedding_fills_the_cache_with_what_questions_embed(journal_home):
+    """The warm server's idle work: every sentence ``gather`` would embed for any chunk is
+    embedded ahead (the same texts, headings included), so a question embeds nothing but
+    itself; it stops when asked."""
+    import numpy as np
+
+    class CountingEmbedder:
+        dim = 3
+
+        def __init__(self):
+            self.seen: list[str] = []
+
+        def embed(self, texts):
+            self.seen += texts
+            return np.ones((len(texts), 3), dtype=np.float32)
+
+    engine = make_engine(journal_home)
+    engine.config.embeddings = True
+    engine._embedder = CountingEmbedder()
+    assert engine.pre_embed(should_stop=lambda: True) == 0
+    count = engine.pre_embed(batch=3)
+    assert count == len(engine._embedder.seen) == len(set(engine._embedder.seen)) > 0
+    assert engine.pre_embed() == 0  # all there already
+    engine.embed(["warm up"])  # (search's probe, embedded once by any warm engine)
+    before = len(engine._embedder.seen)
+    passages, sentences, _ = engine.gather("What did I order at Café Lune?", None)
+    assert passages and sentences
+    assert len(engine._embedder.seen) == before + 1  # the question alone

@@ -6,7 +6,9 @@ first use, so a UI can start at once. One answer runs at a time (``self.lock``).
 
 from __future__ import annotations
 
+import itertools
 import threading
+import time
 from datetime import date
 from pathlib import Path
 
@@ -205,6 +207,37 @@ class Engine(RetrievalMixin, AnsweringMixin, DecodingMixin, MemoryMixin, Reflect
         if not vectors:
             return np.zeros((0, self._embedder.dim), dtype=np.float32)
         return np.stack(vectors)
+
+    def pre_embed(self, should_stop=lambda: False, batch: int = 16,
+                  should_wait=lambda: False) -> int:
+        """Embed the sentences of the newest entries before anyone asks, as ``gather``
+        will (each chunk's sentences with their headings), up to the cache's size: the
+        warm server's idle time, so a question's sentence choice finds them ready (it
+        is ~0.25 s of a warm answer otherwise). Between batches it waits while
+        ``should_wait()`` (a question is being answered: the CPUs are its) and stops when
+        ``should_stop()``. Returns the sentences embedded."""
+        from assistant.engine.prompting import passage_sentences
+
+        if self.embed([]) is None:
+            return 0
+        rows = self.store.db.execute(
+            "SELECT c.text, e.title FROM chunks c JOIN entries e ON e.id = c.entry_id "
+            "WHERE c.status IN ('live', 'pending') ORDER BY c.date DESC, c.id DESC").fetchall()
+        texts = (f"{heading}: {sentence}" if heading else sentence
+                 for text, title in rows for heading, sentence in passage_sentences(text, title))
+        done = 0
+        while not should_stop() and len(self._embedded) < EMBED_CACHE:
+            if should_wait():
+                time.sleep(0.05)
+                continue
+            taken = list(itertools.islice(texts, batch))
+            if not taken:
+                break  # every sentence is in the cache
+            piece = [t for t in taken if t not in self._embedded]
+            if piece:
+                self.embed(piece)
+                done += len(piece)
+        return done
 
     # ----------------------------------------------------------------- status
 

@@ -3,8 +3,9 @@ embedder and the memory loaded, so the next `memex ask` or `memex reflect` start
 answering at once instead of paying the imports and loads again.
 
 It listens on ``serve.sock`` in the data home (see ``protocol``), loads everything in a
-background thread as soon as it starts, answers one question at a time (the engine's
-lock; a second client waits), and exits after ``idle_s`` without a request, on
+background thread as soon as it starts, then uses its idle time to embed the newest
+entries' sentences ahead of questions (``Engine.pre_embed``), answers one question at a
+time (the engine's lock; a second client waits), and exits after ``idle_s`` without a request, on
 ``memex serve --stop``, or on SIGTERM. One server per home: a second one started
 meanwhile sees the first's lock and leaves.
 """
@@ -32,6 +33,7 @@ from assistant.server.protocol import (
 
 SERVE_LOCK = "serve.lock"
 LOCK_WAIT_S = 5.0
+QUIET_S = 1.0  # idle work waits this long after a request (the next may follow)
 
 
 class ClientGone(Exception):
@@ -104,6 +106,20 @@ class WarmServer:
         config = load_config(self.home)
         self.engine = Engine(self.home, config)
         self.warm = self.engine.warm_up(config.mode)
+        threading.Thread(target=self._pre_embed, name="memex-pre-embed", daemon=True).start()
+
+    def _pre_embed(self) -> None:
+        """Once loaded, embed the newest entries' sentences while nobody asks (a question
+        waits one batch at most), so later questions find them ready."""
+        self.warm.join()
+
+        def someone_asks() -> bool:  # a request now or a moment ago: the CPUs are its
+            return self.active > 0 or time.monotonic() - self.last_used < QUIET_S
+
+        try:
+            self.engine.pre_embed(should_stop=self.stopping.is_set, should_wait=someone_asks)
+        except Exception:  # noqa: BLE001 — an optimisation: answers embed what they need
+            traceback.print_exc()
 
     def _serve(self, listener: socket.socket) -> None:
         with contextlib.suppress(ValueError):  # (not the main thread: tests)
