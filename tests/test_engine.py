@@ -614,9 +614,8 @@ def test_one_process_at_a_time_extends_the_memory(journal_home):
     builder, answerer = make_engine(journal_home), make_engine(journal_home)
     answerer.load_memory()  # the chat's memory, loaded before the build
     with builder.memory_writer():
-        with pytest.raises(MemoryBusy):
-            with answerer.memory_writer(wait=False):
-                pass
+        with pytest.raises(MemoryBusy), answerer.memory_writer(wait=False):
+            pass
         behind = answerer.answer("What did I order at Café Lune?", "memory")
         assert behind.memory_lag == builder.stream_tokens() > 0  # no catch-up meanwhile
         builder.catch_up()  # re-entrant: the builder's own lock
@@ -668,6 +667,22 @@ def test_watch_extends_the_memory_only_while_the_machine_is_idle(journal_home):
     assert 0.0 <= CpuShare().others() <= 1.0
 
 
+class CountingEmbedder:
+    """An embedder that records what it was asked to embed (``Embedder``'s interface):
+    a vector of each text's length, so different texts differ."""
+
+    dim = 3
+
+    def __init__(self):
+        self.seen: list[str] = []
+
+    def embed(self, texts):
+        import numpy as np
+
+        self.seen += texts
+        return np.array([[len(t), 1.0, 0.0] for t in texts], dtype=np.float32)
+
+
 def test_sentences_are_embedded_once_per_engine(journal_home, monkeypatch):
     """A long-lived engine (the warm server) embeds a sentence it has seen before from its
     cache: only new sentences reach the embedder, in the order asked, and the cache stays
@@ -675,16 +690,6 @@ def test_sentences_are_embedded_once_per_engine(journal_home, monkeypatch):
     import numpy as np
 
     import assistant.engine.engine as engine_module
-
-    class CountingEmbedder:
-        dim = 3
-
-        def __init__(self):
-            self.seen: list[str] = []
-
-        def embed(self, texts):
-            self.seen += texts
-            return np.array([[len(t), 1.0, 0.0] for t in texts], dtype=np.float32)
 
     engine = make_engine(journal_home)
     engine.config.embeddings = True
@@ -704,18 +709,6 @@ def test_pre_embedding_fills_the_cache_with_what_questions_embed(journal_home):
     """The warm server's idle work: every sentence ``gather`` would embed for any chunk is
     embedded ahead (the same texts, headings included), so a question embeds nothing but
     itself; it stops when asked."""
-    import numpy as np
-
-    class CountingEmbedder:
-        dim = 3
-
-        def __init__(self):
-            self.seen: list[str] = []
-
-        def embed(self, texts):
-            self.seen += texts
-            return np.ones((len(texts), 3), dtype=np.float32)
-
     engine = make_engine(journal_home)
     engine.config.embeddings = True
     engine._embedder = CountingEmbedder()
