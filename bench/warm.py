@@ -65,6 +65,40 @@ def stop_server(home: Path) -> None:
                    capture_output=True, check=False)
 
 
+def bench_pre_embed(home: Path, mode: str, questions: list[str]) -> str:
+    """Two engines in this process, one whose sentence cache was filled ahead
+    (``Engine.pre_embed``, the warm server's idle work) and one without, answering the
+    same new questions in turn: the seconds of each answer, medians."""
+    sys.path.insert(0, str(REPO))
+    from assistant.config import load_config
+    from assistant.engine import Engine
+
+    os.environ["MEMEX_HOME"] = str(home)
+    engines = {}
+    for name in ("without", "pre-embedded"):
+        engine = Engine(home, load_config(home))
+        engine.warm_up(mode).join()
+        engine.answer("a question to load everything", mode)
+        if name == "pre-embedded":
+            began = time.perf_counter()
+            count = engine.pre_embed()
+            filled = (count, time.perf_counter() - began)
+        engines[name] = engine
+    seconds: dict[str, list[float]] = {name: [] for name in engines}
+    for question in questions:
+        for name, engine in engines.items():
+            began = time.perf_counter()
+            engine.answer(question, mode)
+            seconds[name].append(time.perf_counter() - began)
+    lines = [(f"Sentence cache filled ahead or not: {cpu_name()}, {os.cpu_count()} CPUs; mode "
+             f"{mode}; the example journal, {home_state(home)}; {len(questions)} questions "
+             f"neither engine had seen, asked of both in turn, in one process; pre-embedding "
+             f"took {filled[1]:.1f} s for {filled[0]:,} sentences."), "",
+             "| engine | answer (s, median) |", "|---|---:|"]
+    lines += [f"| {name} | {statistics.median(values):.2f} |" for name, values in seconds.items()]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--home", type=Path, default=DEFAULT_HOME,
@@ -74,6 +108,9 @@ def main(argv=None) -> int:
     parser.add_argument("--pause", type=float, default=0.0,
                         help="seconds between the ask that starts the server and the warm "
                              "one (a person reading the first answer)")
+    parser.add_argument("--pre-embed", action="store_true",
+                        help="instead: answers in one process with the sentence cache filled "
+                             "ahead (the server's idle work) or not")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     questions = [json.loads(line)["question"]
@@ -81,6 +118,12 @@ def main(argv=None) -> int:
                  if line.strip()][:2 * args.repeats]
     names = ("in-process (cold, every ask)", "first ask, starting the server",
              "next asks (server warm)")
+    if args.pre_embed:
+        all_questions = [json.loads(line)["question"] for line in
+                         (REPO / "examples" / "questions.jsonl").read_text().splitlines()
+                         if line.strip()]
+        print_report(bench_pre_embed(args.home, args.mode, all_questions[20:32]), args.out)
+        return 0
     rows: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
     # Interleaved: each repeat asks a question cold, then another one that starts a
     # server, then the first one again, warm (a question the server has not seen: no
