@@ -168,23 +168,19 @@ def anyio_backend():
 async def test_the_chat_answers_through_the_warm_server(journal_home, servers_on):
     """`memex chat` with a warm server: the answer, its sources (whole text for the viewer)
     and the memory's upkeep come from the server; the chat records the turn itself."""
+    from test_engine import make_engine
+    from test_tui import _ask
+
     from assistant.server.remote import WarmEngine
     from assistant.tui.app import MemexApp
     from assistant.tui.message_view import MessageView
-    from assistant.tui.prompt_input import PromptInput
-    from test_engine import make_engine
 
     server, thread = start_in_thread(journal_home)
     try:
         engine = WarmEngine(make_engine(journal_home))
         app = MemexApp(engine, mode="retrieval", watch=False)
         async with app.run_test(size=(100, 30)) as pilot:
-            prompt = pilot.app.screen.query_one(PromptInput)
-            prompt.focus()
-            prompt.load_text(QUESTION)
-            await pilot.press("enter")
-            await pilot.app.workers.wait_for_complete()
-            await pilot.pause()
+            await _ask(pilot, QUESTION)
             views = [v for v in pilot.app.screen.query(MessageView) if v.role == "assistant"]
             assert views and views[-1].status == "complete"
             source = views[-1].sources[0]
@@ -207,9 +203,10 @@ async def test_the_chat_answers_through_the_warm_server(journal_home, servers_on
 
 def test_stopping_a_warm_answer_keeps_it_partial_and_the_server_alive(journal_home,
                                                                       servers_on):
+    from test_engine import make_engine
+
     from assistant.engine import Stopped
     from assistant.server.remote import WarmEngine
-    from test_engine import make_engine
 
     server, thread = start_in_thread(journal_home)
     try:
@@ -224,6 +221,29 @@ def test_stopping_a_warm_answer_keeps_it_partial_and_the_server_alive(journal_ho
         assert heard and answer.status == "partial" and answer.text == ""
         again = engine.answer(QUESTION, "retrieval")  # the server answers the next one
         assert again.status == "complete" and again.sources
+    finally:
+        server.stopping.set()
+        thread.join(10)
+
+
+def test_a_failure_in_the_server_is_an_error_not_a_stopped_answer(journal_home, servers_on):
+    """An answer that fails for an unexpected reason is recorded as an error (not as a
+    partial answer the person stopped) and reaches the client as a one-line error."""
+    server, thread = start_in_thread(journal_home)
+    try:
+        while server.engine is None:
+            time.sleep(0.01)
+
+        def broken(*args, **kwargs):
+            raise RuntimeError("boom")
+
+        server.engine.answer = broken
+        result = runner.invoke(app, ["--home", str(journal_home), "ask", QUESTION])
+        assert result.exit_code == 1
+        # (the server's own traceback goes to its log: here, this process's stderr)
+        assert "error: the warm server failed: boom (see serve.log)" in result.output
+        last = conversation_rows(journal_home)[-1]
+        assert last[0] == "assistant" and last[2] == "error"
     finally:
         server.stopping.set()
         thread.join(10)

@@ -35,11 +35,9 @@ def ask_in_conversation(engine, question: str, mode: str | None, resume: bool = 
                         on_token: Callable[[str], None] | None = None,
                         today: date | None = None):
     """Answer ``question`` (``resume``: in the latest conversation, its last turns in view)
-    and record the turn. ``on_token`` may raise to stop the answer: the partial answer is
-    saved and ``AnswerStopped`` raised. Engine errors are saved on the message, then
-    raised. ``today``: this answer's today (the engine's own is kept)."""
-    from assistant.engine import EngineError, Stopped
-
+    and record the turn. ``on_token`` may raise ``Stopped`` to end the answer early (kept
+    as a partial answer); Ctrl-C saves what was said and raises ``AnswerStopped``; any
+    other failure is saved on the message as an error, then raised. ``today``: this answer's today (the engine's own is kept)."""
     chats = ConversationStore(engine.home)
     chats.mark_interrupted()
     conversation = chats.latest_conversation() if resume else None
@@ -68,12 +66,12 @@ def ask_in_conversation(engine, question: str, mode: str | None, resume: bool = 
             engine.today = today
         try:
             answer = engine.answer(question, mode, history=history, on_token=emit)
-        except (EngineError, Stopped) as exc:
-            chats.update_message(message, content="".join(parts), status="error", note=str(exc))
-            raise
-        except BaseException as exc:  # Ctrl-C, or the client stopped reading
+        except KeyboardInterrupt as exc:  # the person stopped it
             chats.update_message(message, content="".join(parts), status="partial")
             raise AnswerStopped("stopped; the partial answer is saved") from exc
+        except Exception as exc:  # an engine error, or a failure: recorded, then raised
+            chats.update_message(message, content="".join(parts), status="error", note=str(exc))
+            raise
         finally:
             engine.today = usual_today
     chats.update_message(message, content=answer.text, status=answer.status,

@@ -36,10 +36,6 @@ LOCK_WAIT_S = 5.0
 QUIET_S = 1.0  # idle work waits this long after a request (the next may follow)
 
 
-class ClientGone(Exception):
-    pass
-
-
 class WarmServer:
     def __init__(self, home: Path, idle_s: float = IDLE_STOP_S):
         self.home = Path(home)
@@ -149,7 +145,7 @@ class WarmServer:
             try:
                 request = receive(stream)
                 self._answer_request(request, stream)
-            except (ProtocolError, OSError, ClientGone):
+            except (ProtocolError, OSError):
                 pass  # the client left: nothing to tell it
             except Exception as exc:  # noqa: BLE001 — told to the client, the rest to the log
                 traceback.print_exc()
@@ -207,7 +203,7 @@ class WarmServer:
 
     def _ask(self, request: dict, stream) -> None:
         from assistant.engine import EngineError, Stopped
-        from assistant.engine.asking import AnswerStopped, answer_payload, ask_in_conversation
+        from assistant.engine.asking import answer_payload, ask_in_conversation
 
         if self.engine.entry_count() == 0:
             send(stream, {"error": "no notes yet: add a folder first with `memex add PATH`"})
@@ -220,8 +216,6 @@ class WarmServer:
         except (EngineError, Stopped) as exc:
             send(stream, {"error": str(exc)})
             return
-        except AnswerStopped:
-            raise ClientGone() from None
         send(stream, {"done": answer_payload(answer)})
 
     def _reflect(self, request: dict, stream) -> None:
