@@ -54,22 +54,10 @@ def compact(store: Store, progress=None) -> CompactReport:
                                   uuid.uuid4().hex)
         progress.phase("compact", report.tokens_before, "tokens")
         moves: list[tuple[int, int, int, int]] = []  # span id, entry id, old start, new start
-        fd = os.open(target, os.O_RDWR)
-        try:
-            position = 0
-            source = np.memmap(store.stream_path, dtype="<u4", mode="r", offset=HEADER_SIZE,
-                               shape=(report.tokens_before,))
-            for span_id, start, end, entry_id in spans:
-                moves.append((span_id, entry_id, start, position))
-                for piece in range(start, end, COPY_TOKENS):
-                    block = np.ascontiguousarray(source[piece:min(end, piece + COPY_TOKENS)])
-                    os.pwrite(fd, block.tobytes(), HEADER_SIZE + position * TOKEN_BYTES)
-                    position += len(block)
-                progress.advance(end - start)
-            del source
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        if store.stream.encrypted:
+            position = _copy_live_encrypted(store, target, spans, moves, progress)
+        else:
+            position = _copy_live(store, target, spans, moves, progress, report.tokens_before)
         with store.write():
             if not target.exists():
                 raise StoreError(f"{target} vanished while compacting; nothing was changed")
@@ -98,3 +86,39 @@ def compact(store: Store, progress=None) -> CompactReport:
         progress.done()
         scrub(store)
     return report
+
+
+def _copy_live(store: Store, target, spans, moves, progress, tokens: int) -> int:
+    fd = os.open(target, os.O_RDWR)
+    try:
+        position = 0
+        source = np.memmap(store.stream_path, dtype="<u4", mode="r", offset=HEADER_SIZE,
+                           shape=(tokens,))
+        for span_id, start, end, entry_id in spans:
+            moves.append((span_id, entry_id, start, position))
+            for piece in range(start, end, COPY_TOKENS):
+                block = np.ascontiguousarray(source[piece:min(end, piece + COPY_TOKENS)])
+                os.pwrite(fd, block.tobytes(), HEADER_SIZE + position * TOKEN_BYTES)
+                position += len(block)
+            progress.advance(end - start)
+        del source
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return position
+
+
+def _copy_live_encrypted(store: Store, target, spans, moves, progress) -> int:
+    """The same copy through the vault: read decrypted, appended encrypted (new chunks)."""
+    from vault import files_for
+
+    out = files_for(target).open(target)
+    position = 0
+    for span_id, start, end, entry_id in spans:
+        moves.append((span_id, entry_id, start, position))
+        for piece in range(start, end, COPY_TOKENS):
+            block = store.stream.read(piece, min(end, piece + COPY_TOKENS))
+            out.append(block.astype("<u4").tobytes())
+            position += len(block)
+        progress.advance(end - start)
+    return position

@@ -45,8 +45,7 @@ def recover(store: Store) -> None:
         if store.stream.exists:
             store.stream.reload_header()
             have = store.stream.file_tokens()
-            if have > committed or store.stream.path.stat().st_size != \
-                    HEADER_SIZE + have * 4:
+            if have > committed or store.stream.file_bytes() != HEADER_SIZE + have * 4:
                 store.stream.truncate(committed)
             elif have < committed:
                 raise StoreError(

@@ -16,13 +16,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import sqlite_utils
 
+import vault
 from ingest.dates import UNDATED_RULES
 from ingest.schema import migrations
 from ingest.stream.file import StreamError, TokenStream, create_stream_file, read_header
@@ -118,7 +118,7 @@ class Store:
             if side.exists() and side.stat().st_mode & 0o077:
                 side.chmod(0o600)
         try:
-            conn = sqlite3.connect(str(self.db_path), timeout=60, check_same_thread=False)
+            conn = vault.connect(self.db_path, timeout=60, check_same_thread=False)
             self.db = sqlite_utils.Database(conn)
             self.db.execute("PRAGMA busy_timeout = 60000")
             self.db.enable_wal()
@@ -127,7 +127,9 @@ class Store:
             self.db.execute("PRAGMA secure_delete = ON")
             with self.write():
                 migrations.apply(self.db)
-        except sqlite3.DatabaseError as exc:
+        except vault.WrongPassphrase:
+            raise
+        except vault.database_errors() as exc:
             raise StoreError(f"cannot open {self.db_path}: {exc}") from None
         self.stream = TokenStream(self.stream_path, self.stream_tokens)
 
@@ -352,8 +354,8 @@ class Store:
     def memory_tokens(self) -> int:
         path = self.home / "memory" / "memory.json"
         try:
-            return int(json.loads(path.read_text()).get("tokens", 0))
-        except (OSError, ValueError, TypeError, AttributeError):
+            return int(vault.files_for(path).read_json(path).get("tokens", 0))
+        except (OSError, ValueError, TypeError, AttributeError, vault.VaultError):
             return 0
 
     def status(self) -> dict:
@@ -385,6 +387,7 @@ class Store:
             sizes[name] = path.stat().st_size if path.exists() else 0
         return {
             "home": str(self.home),
+            "encrypted": vault.is_encrypted(self.home),
             "documents": by_status.get("live", 0),
             "entries": q("SELECT count(*) FROM entries WHERE status = 'live'").fetchone()[0],
             "entries_pending": pending,

@@ -16,14 +16,13 @@ digest and the LongNet configuration) and is refused by any other.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
+
+import vault
 
 READER_ADAPTER = "reader"  # the peft adapter's name
 READER_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -144,41 +143,32 @@ def far_gates_learned(model) -> bool:
 def save_reader(model, directory, metadata: dict | None = None) -> Path:
     """Write the reader's parameters and what it was trained against (atomically: a temp
     file, fsync, rename; the metadata last, naming the weights' digest)."""
-    from safetensors.torch import save_file
-
     reader = getattr(model, "reader", None)
     if reader is None:
         raise ReaderError("this model has no reader to save")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {name: p.detach().cpu().contiguous() for name, p in reader_parameters(model).items()}
-    temp = directory / f".{READER_WEIGHTS}.tmp"
-    save_file(tensors, str(temp))
-    _fsync(temp)
-    os.replace(temp, directory / READER_WEIGHTS)
+    files = vault.files_for(directory / READER_META)
+    files.write_tensors(directory / READER_WEIGHTS, tensors)
     meta = {"format": READER_FORMAT, "rank": reader.rank, "alpha": reader.alpha,
             "writer": writer_identity(model),
-            "sha256": hashlib.sha256((directory / READER_WEIGHTS).read_bytes()).hexdigest(),
-            **(metadata or {})}
-    temp = directory / f".{READER_META}.tmp"
-    temp.write_text(json.dumps(meta, indent=2))
-    _fsync(temp)
-    os.replace(temp, directory / READER_META)
+            "sha256": files.sha256(directory / READER_WEIGHTS), **(metadata or {})}
+    files.write_json(directory / READER_META, meta)
     return directory / READER_META
 
 
 def read_reader_meta(directory) -> dict | None:
+    path = Path(directory) / READER_META
     try:
-        return json.loads((Path(directory) / READER_META).read_text())
-    except (OSError, ValueError):
+        return vault.files_for(path).read_json(path)
+    except (OSError, ValueError, vault.VaultError):
         return None
 
 
 def load_reader(model, directory) -> dict:
     """Put the reader saved in ``directory`` on ``model``; its metadata. A reader trained
     against another writer (other base weights or LongNet configuration) is refused."""
-    from safetensors.torch import load_file
-
     meta = read_reader_meta(directory)
     if meta is None or meta.get("format") != READER_FORMAT:
         raise ReaderError(f"no reader in {directory}")
@@ -193,9 +183,10 @@ def load_reader(model, directory) -> dict:
         raise ReaderError(f"the reader in {directory} learned to read memories of another "
                           "LongNet configuration (levels, positions or gates): train it again")
     path = Path(directory) / READER_WEIGHTS
-    if hashlib.sha256(path.read_bytes()).hexdigest() != meta.get("sha256"):
+    files = vault.files_for(path)
+    if not path.is_file() or files.sha256(path) != meta.get("sha256"):
         raise ReaderError(f"{path} does not match its metadata (damaged or half-written)")
-    tensors = load_file(str(path))
+    tensors = files.read_tensors(path)
     params = add_reader(model, rank=int(meta["rank"]), alpha=float(meta["alpha"]))
     if set(tensors) != set(params):
         raise ReaderError(f"{path} holds other parameters than this model's reader")
@@ -206,8 +197,3 @@ def load_reader(model, directory) -> dict:
         parameter.requires_grad_(False)
     model.reader.meta = meta
     return meta
-
-
-def _fsync(path: Path) -> None:
-    with open(path, "rb") as handle:
-        os.fsync(handle.fileno())

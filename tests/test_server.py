@@ -247,3 +247,50 @@ def test_a_failure_in_the_server_is_an_error_not_a_stopped_answer(journal_home, 
     finally:
         server.stopping.set()
         thread.join(10)
+
+
+def test_an_encrypted_home_hands_its_key_to_the_server_through_a_pipe(journal_home,
+                                                                      servers_on):
+    """Encryption at rest (issue 21): the ask that starts the server unlocks the home and
+    hands the data key over an inherited pipe; the next ask needs no passphrase (the
+    server holds the key, in memory only, for its owner alone); the passphrase is not in
+    the server's environment nor the key in its arguments; its log is encrypted too."""
+    import vault
+    from vault.convert import encrypt_home
+
+    passphrase = "a long walk by the river"
+    key, header = vault.keys.new_header(
+        passphrase, vault.KdfParams.fresh(time_cost=1, memory_kib=1024))
+    encrypt_home(journal_home, key, vault.keys.header_bytes(header))
+    env = {**os.environ, "MEMEX_HOME": str(journal_home), "MEMEX_PASSPHRASE": passphrase}
+    env.pop("MEMEX_NO_SERVER", None)
+    memex = [sys.executable, "-m", "assistant.cli"]
+
+    def ask(environment):
+        return subprocess.run([*memex, "ask", QUESTION, "--mode", "retrieval"],
+                              env=environment, capture_output=True, text=True, timeout=300,
+                              check=False)
+
+    try:
+        locked = ask({k: v for k, v in env.items() if k != "MEMEX_PASSPHRASE"})
+        assert locked.returncode == 2 and "MEMEX_PASSPHRASE" in locked.stderr
+        assert client.hello(journal_home) is None  # nothing started without the key
+        first = ask(env)
+        assert first.returncode == 0, first.stderr
+        assert "· warm" in first.stdout and "daily/2024-02-10.md" in first.stdout
+        pid = client.hello(journal_home)["pid"]
+        second = ask({k: v for k, v in env.items() if k != "MEMEX_PASSPHRASE"})
+        assert second.returncode == 0 and "· warm" in second.stdout, second.stderr
+        environ = open(f"/proc/{pid}/environ", "rb").read()  # noqa: SIM115
+        cmdline = open(f"/proc/{pid}/cmdline", "rb").read()  # noqa: SIM115
+        assert b"MEMEX_PASSPHRASE" not in environ and passphrase.encode() not in environ
+        assert key.hex().encode() not in cmdline and key not in cmdline
+    finally:
+        subprocess.run([*memex, "serve", "--stop"], env=env, capture_output=True, text=True,
+                       timeout=60, check=False)
+    assert client.hello(journal_home) is None
+    log = journal_home / "serve.log"
+    assert not log.exists() or vault.is_chunked(log)
+    for path in journal_home.rglob("*"):
+        if path.is_file() and path.name not in ("vault.json", "config.toml"):
+            assert b"Caf\xc3\xa9 Lune" not in path.read_bytes(), path

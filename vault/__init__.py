@@ -6,7 +6,7 @@ included (``files``); the keys of the homes this process unlocked, and the files
 databases opened with them (``session``). It imports nothing of memex."""
 
 from vault.chunks import ChunkedFile, TamperedChunk
-from vault.files import Files, PlainFile
+from vault.files import Files, PlainFile, fsync_folder, is_chunked
 from vault.keys import (
     KdfParams,
     VaultError,
@@ -17,12 +17,22 @@ from vault.keys import (
     tune,
     unlock,
 )
-from vault.session import connect, files_for, forget_key, key_for, remember
+from vault.session import (
+    Locked,
+    connect,
+    database_errors,
+    files_for,
+    forget_key,
+    is_unlocked,
+    key_for,
+    remember,
+)
 
 __all__ = [
     "ChunkedFile",
     "Files",
     "KdfParams",
+    "Locked",
     "PlainFile",
     "TamperedChunk",
     "VaultError",
@@ -30,9 +40,13 @@ __all__ = [
     "change_passphrase",
     "connect",
     "create",
+    "database_errors",
     "files_for",
     "forget_key",
+    "fsync_folder",
+    "is_chunked",
     "is_encrypted",
+    "is_unlocked",
     "key_for",
     "remember",
     "tune",

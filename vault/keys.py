@@ -89,7 +89,7 @@ def _write_header(home: Path, header: dict) -> None:
     temp = path.with_name(f".{HEADER_NAME}.{os.getpid()}.tmp")
     fd = os.open(temp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
     try:
-        os.write(fd, json.dumps(header, indent=2).encode())
+        os.write(fd, header_bytes(header))
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -119,12 +119,23 @@ def create(home: Path | str, passphrase: str, params: KdfParams | None = None) -
     home = Path(home)
     if is_encrypted(home):
         raise VaultError(f"{home} already has a vault header")
+    data_key, header = new_header(passphrase, params)
+    _write_header(home, header)
+    return data_key
+
+
+def new_header(passphrase: str, params: KdfParams | None = None) -> tuple[bytes, dict]:
+    """A new random data key and the header that wraps it with ``passphrase`` (not yet
+    written anywhere: ``memex encrypt`` writes it as its commit)."""
     params = params or tune()
     data_key = os.urandom(KEY_BYTES)
     header = {"format": FORMAT, "kdf": "argon2id", "params": asdict(params),
               "cipher": "aes-256-gcm", **_wrap(derive(passphrase, params), data_key)}
-    _write_header(home, header)
-    return data_key
+    return data_key, header
+
+
+def header_bytes(header: dict) -> bytes:
+    return json.dumps(header, indent=2).encode()
 
 
 def unlock(home: Path | str, passphrase: str) -> bytes:

@@ -10,7 +10,11 @@ import threading
 from pathlib import Path
 
 from vault.files import Files
-from vault.keys import VaultError, WrongPassphrase
+from vault.keys import HEADER_NAME, VaultError, WrongPassphrase
+
+
+class Locked(VaultError):
+    """A file of an encrypted data home that this process has not unlocked."""
 
 _keys: dict[Path, bytes] = {}
 _lock = threading.Lock()
@@ -27,13 +31,24 @@ def forget_key(home: Path | str) -> None:
 
 
 def key_for(path: Path | str) -> bytes | None:
-    """The data key of the unlocked home that holds ``path``, else None."""
+    """The data key of the unlocked home that holds ``path``; None when ``path`` is in no
+    encrypted home. ``Locked`` when it is in one this process has not unlocked: its
+    files must never be read as plain bytes, nor plain bytes written among them."""
     resolved = Path(path).resolve()
     with _lock:
         for folder in (resolved, *resolved.parents):
             if folder in _keys:
                 return _keys[folder]
+    for folder in resolved.parents:
+        if (folder / HEADER_NAME).is_file():
+            raise Locked(f"{folder} is an encrypted data home and is locked: give its "
+                         "passphrase (MEMEX_PASSPHRASE, or the prompt)")
     return None
+
+
+def is_unlocked(home: Path | str) -> bool:
+    with _lock:
+        return Path(home).resolve() in _keys
 
 
 def files_for(path: Path | str) -> Files:
@@ -57,6 +72,7 @@ def connect(path: Path | str, **kwargs):
     conn.execute(f"PRAGMA key = \"x'{key.hex()}'\"")  # a raw key: no second KDF
     try:
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        conn.execute("PRAGMA temp_store = MEMORY")  # no temporary files beside it
     except sqlcipher3.DatabaseError:
         conn.close()
         raise WrongPassphrase(f"{path} does not open with this data home's key") from None

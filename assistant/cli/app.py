@@ -6,8 +6,8 @@ Each command group lives in a module of its own that adds itself to ``app`` thro
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -16,6 +16,7 @@ from assistant.cli import (
     ask,
     chat,
     config,
+    encryption,
     export,
     ingest,
     memory,
@@ -46,7 +47,7 @@ def version_callback(value: bool) -> None:
 @app.callback()
 def main_options(
     ctx: typer.Context,
-    home: Optional[Path] = typer.Option(
+    home: Path | None = typer.Option(
         None, "--home", help="Data home (default: $MEMEX_HOME, else $XDG_DATA_HOME/memex).",
         show_default=False,
     ),
@@ -54,6 +55,7 @@ def main_options(
                                  help="Show the version and exit."),
 ) -> None:
     home_mod.set_home(home)
+    _open_vault(ctx.invoked_subcommand)
     if ctx.invoked_subcommand is None:
         # Bare `memex` opens the chat, like `memex chat`.
         command = ctx.command.get_command(ctx, "chat") if isinstance(ctx.command, typer.core.TyperGroup) else None
@@ -64,8 +66,29 @@ def main_options(
 
 
 
+# Commands that unlock an encrypted home themselves, when and if they need to: ask and
+# reflect only when no warm server holds the key already, chat on its passphrase screen,
+# serve from the key its client hands it; the others never read the notes.
+UNLOCKS_ITSELF = {"ask", "reflect", "chat", "serve", "init", "encrypt", "decrypt",
+                  "passphrase", "config", "model", None}
+
+
+def _open_vault(command: str | None) -> None:
+    """Finish or undo a conversion a crash interrupted, then unlock an encrypted home for
+    the commands that read it."""
+    from assistant.cli.common import PASSPHRASE_ENV, unlock_home
+    from vault.convert import recover
+
+    recover(home_mod.get_home())
+    if command not in UNLOCKS_ITSELF:
+        unlock_home()
+    elif command in ("ask", "reflect") and PASSPHRASE_ENV in os.environ:
+        unlock_home()  # a passphrase given is checked, even when a warm server holds the key
+
+
 # In the order --help lists them.
-for module in (model, ingest, memory, ask, reflect, chat, serve, export, config, train):
+for module in (model, ingest, memory, ask, reflect, chat, serve, export, config, train,
+               encryption):
     module.register(app)
 
 

@@ -16,6 +16,7 @@ from assistant.cli.common import (
     fail,
     open_engine,
     require_notes,
+    unlock_home,
 )
 
 
@@ -49,7 +50,7 @@ def ask(
     mode = check_mode(mode)
     check_today(today)
     home = get_home()
-    if open_server(home) is not None:
+    if open_server(home, unlock=unlock_home) is not None:
         try:
             _ask_warm(home, question, mode, as_json, resume, today)
             return

@@ -3,6 +3,8 @@ home, checking an answer mode, and refusing politely when nothing was added yet.
 
 from __future__ import annotations
 
+import os
+import sys
 from datetime import date
 from typing import NoReturn
 
@@ -19,10 +21,60 @@ def fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
+PASSPHRASE_ENV = "MEMEX_PASSPHRASE"
+WRONG_PASSPHRASE = 2  # the exit code of a passphrase that does not open the data home
+
+
+def read_passphrase(prompt: str = "Passphrase", confirm: bool = False,
+                    env: str = PASSPHRASE_ENV) -> str:
+    """The passphrase from ``env`` (scripts, tests) or a hidden prompt on a terminal."""
+    given = os.environ.get(env)
+    if given is not None:
+        return given
+    if not sys.stdin.isatty():
+        fail(f"this needs the data home's passphrase: set {env} or run it in a terminal",
+             code=WRONG_PASSPHRASE)
+    import getpass
+
+    while True:
+        first = getpass.getpass(f"{prompt}: ")
+        if not confirm:
+            return first
+        if not first:
+            typer.secho("an empty passphrase protects nothing; try again", err=True)
+        elif getpass.getpass("Again, to be sure: ") == first:
+            return first
+        else:
+            typer.secho("the two did not match; try again", err=True)
+
+
+def unlock_home(home=None) -> None:
+    """Unlock an encrypted data home for this process (a no-op on a plain one or one
+    unlocked already): its passphrase from MEMEX_PASSPHRASE or the prompt. A wrong one
+    ends the command with exit code 2, nothing read or changed."""
+    import vault
+    from vault.convert import recover
+
+    home = home or get_home()
+    recover(home)  # a conversion a crash interrupted: finished or undone first
+    if not vault.is_encrypted(home) or vault.is_unlocked(home):
+        return
+    passphrase = read_passphrase()
+    try:
+        key = vault.unlock(home, passphrase)
+    except vault.WrongPassphrase:
+        fail(f"wrong passphrase for {home}: nothing was read or changed",
+             code=WRONG_PASSPHRASE)
+    except vault.VaultError as exc:
+        fail(str(exc), code=WRONG_PASSPHRASE)
+    vault.remember(home, key)
+
+
 def open_engine(today: str | None = None):
     """The engine on the current data home (``--today`` an ISO date, if given)."""
     from assistant.engine import Engine
 
+    unlock_home()
     try:
         config = load_config(get_home())
     except ConfigError as exc:

@@ -7,16 +7,32 @@ from pathlib import Path
 
 import typer
 
+from assistant.cli.common import fail
+
 
 def export(
-    out: Path = typer.Option(Path("memex-export"), "--out", "-o", help="Folder to write into."),
+    out: Path | None = typer.Option(None, "--out", "-o", show_default=False,
+                                    help="Folder to write into (default: ./memex-export; "
+                                         "an encrypted home asks for it)."),
     as_json: bool = typer.Option(False, "--json", help="Print what was written as JSON."),
 ) -> None:
     """Write conversations and the index of your notes as Markdown and JSON."""
+    import vault
     from assistant.engine.conversations import ConversationStore
     from assistant.home import get_home
 
     home = get_home()
+    if vault.is_encrypted(home):
+        # An export is plaintext: only where the person names it, and never in the home.
+        if out is None:
+            fail("this data home is encrypted and an export is plaintext: say where it goes "
+                 "with --out")
+        inside = out.resolve()
+        if inside == home.resolve() or home.resolve() in inside.parents:
+            fail("an export is plaintext: write it outside the encrypted data home")
+        typer.secho(f"warning: writing plaintext to {out}/ (the data home stays encrypted)",
+                    fg="yellow", err=True)
+    out = out or Path("memex-export")
     out.mkdir(parents=True, exist_ok=True)
     conversations = ConversationStore(home).export()
     written = []

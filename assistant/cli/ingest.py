@@ -259,7 +259,7 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) ->
     table.add_column(style="bold")
     table.add_column()
     span = info["date_range"]
-    table.add_row("data home", info["home"])
+    table.add_row("data home", info["home"] + ("  (encrypted)" if info.get("encrypted") else ""))
     table.add_row("documents", f"{info['documents']:,} ({info['entries']:,} entries, "
                                f"{info['chunks']:,} chunks)")
     if info["by_format"]:

@@ -227,6 +227,29 @@ def build_memory_distributed(home: Path | str | None = None, model_name: str | N
             dist.destroy_process_group()
 
 
+def _unlocked(home) -> bool:
+    """Rank 0 reads the data home: an encrypted one is unlocked with MEMEX_PASSPHRASE (a
+    torchrun job has no prompt). False, with the reason said, when it cannot be."""
+    import vault
+    from assistant.home import ensure_home
+    from vault.convert import recover
+
+    home = ensure_home(home)
+    recover(home)
+    if not vault.is_encrypted(home):
+        return True
+    passphrase = os.environ.get("MEMEX_PASSPHRASE")
+    if not passphrase:
+        print(f"error: {home} is encrypted: set MEMEX_PASSPHRASE for the job", file=sys.stderr)
+        return False
+    try:
+        vault.remember(home, vault.unlock(home, passphrase))
+    except vault.VaultError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return False
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     """``torchrun ... -m assistant.cli.memory_distributed [--home DIR] [--fresh] [--json]``."""
     import argparse
@@ -246,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="default: nccl with CUDA, else gloo")
     parser.add_argument("--json", action="store_true", help="print a JSON summary (rank 0)")
     args = parser.parse_args(argv)
+    if int(os.environ.get("RANK", "0")) == 0 and not _unlocked(args.home):
+        return 2
     try:
         summary = build_memory_distributed(args.home, args.model, fresh=args.fresh,
                                            tokens_per_rank=args.tokens_per_rank,

@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from assistant.cli.common import check_today, fail, open_engine, require_notes
+from assistant.cli.common import check_today, fail, open_engine, require_notes, unlock_home
 
 
 def reflect_command(
@@ -32,7 +32,7 @@ def reflect_command(
         fail("pick one period: --week, --month, --year, --since/--until or --on-this-day")
     check_today(today)
     home = get_home()
-    if open_server(home) is not None:
+    if open_server(home, unlock=unlock_home) is not None:
         try:
             _reflect_warm(home, period, as_json, today)
             return

@@ -4,6 +4,7 @@ it by hand to see it, stop it with `--stop`, ask about it with `--status`)."""
 from __future__ import annotations
 
 import json
+import os
 
 import typer
 
@@ -18,6 +19,8 @@ def serve_command(
     idle: int | None = typer.Option(None, "--idle", min=1,
                                     help="Minutes without a question before it exits "
                                          "(default: the server_idle_minutes setting, 15)."),
+    key_fd: int | None = typer.Option(None, "--key-fd", hidden=True,
+                                      help="A pipe holding an encrypted home's data key."),
 ) -> None:
     """Keep the model, the embedder and the memory loaded for the next questions.
 
@@ -54,6 +57,7 @@ def serve_command(
         return
     if not socket_usable(home):
         fail(f"the data home's path is too long for a Unix socket: {home}")
+    _take_key(home, key_fd)
     from assistant.config import ConfigError, load_config
     from assistant.server.server import serve
 
@@ -64,6 +68,25 @@ def serve_command(
     code = serve(home, idle_s=60.0 * minutes)
     if code == 3:
         fail("a warm server is already running for this data home", code=3)
+
+
+def _take_key(home, key_fd: int | None) -> None:
+    """An encrypted home's key: from the pipe its client handed over, else the passphrase
+    (a server run by hand). Its output then goes to an encrypted serve.log."""
+    import vault
+    from assistant.cli.common import unlock_home
+
+    if key_fd is not None:
+        with os.fdopen(key_fd, "rb") as pipe:
+            key = pipe.read(64)
+        if vault.is_encrypted(home):
+            vault.remember(home, key)
+    else:
+        unlock_home(home)
+    if vault.is_encrypted(home) and key_fd is not None:
+        from assistant.server.server import log_encrypted
+
+        log_encrypted(home)
 
 
 def register(app: typer.Typer) -> None:

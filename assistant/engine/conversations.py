@@ -9,7 +9,6 @@ partial answer behind (status ``partial``), never nothing.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -17,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import sqlite_utils
+
+import vault
 
 DB_NAME = "chat.db"
 
@@ -93,7 +94,7 @@ class ConversationStore:
         self.path = Path(home) / DB_NAME
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fresh = not self.path.exists()
-        conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
+        conn = vault.connect(self.path, check_same_thread=False, timeout=30)
         if fresh:
             self.path.chmod(0o600)
         self.db = sqlite_utils.Database(conn)

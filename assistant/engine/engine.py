@@ -246,16 +246,16 @@ class Engine(RetrievalMixin, AnsweringMixin, DecodingMixin, MemoryMixin, Reflect
 
     def memory_info(self) -> dict:
         """What the saved memory holds, read from its metadata without loading the model."""
-        import json
+        import vault
 
         meta = self.memory_dir / "memory.json"
         info = {"tokens": 0, "state_bytes": 0, "path": str(self.memory_dir), "exists": False}
         if meta.is_file():
             try:
-                data = json.loads(meta.read_text())
+                data = vault.files_for(meta).read_json(meta)
                 info.update(exists=True, tokens=int(data.get("tokens", 0)),
                             state_bytes=int(data.get("nbytes", data.get("state_bytes", 0)) or 0))
-            except (OSError, ValueError):
+            except (OSError, ValueError, vault.VaultError):
                 info["error"] = "memory.json is unreadable"
         if self._memory is not None:
             info.update(exists=True, tokens=self._memory.tokens, state_bytes=self._memory.nbytes)

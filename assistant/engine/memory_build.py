@@ -5,9 +5,10 @@ single-process build, the distributed one and `memex train`."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
+
+import vault
 
 
 def memory_status_dict(engine) -> dict:
@@ -17,8 +18,8 @@ def memory_status_dict(engine) -> dict:
     meta_path = engine.memory_dir / "memory.json"
     if meta_path.is_file():
         try:
-            meta = json.loads(meta_path.read_text())
-        except (OSError, ValueError):
+            meta = vault.files_for(meta_path).read_json(meta_path)
+        except (OSError, ValueError, vault.VaultError):
             meta = {}
     config = meta.get("config") or {}
     offset = int(meta.get("stream_offset", info["tokens"]) or 0)
@@ -106,19 +107,15 @@ RATE_FILE = "memory-rate.json"  # in the data home: how fast the last build read
 def record_build_rate(home, tokens: int, seconds: float, device: str | None = None,
                       dtype: str | None = None) -> None:
     """Remember the last build's speed, for the next build's ETA (a few tokens say little)."""
-    import os
-
     if tokens < 2048 or seconds <= 1:
         return
     path = home / RATE_FILE
-    temp = path.with_name(f".{RATE_FILE}.{os.getpid()}.tmp")
     try:
-        temp.write_text(json.dumps({"tokens_per_s": round(tokens / seconds, 1), "tokens": tokens,
-                                    "device": device, "dtype": dtype,
-                                    "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}))
-        os.replace(temp, path)
-    except OSError:  # only an estimate: never a reason to fail a build
-        temp.unlink(missing_ok=True)
+        vault.files_for(path).write_json(path, {
+            "tokens_per_s": round(tokens / seconds, 1), "tokens": tokens, "device": device,
+            "dtype": dtype, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, indent=None)
+    except (OSError, vault.VaultError):  # only an estimate: never a reason to fail a build
+        pass
 
 
 def estimated_build_seconds(home, tokens: int,
@@ -127,9 +124,9 @@ def estimated_build_seconds(home, tokens: int,
     build's measured speed, else the forward speed `memex train` measured, else unknown."""
     rate, source = None, ""
     try:
-        rate = float(json.loads((home / RATE_FILE).read_text())["tokens_per_s"])
+        rate = float(vault.files_for(home / RATE_FILE).read_json(home / RATE_FILE)["tokens_per_s"])
         source = f"at {rate:,.0f} tokens/s, the last build's speed"
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, vault.VaultError):
         pass
     if not rate:
         if fallback_rate is None:
@@ -155,10 +152,10 @@ def memory_behind_text(home, stream_tokens: int, model: str) -> str | None:
     from longnet.weights import DEFAULT_MODEL
 
     offset = 0
+    meta_path = home / "memory" / "memory.json"
     try:
-        offset = int(json.loads((home / "memory" / "memory.json").read_text())
-                     .get("stream_offset") or 0)
-    except (OSError, ValueError, TypeError):
+        offset = int(vault.files_for(meta_path).read_json(meta_path).get("stream_offset") or 0)
+    except (OSError, ValueError, TypeError, vault.VaultError):
         pass
     behind = max(0, stream_tokens - offset)
     if not behind:

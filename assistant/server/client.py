@@ -87,23 +87,45 @@ def server_enabled(home: Path) -> bool:
 
 
 def start_server(home: Path) -> subprocess.Popen:
-    """A detached `memex serve` for ``home``, its output in ``serve.log``."""
+    """A detached `memex serve` for ``home``, its output in ``serve.log``. The data key of
+    an encrypted home goes to it through a pipe it inherits (never its arguments, its
+    environment or the disk); it then keeps its log encrypted itself."""
+    import vault
     from assistant.config import load_config
 
     idle = load_config(home).server_idle_minutes
-    log = os.open(Path(home) / LOG_NAME, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o600)
+    key = vault.key_for(Path(home) / LOG_NAME)  # ``Locked`` if the caller did not unlock
+    command = [sys.executable, "-m", "assistant.cli", "--home", str(home), "serve",
+               "--idle", str(idle)]
+    # A passphrase given to this command for a script is not the server's to keep.
+    env = {name: value for name, value in os.environ.items()
+           if name not in ("MEMEX_PASSPHRASE", "MEMEX_NEW_PASSPHRASE")}
+    if key is None:
+        log = os.open(Path(home) / LOG_NAME, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o600)
+        try:
+            return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                    start_new_session=True, close_fds=True, env=env)
+        finally:
+            os.close(log)
+    read_end, write_end = os.pipe()
     try:
-        return subprocess.Popen([sys.executable, "-m", "assistant.cli", "--home", str(home), "serve",
-                          "--idle", str(idle)],
-                         stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                         start_new_session=True, close_fds=True)
+        os.write(write_end, key)  # 32 bytes: far below a pipe's buffer
+        os.close(write_end)
+        write_end = None
+        return subprocess.Popen([*command, "--key-fd", str(read_end)],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True,
+                                close_fds=True, pass_fds=(read_end,), env=env)
     finally:
-        os.close(log)
+        os.close(read_end)
+        if write_end is not None:
+            os.close(write_end)
 
 
-def open_server(home: Path, start: bool = True) -> Path | None:
+def open_server(home: Path, start: bool = True, unlock=None) -> Path | None:
     """This home's trusted server, started (``start``) or replaced when need be; None when
-    the command should answer in-process."""
+    the command should answer in-process. ``unlock()`` is called before a server is
+    started for an encrypted home (a running one holds the key already)."""
     home = Path(home)
     if not server_enabled(home):
         return None
@@ -116,6 +138,8 @@ def open_server(home: Path, start: bool = True) -> Path | None:
         return home
     if not start:
         return None
+    if unlock is not None:
+        unlock()
     try:
         process = start_server(home)
     except OSError:

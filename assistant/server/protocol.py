@@ -4,7 +4,10 @@ it, which server may be trusted, and the messages (one JSON object a line).
 - The socket is ``serve.sock`` inside the data home (a 0700 folder), itself 0600, and
   the server answers only a peer of its own uid (``SO_PEERCRED`` where the OS has it).
 - A server is trusted only when its identity equals the client's: the same memex version,
-  the same settings file and the same data home. Anything else is stopped and replaced.
+  the same settings file, the same data home and vault header. Anything else is stopped
+  and replaced.
+- A server of an encrypted home holds its data key in memory only, handed over by the
+  client that started it through an inherited pipe.
 """
 
 from __future__ import annotations
@@ -59,9 +62,14 @@ def identity(home: Path) -> dict:
         reader_stamp = max((f.stat().st_mtime_ns for f in reader.iterdir()), default=0)
     except OSError:
         reader_stamp = 0
+    # Encrypting, decrypting or a new passphrase: the old server must not be trusted.
+    try:
+        vault_header = hashlib.sha256((Path(home) / "vault.json").read_bytes()).hexdigest()[:16]
+    except OSError:
+        vault_header = ""
     return {"memex": memex_version(), "home": str(Path(home).resolve()),
             "config": hashlib.sha256(settings).hexdigest()[:16], "reader": reader_stamp,
-            "models": os.environ.get("MEMEX_MODEL_CACHE", "")}
+            "models": os.environ.get("MEMEX_MODEL_CACHE", ""), "vault": vault_header}
 
 
 def peer_uid(conn: socket.socket) -> int | None:

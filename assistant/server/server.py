@@ -297,3 +297,43 @@ class WarmServer:
 
 def serve(home: Path, idle_s: float = IDLE_STOP_S) -> int:
     return WarmServer(home, idle_s).run()
+
+
+def log_encrypted(home: Path) -> None:
+    """Send this process's output (fds 1 and 2: tracebacks, warnings) to ``serve.log``
+    kept encrypted like the rest of the home: a pipe read by a thread that appends each
+    piece as authenticated chunks. At exit the pipe is closed and drained."""
+    import atexit
+    import sys
+
+    import vault
+    from assistant.server.protocol import LOG_NAME
+
+    log = vault.files_for(Path(home) / LOG_NAME).open(Path(home) / LOG_NAME)
+    read_end, write_end = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(write_end, 1)
+    os.dup2(write_end, 2)
+    os.close(write_end)
+
+    def drain() -> None:
+        with os.fdopen(read_end, "rb", buffering=0) as pipe:
+            while piece := pipe.read(1 << 16):
+                with contextlib.suppress(Exception):  # a log must never stop the server
+                    log.append(piece)
+
+    thread = threading.Thread(target=drain, name="memex-log", daemon=True)
+    thread.start()
+
+    def close() -> None:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+        os.close(null)
+        thread.join(timeout=5)
+
+    atexit.register(close)

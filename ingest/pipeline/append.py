@@ -5,12 +5,12 @@ their spans; a thread with its own connection prepares the next batch
 
 from __future__ import annotations
 
-import sqlite3
 from array import array
 from dataclasses import dataclass
 
 import numpy as np
 
+import vault
 from ingest.pipeline.heap import _give_back_freed_memory
 from ingest.pipeline.report import IngestReport
 from ingest.pipeline.tokens import PreTokens, _encode_sliced
@@ -228,7 +228,7 @@ class _StreamBatches:
 
     def _run(self) -> None:
         try:
-            conn = sqlite3.connect(str(self.store.db_path), timeout=60)
+            conn = vault.connect(self.store.db_path, timeout=60)
             try:
                 for batch in _stream_batches(conn.execute, self.tokenizer, self.pretokens,
                                              self.order):

@@ -3,8 +3,7 @@ file from a second connection in a thread, and cut back when the run ends."""
 
 from __future__ import annotations
 
-import sqlite3
-
+import vault
 from ingest.store import Store
 
 
@@ -50,15 +49,15 @@ class _Checkpointer:
 
     def _run(self) -> None:
         try:
-            conn = sqlite3.connect(str(self.store.db_path), timeout=60)
-        except sqlite3.Error:
+            conn = vault.connect(self.store.db_path, timeout=60)
+        except (vault.VaultError, *vault.database_errors()):
             return
         try:
             conn.execute("PRAGMA synchronous = FULL")
             while not self.stopping.wait(self.INTERVAL_S):
                 try:
                     conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-                except sqlite3.OperationalError:  # busy: the next one catches up
+                except vault.database_errors():  # busy: the next one catches up
                     pass
         finally:
             conn.close()
@@ -76,7 +75,7 @@ class _Checkpointer:
         self.store.db.execute("PRAGMA busy_timeout = 1000")
         try:
             self.store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-        except sqlite3.OperationalError:
+        except vault.database_errors():
             pass
         finally:
             self.store.db.execute("PRAGMA busy_timeout = 60000")

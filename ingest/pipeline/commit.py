@@ -216,8 +216,10 @@ def _insert_chunks(store: Store, rows: list[tuple]) -> None:
            "date, status) VALUES ")
     try:
         variables = store.db.conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
-    except AttributeError:  # Python 3.10 cannot ask: SQLite's smallest default
-        variables = 999
+    except AttributeError:  # Python 3.10 and SQLCipher's driver cannot ask: SQLite's
+        # default for the library in use (32766 since 3.32)
+        version = store.db.execute("SELECT sqlite_version()").fetchone()[0]
+        variables = 32766 if tuple(map(int, version.split(".")[:2])) >= (3, 32) else 999
     largest = min(CHUNK_ROWS_PER_STATEMENT, variables // 7)
     start = 0
     while start < len(rows):

@@ -8,6 +8,9 @@ Layout of ``<home>/stream.u32``::
     bytes 16..      JSON: tokenizer_id, tokenizer_hash, stream_id, created_at
     HEADER_SIZE..   token ids, uint32 little-endian
 
+In an encrypted data home the same bytes are kept in authenticated chunks
+(``vault.ChunkedFile``): appended, read and overwritten at the same offsets.
+
 The file alone does not say how many tokens are valid: the store records the
 committed length in the same transaction as the rows describing those tokens.
 Bytes past the committed length are the remains of an interrupted append and are
@@ -27,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vault import files_for
+
 MAGIC = b"MEMEXTOK"
 VERSION = 1
 HEADER_SIZE = 512
@@ -38,17 +43,26 @@ class StreamError(RuntimeError):
     """The stream file is missing, damaged, or was built with another tokenizer."""
 
 
-def _write_header(fd: int, meta: dict) -> None:
+def _header_bytes(meta: dict) -> bytes:
     blob = json.dumps(meta, sort_keys=True).encode("utf-8")
     if 16 + len(blob) > HEADER_SIZE:
         raise StreamError("stream header metadata too long")
     header = MAGIC + struct.pack("<II", VERSION, len(blob)) + blob
-    os.pwrite(fd, header.ljust(HEADER_SIZE, b"\0"), 0)
+    return header.ljust(HEADER_SIZE, b"\0")
 
 
 def read_header(path: Path) -> dict:
-    with open(path, "rb") as handle:
-        raw = handle.read(HEADER_SIZE)
+    files = files_for(path)
+    if files.encrypted:
+        from vault import TamperedChunk
+
+        try:
+            raw = files.open(path).read(0, HEADER_SIZE)
+        except TamperedChunk as exc:
+            raise StreamError(str(exc)) from None
+    else:
+        with open(path, "rb") as handle:
+            raw = handle.read(HEADER_SIZE)
     if len(raw) < HEADER_SIZE or raw[:8] != MAGIC:
         raise StreamError(f"{path} is not a memex token stream (bad header)")
     version, size = struct.unpack("<II", raw[8:16])
@@ -70,12 +84,11 @@ def create_stream_file(path: Path, tokenizer_id: str, tokenizer_hash: str,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     staging = path.with_name(path.name + ".new")
-    fd = os.open(staging, os.O_CREAT | os.O_TRUNC | os.O_RDWR, 0o600)
-    try:
-        _write_header(fd, meta)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    staging.unlink(missing_ok=True)
+    files = files_for(path)
+    files.open(staging).append(_header_bytes(meta))
+    if not files.encrypted:
+        files.open(staging).sync()
     os.replace(staging, path)
     _fsync_dir(path.parent)
     return meta
@@ -104,6 +117,14 @@ class TokenStream:
         self._header: dict | None = None
         self._map: np.memmap | None = None
         self._map_length = -1
+        self._files = files_for(self.path)
+
+    @property
+    def encrypted(self) -> bool:
+        return self._files.encrypted
+
+    def _chunked(self):
+        return self._files.open(self.path)
 
     # -- metadata ---------------------------------------------------------
     @property
@@ -158,6 +179,17 @@ class TokenStream:
         start = max(0, start)
         if end <= start:
             return np.zeros(0, dtype=np.uint32)
+        if self.encrypted:
+            from vault import TamperedChunk
+
+            try:
+                raw = self._chunked().read(HEADER_SIZE + start * TOKEN_BYTES,
+                                           HEADER_SIZE + end * TOKEN_BYTES)
+            except TamperedChunk as exc:
+                raise StreamError(str(exc)) from None
+            if len(raw) != (end - start) * TOKEN_BYTES:
+                raise StreamError(f"{self.path} is shorter than its committed length")
+            return np.frombuffer(raw, dtype=TOKEN_DTYPE).astype(np.uint32)
         return np.array(self._mapped(length)[start:end], dtype=np.uint32)
 
     def prefix_hash(self, n: int) -> str:
@@ -170,12 +202,19 @@ class TokenStream:
         return digest.hexdigest()
 
     # -- writing (store only) ---------------------------------------------
+    def file_bytes(self) -> int:
+        """The file's length (decrypted), header included."""
+        return self._chunked().size() if self.encrypted else self.path.stat().st_size
+
     def file_tokens(self) -> int:
         """Whole tokens physically in the file (committed or not)."""
-        return max(0, (self.path.stat().st_size - HEADER_SIZE) // TOKEN_BYTES)
+        return max(0, (self.file_bytes() - HEADER_SIZE) // TOKEN_BYTES)
 
     def write_at(self, start: int, ids: np.ndarray, sync: bool = True) -> None:
         data = np.ascontiguousarray(ids, dtype=TOKEN_DTYPE).tobytes()
+        if self.encrypted:  # (each chunk written is fsynced)
+            self._chunked().write_at(HEADER_SIZE + start * TOKEN_BYTES, data)
+            return
         fd = os.open(self.path, os.O_RDWR)
         try:
             os.pwrite(fd, data, HEADER_SIZE + start * TOKEN_BYTES)
@@ -185,6 +224,8 @@ class TokenStream:
             os.close(fd)
 
     def sync(self) -> None:
+        if self.encrypted:
+            return
         fd = os.open(self.path, os.O_RDWR)
         try:
             os.fsync(fd)
@@ -194,6 +235,14 @@ class TokenStream:
     def zero(self, ranges: list[tuple[int, int]]) -> None:
         """Overwrite token ranges with zeros (forgetting) and fsync."""
         if not ranges:
+            return
+        if self.encrypted:  # the chunks are re-encrypted: their old ciphertext is gone
+            handle = self._chunked()
+            for start, end in ranges:
+                for first in range(start, end, 1 << 18):
+                    last = min(end, first + (1 << 18))
+                    handle.write_at(HEADER_SIZE + first * TOKEN_BYTES,
+                                    bytes((last - first) * TOKEN_BYTES))
             return
         fd = os.open(self.path, os.O_RDWR)
         try:
@@ -213,6 +262,9 @@ class TokenStream:
 
     def truncate(self, length: int) -> None:
         self._close_map()
+        if self.encrypted:
+            self._chunked().truncate(HEADER_SIZE + length * TOKEN_BYTES)
+            return
         fd = os.open(self.path, os.O_RDWR)
         try:
             os.ftruncate(fd, HEADER_SIZE + length * TOKEN_BYTES)

@@ -64,6 +64,11 @@ def load_tokens(path: Path, token_dtype: str) -> np.ndarray:
     """Token ids as a read-only memory map (nothing is read until a rank slices it)."""
     if not path.is_file():
         raise SystemExit(f"no token file at {path}")
+    from vault import is_chunked
+
+    if is_chunked(path):  # its bytes are ciphertext: read as ids they would be noise
+        raise SystemExit(f"{path} is encrypted (an encrypted data home's stream): train "
+                         "on a plain copy of the token ids")
     if path.suffix == ".npy":
         tokens = np.load(path, mmap_mode="r")
     else:

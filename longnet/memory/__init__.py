@@ -38,8 +38,8 @@ Modules
 """
 
 from longnet.memory.core import Memory
-from longnet.memory.rows import ROWS_FILE, RowStore
 from longnet.memory.plan import HeadGroups, LevelPlan, WindowPlan, plan_level
+from longnet.memory.rows import ROWS_FILE, RowStore
 from longnet.memory.state import (
     FORMAT_VERSION,
     HASH_BLOCK,
@@ -53,11 +53,10 @@ from longnet.memory.state import (
 )
 
 __all__ = [
-    "ROWS_FILE",
-    "RowStore",
     "FORMAT_VERSION",
     "HASH_BLOCK",
     "METADATA_FILE",
+    "ROWS_FILE",
     "HeadGroups",
     "LevelPlan",
     "LevelState",
@@ -65,6 +64,7 @@ __all__ = [
     "Memory",
     "MemoryMismatchError",
     "MemoryState",
+    "RowStore",
     "StreamHash",
     "WindowPlan",
     "plan_level",

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import vault
 from longnet.memory.plan import _slot_offsets
 from longnet.memory.rows import RowStore
 
@@ -219,15 +220,15 @@ class MemoryState:
                 and rows.end == self.tokens:
             rows.flush()  # the rows of every token the state holds are on disk first
             meta["rows"] = {"file": rows.path.name, "start": rows.start, "end": self.tokens}
-        save_file(tensors, str(temp), metadata={"format_version": str(FORMAT_VERSION)})
-        _fsync_file(temp)
+        files = vault.files_for(directory / METADATA_FILE)
+        if files.encrypted:  # tensor by tensor into authenticated chunks
+            files.write_tensors(temp, tensors, {"format_version": str(FORMAT_VERSION)})
+        else:
+            save_file(tensors, str(temp), metadata={"format_version": str(FORMAT_VERSION)})
+            _fsync_file(temp)
         meta["stored_bytes"] = temp.stat().st_size
         os.replace(temp, directory / name)
-        meta_temp = directory / f".{METADATA_FILE}.{secrets.token_hex(4)}.tmp"
-        meta_temp.write_text(json.dumps(meta, indent=2))
-        _fsync_file(meta_temp)
-        os.replace(meta_temp, directory / METADATA_FILE)
-        _fsync_dir(directory)
+        files.write_json(directory / METADATA_FILE, meta)  # (atomic, the folder fsynced)
         for old in directory.glob("state-*.safetensors"):
             if old.name != name:
                 old.unlink(missing_ok=True)
@@ -238,15 +239,14 @@ class MemoryState:
     @classmethod
     def load(cls, directory, model, dtype: str | torch.dtype | None = None) -> MemoryState:
         """Load a saved memory for ``model``; refuses one made by another model or config."""
-        from safetensors.torch import load_file
-
         directory = Path(directory)
         meta_path = directory / METADATA_FILE
         if not meta_path.is_file():
             raise FileNotFoundError(f"no saved memory in {directory} (no {METADATA_FILE})")
+        files = vault.files_for(meta_path)
         try:
-            meta = json.loads(meta_path.read_text())
-        except json.JSONDecodeError as error:
+            meta = files.read_json(meta_path)
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise MemoryMismatchError(f"{meta_path} is damaged: {error}") from error
         if meta.get("format_version") != FORMAT_VERSION:
             raise MemoryMismatchError(
@@ -276,7 +276,7 @@ class MemoryState:
         state_path = directory / meta["state_file"]
         if not state_path.is_file():
             raise MemoryMismatchError(f"{state_path} named by {meta_path} is missing")
-        tensors = load_file(str(state_path), device=str(memory.device))
+        tensors = files.read_tensors(state_path, device=str(memory.device))
 
         def read(prefix: str, expected: tuple) -> torch.Tensor:
             """``kv [2, ...]`` from ``<prefix>.k`` and ``.v``, refused unless ``expected``."""

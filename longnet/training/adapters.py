@@ -8,15 +8,12 @@ loaded model at load time without importing peft.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from longnet.memory.state import _fsync_dir
+import vault
 from longnet.model import LongNetLM
 from longnet.training.config import TrainConfig, TrainingError
 
@@ -101,30 +98,19 @@ def save_adapter(model: nn.Module, directory, config: TrainConfig, metadata: dic
     """Write what training changed (LoRA factors and gates, or every weight for a full
     run) to ``directory``: ``adapter.safetensors`` then ``adapter.json`` (each via a temp
     file, fsync and rename; the json, written last, names the weights' sha256)."""
-    from safetensors.torch import save_file
-
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors = trainable_state(model)
-    temp = directory / f".{ADAPTER_WEIGHTS}.{os.getpid()}.tmp"
-    save_file(tensors, str(temp))
-    with open(temp, "rb") as handle:
-        os.fsync(handle.fileno())
-    digest = _file_sha256(temp)
-    os.replace(temp, directory / ADAPTER_WEIGHTS)
+    files = vault.files_for(directory / ADAPTER_META)
+    files.write_tensors(directory / ADAPTER_WEIGHTS, tensors)
     meta = {"format": ADAPTER_FORMAT, "kind": "full" if config.full else "lora",
             "lora": None if config.full else {"rank": config.lora_rank,
                                               "alpha": config.lora_alpha,
                                               "dropout": config.lora_dropout,
                                               "targets": list(LORA_TARGETS)},
             "gates": sorted(n for n in tensors if n.rsplit(".", 1)[-1] == GATE_PARAMETER),
-            "adapter_sha256": digest, **metadata}
-    meta_temp = directory / f".{ADAPTER_META}.{os.getpid()}.tmp"
-    meta_temp.write_text(json.dumps(meta, indent=2))
-    with open(meta_temp, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(meta_temp, directory / ADAPTER_META)
-    _fsync_dir(directory)
+            "adapter_sha256": files.sha256(directory / ADAPTER_WEIGHTS), **metadata}
+    files.write_json(directory / ADAPTER_META, meta)
     return directory
 
 
@@ -133,8 +119,8 @@ def read_adapter_meta(directory) -> dict | None:
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+        return vault.files_for(path).read_json(path)
+    except (OSError, ValueError, vault.VaultError):
         return None
 
 
@@ -142,16 +128,15 @@ def load_adapter(model: LongNetLM, directory, merge: bool = True) -> dict:
     """Put a saved adapter onto ``model`` (freshly loaded base weights) in place and
     return its metadata. ``merge`` folds LoRA into the weights (plain architecture, no
     extra cost per token); otherwise the peft layers stay in the model."""
-    from safetensors.torch import load_file
-
     directory = Path(directory)
     meta = read_adapter_meta(directory)
     if meta is None or meta.get("format") != ADAPTER_FORMAT:
         raise TrainingError(f"no readable adapter in {directory}")
     weights = directory / ADAPTER_WEIGHTS
-    if not weights.is_file() or _file_sha256(weights) != meta.get("adapter_sha256"):
+    files = vault.files_for(weights)
+    if not weights.is_file() or files.sha256(weights) != meta.get("adapter_sha256"):
         raise TrainingError(f"{weights} is missing or does not match {ADAPTER_META}")
-    tensors = load_file(str(weights), device=str(model.device))
+    tensors = files.read_tensors(weights, device=str(model.device))
     if meta["kind"] == "lora" and merge:
         _merge_lora_tensors(model, tensors, meta["lora"], directory)
     else:
@@ -168,8 +153,6 @@ def load_adapter_as_reader(model: LongNetLM, directory) -> dict:
     """Put a saved LoRA adapter onto ``model`` as its reader (``longnet.reader``): the
     factors act only while a turn's tokens are read and the trained gates become the
     reader's gate offsets, so the memory stays the frozen model's. Returns its metadata."""
-    from safetensors.torch import load_file
-
     from longnet.reader import GATE_OFFSET, READER_ADAPTER, add_reader
 
     directory = Path(directory)
@@ -177,9 +160,10 @@ def load_adapter_as_reader(model: LongNetLM, directory) -> dict:
     if meta is None or meta.get("format") != ADAPTER_FORMAT or meta.get("kind") != "lora":
         raise TrainingError(f"no LoRA adapter in {directory}")
     weights = directory / ADAPTER_WEIGHTS
-    if not weights.is_file() or _file_sha256(weights) != meta.get("adapter_sha256"):
+    files = vault.files_for(weights)
+    if not weights.is_file() or files.sha256(weights) != meta.get("adapter_sha256"):
         raise TrainingError(f"{weights} is missing or does not match {ADAPTER_META}")
-    tensors = load_file(str(weights), device=str(model.device))
+    tensors = files.read_tensors(weights, device=str(model.device))
     base_gates = {f"layers.{i}.self_attn.{GATE_PARAMETER}": layer.self_attn.level_bias.detach()
                   for i, layer in enumerate(model.layers)
                   if getattr(layer.self_attn, GATE_PARAMETER, None) is not None}
@@ -246,11 +230,3 @@ def _merge_lora_tensors(model: nn.Module, tensors: dict, lora: dict, directory) 
     with torch.no_grad():
         for module, delta in updates:
             module.weight += (scale * delta).to(module.weight.dtype)
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

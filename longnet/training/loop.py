@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+import vault
 from longnet.device import autocast
 from longnet.memory.state import _fsync_dir, _fsync_file
 from longnet.model import LongNetLM
@@ -72,11 +73,23 @@ def atomic_torch_save(obj, path: Path) -> None:
     """torch.save to a temp file, fsync, rename over ``path``, fsync the folder: a kill
     at any moment leaves the previous file whole."""
     path = Path(path)
+    files = vault.files_for(path)
+    if files.encrypted:
+        files.save_torch(obj, path)  # (the same steps, through the vault)
+        return
     temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     torch.save(obj, temp)
     _fsync_file(temp)
     os.replace(temp, path)
     _fsync_dir(path.parent)
+
+
+def load_torch_file(path: Path):
+    """``torch.load`` of a file written by ``atomic_torch_save`` (on the CPU)."""
+    files = vault.files_for(path)
+    if files.encrypted:
+        return files.load_torch(path)
+    return torch.load(path, map_location="cpu", weights_only=False)
 
 
 def _rng_state() -> dict:
@@ -98,7 +111,9 @@ def read_checkpoint(out_dir) -> dict | None:
     if not path.is_file():
         return None
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        return load_torch_file(path)
+    except vault.VaultError:
+        raise
     except Exception as error:  # noqa: BLE001 (any unreadable file is the same problem)
         raise TrainingError(f"{path} is damaged ({error}); start again with a fresh run") from None
 

@@ -26,7 +26,13 @@ import torch.nn.functional as F
 from longnet.device import autocast
 from longnet.reader import GATE_OFFSET, reader_parameters, writer_identity
 from longnet.training.config import TrainingError, TrainingInterrupted
-from longnet.training.loop import _rng_state, _set_rng_state, _StopGuard, atomic_torch_save
+from longnet.training.loop import (
+    _rng_state,
+    _set_rng_state,
+    _StopGuard,
+    atomic_torch_save,
+    load_torch_file,
+)
 
 READER_CHECKPOINT = "reader-checkpoint.pt"
 # The gate offsets start where the writer's far gates are (CLOSED_GATE, -8: a weight of
@@ -138,8 +144,7 @@ def train_reader(model, examples: Callable[[np.random.Generator], tuple[object, 
     path = out_dir / READER_CHECKPOINT
     state = {"step": 0, "seconds": 0.0, "losses": []}
     rng = np.random.default_rng(seed)
-    saved = torch.load(path, map_location="cpu", weights_only=False) \
-        if resume and path.is_file() else None
+    saved = load_torch_file(path) if resume and path.is_file() else None
     if saved is not None:
         if saved.get("fingerprint") != fingerprint:
             raise TrainingError(f"the checkpoint in {out_dir} belongs to another reader run "
