@@ -159,6 +159,42 @@ def test_a_crash_while_the_last_chunk_is_rewritten_loses_nothing(tmp_path, monke
     assert ChunkedFile(path, key).read() == b"x" * 150 + b"y" * 30
 
 
+def test_a_torn_append_past_the_committed_chunks_is_cut_by_its_owner(tmp_path):
+    """Whole new chunks are written in place without the journal; a crash can leave the
+    last one torn. An owner that knows what it committed drops it (the memory's rows) or
+    truncates to its committed length (the stream); nothing before it is touched."""
+    import torch
+
+    from longnet.memory.rows import RowStore
+    from vault import remember
+
+    key = os.urandom(32)
+    path = tmp_path / "rows.enc"
+    f = ChunkedFile(path, key, chunk_size=100)
+    f.append(b"a" * 200)  # two whole chunks
+    with open(path, "ab") as handle:
+        handle.write(os.urandom(NONCE + 40))  # a third, torn: nonce and part of its bytes
+    assert len(ChunkedFile(path, key)) > 200
+    with pytest.raises(TamperedChunk):
+        ChunkedFile(path, key).read(150, 210)
+    assert ChunkedFile(path, key).drop_torn_tail() > 0
+    assert ChunkedFile(path, key).read() == b"a" * 200
+    assert ChunkedFile(path, key).drop_torn_tail() == 0  # a whole last chunk stays
+
+    home = tmp_path / "home"
+    (home / "memory").mkdir(parents=True)
+    create(home, "rows", FAST)
+    remember(home, unlock(home, "rows"))
+    rows = RowStore(home / "memory" / "rows.f16", layers=2, kv_heads=1, head_dim=4)
+    written = torch.randn(2048, 2, 2, 1, 4).half()  # 32 bytes a row: one whole chunk
+    rows.append(written)
+    with open(rows.path, "ab") as handle:  # the next append's new chunk, torn
+        handle.write(os.urandom(NONCE + TAG + 64))
+    reopened = RowStore(home / "memory" / "rows.f16", layers=2, kv_heads=1, head_dim=4)
+    assert reopened.end == 2048
+    assert torch.equal(reopened.read(0, 2048), written.permute(1, 2, 3, 0, 4))
+
+
 @pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "encrypted"])
 def test_plain_and_encrypted_files_behave_the_same(tmp_path, encrypted):
     """What the stream and the rows need: append, overwrite in place (forgetting zeroes a

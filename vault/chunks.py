@@ -42,7 +42,8 @@ class ChunkedFile:
 
         self.path = Path(path)
         self._aead = AESGCM(key)
-        if not self.path.exists() or self.path.stat().st_size == 0:
+        # A header cut short was a creation a crash interrupted: no data follows it yet.
+        if not self.path.exists() or self.path.stat().st_size < HEADER.size:
             self.file_id = os.urandom(16)
             self.chunk_size = chunk_size
             fd = os.open(self.path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
@@ -54,8 +55,6 @@ class ChunkedFile:
         else:
             with open(self.path, "rb") as handle:
                 raw = handle.read(HEADER.size)
-            if len(raw) < HEADER.size:
-                raise TamperedChunk(f"{self.path}: the header is cut short")
             magic, self.file_id, self.chunk_size, _ = HEADER.unpack(raw)
             if magic != MAGIC or self.chunk_size <= 0:
                 raise TamperedChunk(f"{self.path} is not a memex encrypted file")
@@ -216,6 +215,30 @@ class ChunkedFile:
 
     def size(self) -> int:
         return len(self)
+
+    def drop_torn_tail(self) -> int:
+        """Cut a last record that does not decrypt: the remains of an append a crash cut
+        short (appended chunks past the partial one are written in place, without the
+        journal). Only for an owner that knows how many bytes it committed and checks
+        them after: a tampered last chunk looks the same. Returns the bytes dropped."""
+        from cryptography.exceptions import InvalidTag
+
+        chunks = self._chunks()
+        if not chunks:
+            return 0
+        index = chunks - 1
+        with open(self.path, "rb") as handle:
+            handle.seek(self._offset(index))
+            record = handle.read(self._record)
+        try:
+            if len(record) < NONCE + TAG:
+                raise InvalidTag()
+            self._aead.decrypt(record[:NONCE], record[NONCE:], self._aad(index))
+        except InvalidTag:
+            dropped = len(self) - index * self.chunk_size
+            self._write_at(self._offset(index), b"", truncate=True)
+            return dropped
+        return 0
 
     def sync(self) -> None:
         """(Every write above is fsynced already.)"""

@@ -37,6 +37,8 @@ class RowStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         files = vault.files_for(self.path)
         self._chunked = files.open(self.path) if files.encrypted else None
+        if self._chunked is not None:
+            self._chunked.drop_torn_tail()  # a build killed mid-append: its rows go again
         self.path.touch(exist_ok=True)
         size = self.nbytes
         if size % self.row_bytes:  # a torn last write: drop the partial row
