@@ -157,6 +157,13 @@ def test_a_locked_home_is_never_read_or_written_as_plain_files(encrypted_home):
         vault.connect(encrypted_home / "memex.db")
 
 
+def test_another_programs_vault_json_above_a_plain_home_is_not_ours(tmp_path):
+    (tmp_path / "vault.json").write_text('{"vaults": ["Obsidian"]}')
+    home = tmp_path / "plain-home"
+    home.mkdir()
+    assert not vault.files_for(home / "stream.u32").encrypted
+
+
 def test_a_flipped_byte_in_the_stream_is_an_error_naming_the_file(encrypted_home, tokenizer):
     import ingest
     from ingest.store import StreamError

@@ -37,11 +37,16 @@ class ChunkedFile:
     """``path`` encrypted with ``key`` (32 bytes): ``append``, ``read(start, end)``,
     ``truncate``, ``len``. Created when missing."""
 
-    def __init__(self, path: Path | str, key: bytes, chunk_size: int = CHUNK_SIZE):
+    def __init__(self, path: Path | str, key: bytes, chunk_size: int = CHUNK_SIZE,
+                 reuse_last_chunk: bool = False):
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
         self.path = Path(path)
         self._aead = AESGCM(key)
+        # The last chunk read, decrypted, for reads in a row that share it; only for a
+        # reader that owns the file meanwhile (another process may extend or zero it).
+        self._reuse = reuse_last_chunk
+        self._cached: tuple[int, bytes] | None = None
         # A header cut short was a creation a crash interrupted: no data follows it yet.
         if not self.path.exists() or self.path.stat().st_size < HEADER.size:
             self.file_id = os.urandom(16)
@@ -59,6 +64,37 @@ class ChunkedFile:
             if magic != MAGIC or self.chunk_size <= 0:
                 raise TamperedChunk(f"{self.path} is not a memex encrypted file")
         self._redo_tail()
+
+    @classmethod
+    def write_new(cls, path: Path | str, key: bytes, pieces, chunk_size: int = CHUNK_SIZE) -> None:
+        """A new file at ``path`` holding the concatenated ``pieces`` (bytes), sealed chunk
+        by chunk as they come and fsynced once at the end: for files written whole under a
+        temporary name and renamed into place (no journal needed, nothing is committed
+        before the rename)."""
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        aead, file_id = AESGCM(key), os.urandom(16)
+        fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, HEADER.pack(MAGIC, file_id, chunk_size, 0))
+            pending, index = bytearray(), 0
+
+            def seal(plain: bytes) -> None:
+                nonce = os.urandom(NONCE)
+                record = nonce + aead.encrypt(nonce, plain, file_id + struct.pack("<Q", index))
+                os.write(fd, record)
+
+            for piece in pieces:
+                pending += piece
+                while len(pending) >= chunk_size:
+                    seal(bytes(pending[:chunk_size]))
+                    del pending[:chunk_size]
+                    index += 1
+            if pending:
+                seal(bytes(pending))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     # -- layout
 
@@ -138,6 +174,7 @@ class ChunkedFile:
         self._tail_path.unlink(missing_ok=True)
 
     def _write_at(self, offset: int, data: bytes, truncate: bool = False) -> None:
+        self._cached = None
         fd = os.open(self.path, os.O_WRONLY)
         try:
             os.pwrite(fd, data, offset)
@@ -176,8 +213,12 @@ class ChunkedFile:
         if start == end:
             return b""
         first, last = start // self.chunk_size, (end - 1) // self.chunk_size
-        with open(self.path, "rb") as handle:
-            plain = b"".join(self._open_chunk(handle, i) for i in range(first, last + 1))
+        with open(self.path, "rb") as handle:  # (reads in a row often share a chunk)
+            parts = [self._cached[1] if self._cached and self._cached[0] == i
+                     else self._open_chunk(handle, i) for i in range(first, last + 1)]
+        if self._reuse:
+            self._cached = (last, parts[-1])
+        plain = b"".join(parts)
         skip = start - first * self.chunk_size
         return plain[skip:skip + end - start]
 

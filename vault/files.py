@@ -64,7 +64,6 @@ class PlainFile:
             os.close(fd)
 
 
-WRITE_BUFFER = 4 << 20
 _SAFETENSORS_DTYPES = {"float64": "F64", "float32": "F32", "float16": "F16",
                        "bfloat16": "BF16", "int64": "I64", "int32": "I32", "int16": "I16",
                        "int8": "I8", "uint8": "U8", "bool": "BOOL"}
@@ -140,13 +139,25 @@ class Files:
 
     def write_bytes(self, path: Path | str, data: bytes) -> None:
         """Replace ``path`` with ``data`` atomically (a crash leaves the old or the new)."""
-        path = Path(path)
+        self._write_whole(Path(path), [bytes(data)])
+
+    def _write_whole(self, path: Path, pieces) -> None:
+        """``pieces`` written to a temporary file, fsynced, renamed over ``path``."""
         temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         temp.unlink(missing_ok=True)
         try:
-            self.open(temp).append(bytes(data))
-            if self.key is None:  # (a chunked file fsyncs every write itself)
-                PlainFile(temp).sync()
+            if self.key is not None:
+                ChunkedFile.write_new(temp, self.key, pieces)
+            else:
+                fd = os.open(temp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+                try:
+                    for piece in pieces:
+                        view = memoryview(piece)
+                        while view:
+                            view = view[os.write(fd, view):]
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
             os.replace(temp, path)
         finally:
             temp.unlink(missing_ok=True)
@@ -198,25 +209,13 @@ class Files:
 
     def write_tensors(self, path: Path | str, tensors: dict, metadata: dict | None = None) -> None:
         """``tensors`` (name -> torch tensor) as a safetensors file at ``path``, replaced
-        atomically. The bytes go out a few MiB at a time, never the whole file at once."""
-        path = Path(path)
-        temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        temp.unlink(missing_ok=True)
-        try:
-            out = self.open(temp)
-            pending = bytearray(safetensors_header(tensors, metadata))
+        atomically. The bytes go out a tensor at a time, never the whole file at once."""
+        def pieces():
+            yield safetensors_header(tensors, metadata)
             for name in sorted(tensors):
-                pending += _tensor_bytes(tensors[name])
-                if len(pending) >= WRITE_BUFFER:
-                    out.append(bytes(pending))
-                    pending.clear()
-            out.append(bytes(pending))
-            if self.key is None:
-                PlainFile(temp).sync()
-            os.replace(temp, path)
-        finally:
-            temp.unlink(missing_ok=True)
-        fsync_folder(path.parent)
+                yield _tensor_bytes(tensors[name])
+
+        self._write_whole(Path(path), pieces())
 
     def read_tensor_metadata(self, path: Path | str) -> dict:
         """The ``__metadata__`` of a safetensors file (its header alone is read)."""
@@ -240,7 +239,7 @@ class Files:
         types = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16,
                  "BF16": torch.bfloat16, "I64": torch.int64, "I32": torch.int32,
                  "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool}
-        handle = self.open(path)
+        handle = ChunkedFile(path, self.key, reuse_last_chunk=True)
         (size,) = struct.unpack("<Q", handle.read(0, 8))
         header = json.loads(handle.read(8, 8 + size))
         header.pop("__metadata__", None)

@@ -40,10 +40,25 @@ def key_for(path: Path | str) -> bytes | None:
             if folder in _keys:
                 return _keys[folder]
     for folder in resolved.parents:
-        if (folder / HEADER_NAME).is_file():
+        if _holds_vault_header(folder):
             raise Locked(f"{folder} is an encrypted data home and is locked: give its "
                          "passphrase (MEMEX_PASSPHRASE, or the prompt)")
     return None
+
+
+def _holds_vault_header(folder: Path) -> bool:
+    """Whether ``folder`` is an encrypted data home: its ``vault.json`` is memex's header
+    (another program's file of that name, in a folder above a plain home, is not)."""
+    import json
+
+    header = folder / HEADER_NAME
+    if not header.is_file():
+        return False
+    try:
+        data = json.loads(header.read_bytes()[:65536])
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("kdf") == "argon2id" and "wrapped_key" in data
 
 
 def is_unlocked(home: Path | str) -> bool:
