@@ -408,3 +408,20 @@ async def test_real_engine_with_watcher(journal_home, tmp_path):
         await pilot.pause(0.5)
         status = app.screen.query_one(StatusBar).status
         assert status["entries"] == 3 and status["memory_lag"] == 0
+
+
+@SIZES
+def test_snapshot_passphrase_screen(snap_compare, size):
+    """An encrypted home's first screen (issue 21): nothing of the home is read before it."""
+    from pathlib import Path
+
+    from assistant.tui.passphrase_screen import PassphraseApp
+
+    async def run_before(pilot):
+        field = pilot.app.query_one("#passphrase")
+        field.cursor_blink = False
+        field.value = "typed, not shown"
+        await pilot.pause()
+
+    assert snap_compare(PassphraseApp(Path("/home/you/.local/share/memex")),
+                        terminal_size=size, run_before=run_before)

@@ -11,7 +11,7 @@ from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Center, Vertical
-from textual.widgets import Input, Static
+from textual.widgets import Footer, Input, Static
 
 TRIES = 3
 
@@ -29,6 +29,7 @@ class PassphraseApp(App):
     #error { color: $error; height: auto; }
     """
     TITLE = "memex"
+    ENABLE_COMMAND_PALETTE = False
     BINDINGS = [Binding("escape", "give_up", "Quit"), Binding("ctrl+q", "give_up", "Quit",
                                                               priority=True)]
 
@@ -44,6 +45,7 @@ class PassphraseApp(App):
                          "never written anywhere.", id="why")
             yield Input(placeholder="passphrase", password=True, id="passphrase")
             yield Static("", id="error")
+        yield Footer()
 
     def on_mount(self) -> None:
         self.query_one(Input).focus()
