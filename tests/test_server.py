@@ -291,6 +291,9 @@ def test_an_encrypted_home_hands_its_key_to_the_server_through_a_pipe(journal_ho
     assert client.hello(journal_home) is None
     log = journal_home / "serve.log"
     assert not log.exists() or vault.is_chunked(log)
+    shown = subprocess.run([*memex, "serve", "--log"], env=env, capture_output=True, text=True,
+                           timeout=60, check=False)
+    assert shown.returncode == 0, shown.stderr  # decrypted for its owner
     for path in journal_home.rglob("*"):
         if path.is_file() and path.name not in ("vault.json", "config.toml"):
             assert b"Caf\xc3\xa9 Lune" not in path.read_bytes(), path

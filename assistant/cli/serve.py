@@ -19,6 +19,8 @@ def serve_command(
     idle: int | None = typer.Option(None, "--idle", min=1,
                                     help="Minutes without a question before it exits "
                                          "(default: the server_idle_minutes setting, 15)."),
+    log: bool = typer.Option(False, "--log", help="Print the server's log (serve.log; "
+                                                "decrypted on an encrypted home)."),
     key_fd: int | None = typer.Option(None, "--key-fd", hidden=True,
                                       help="A pipe holding an encrypted home's data key."),
 ) -> None:
@@ -33,6 +35,9 @@ def serve_command(
     home = get_home()
     if stop and status:
         fail("use --stop or --status, not both")
+    if log:
+        _print_log(home)
+        return
     if stop:
         pid = stop_server(home)
         if as_json:
@@ -68,6 +73,21 @@ def serve_command(
     code = serve(home, idle_s=60.0 * minutes)
     if code == 3:
         fail("a warm server is already running for this data home", code=3)
+
+
+def _print_log(home) -> None:
+    import sys
+
+    import vault
+    from assistant.cli.common import unlock_home
+    from assistant.server.protocol import LOG_NAME
+
+    path = home / LOG_NAME
+    if not path.is_file():
+        typer.echo("no serve.log in this data home yet")
+        return
+    unlock_home(home)
+    sys.stdout.write(vault.files_for(path).read_bytes(path).decode("utf-8", "replace"))
 
 
 def _take_key(home, key_fd: int | None) -> None:
