@@ -323,6 +323,25 @@ def test_forget_on_an_encrypted_home_leaves_neither_text_nor_its_old_chunks(encr
     assert leaks(home, tokenizer) == []
 
 
+def test_encrypt_waits_for_no_one_and_refuses_while_a_chat_is_open(encrypted_home,
+                                                                     monkeypatch):
+    """A chat (or a watch, an ask, a warm server) holds the home's lock shared while it
+    runs: `memex decrypt` (and `encrypt`) will not rewrite the files under it."""
+    from assistant.cli import encryption
+    from assistant.cli.common import hold_home
+
+    monkeypatch.setattr(encryption, "HOME_WAIT_S", 0.3)
+    release = hold_home(encrypted_home)  # a chat, in this process
+    try:
+        refused = invoke(encrypted_home, "decrypt", "-q")
+        assert refused.exit_code == 1 and "close it first" in refused.output
+        assert vault.is_encrypted(encrypted_home)
+    finally:
+        release()
+    ok(invoke(encrypted_home, "decrypt", "-q"))
+    assert not vault.is_encrypted(encrypted_home)
+
+
 def test_init_encrypt_refuses_a_home_with_notes(tmp_path, home):
     journal = planted_journal(tmp_path / "journal")
     ok(invoke(home, "config", "set", "embeddings", "false", passphrase=None))

@@ -55,6 +55,12 @@ def main_options(
                                  help="Show the version and exit."),
 ) -> None:
     home_mod.set_home(home)
+    if ctx.invoked_subcommand not in CONVERTS_THE_HOME:
+        # Shared while the command runs (a chat or a warm server: as long as it lives);
+        # `memex encrypt`/`decrypt` take it alone, so none runs across a conversion.
+        from assistant.cli.common import hold_home
+
+        ctx.call_on_close(hold_home(home_mod.get_home()))
     _open_vault(ctx.invoked_subcommand)
     if ctx.invoked_subcommand is None:
         # Bare `memex` opens the chat, like `memex chat`.
@@ -69,6 +75,7 @@ def main_options(
 # Commands that unlock an encrypted home themselves, when and if they need to: ask and
 # reflect only when no warm server holds the key already, chat on its passphrase screen,
 # serve from the key its client hands it; the others never read the notes.
+CONVERTS_THE_HOME = {"encrypt", "decrypt"}
 UNLOCKS_ITSELF = {"ask", "reflect", "chat", "serve", "init", "encrypt", "decrypt",
                   "passphrase", "config", "model", None}
 

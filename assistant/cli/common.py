@@ -48,6 +48,40 @@ def read_passphrase(prompt: str = "Passphrase", confirm: bool = False,
             typer.secho("the two did not match; try again", err=True)
 
 
+HOME_LOCK = "home.lock"  # shared by every running command; `memex encrypt` takes it alone
+
+
+def hold_home(home, exclusive: bool = False, wait_s: float | None = None):
+    """Hold the data home's lock (shared, or ``exclusive``) and return what releases it.
+    A shared hold waits for a conversion to end; an exclusive one waits ``wait_s`` at most
+    (None: as long as it takes) and then fails with a clear error."""
+    import fcntl
+    import time
+
+    fd = os.open(home / HOME_LOCK, os.O_CREAT | os.O_RDWR, 0o600)
+    mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+    deadline = None if wait_s is None else time.monotonic() + wait_s
+    told = False
+    while True:
+        try:
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if deadline is not None and time.monotonic() > deadline:
+                os.close(fd)
+                fail("another memex command is using this data home (a chat, a watch, an "
+                     "ask, a build): close it first")
+            if not told and not exclusive:
+                typer.secho("waiting for `memex encrypt`/`decrypt` to finish…", err=True)
+                told = True
+            time.sleep(0.1)
+
+    def release() -> None:
+        os.close(fd)  # closing releases the lock
+
+    return release
+
+
 def unlock_home(home=None) -> None:
     """Unlock an encrypted data home for this process (a no-op on a plain one or one
     unlocked already): its passphrase from MEMEX_PASSPHRASE or the prompt. A wrong one

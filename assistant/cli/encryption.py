@@ -17,6 +17,7 @@ from assistant.cli.common import WRONG_PASSPHRASE, fail, read_passphrase
 from assistant.home import get_home
 
 NEW_PASSPHRASE_ENV = "MEMEX_NEW_PASSPHRASE"
+HOME_WAIT_S = 10.0  # for the others to let go of the home (a stopped server exits first)
 LOST_PASSPHRASE = ("Keep the passphrase safe: without it nobody, memex included, can read "
                    "this data home again.")
 
@@ -39,16 +40,18 @@ def _new_passphrase(env: str, prompt: str) -> str:
 @contextlib.contextmanager
 def _home_to_myself(home):
     """No other memex working on ``home`` while its files are rewritten: its warm server
-    stopped, and the ingest and memory locks held (an ingest, forget, compact or memory
-    build running now makes this fail rather than wait)."""
+    stopped, the home's lock held alone (no chat, watch, ask or server runs meanwhile, and
+    one started now waits), and the ingest and memory locks held."""
     import fcntl
 
+    from assistant.cli.common import hold_home
     from assistant.engine.memory import MEMORY_LOCK
     from assistant.server.client import stop_server
     from ingest.store import LOCK_NAME
 
     stop_server(home)
     held = []
+    release = hold_home(home, exclusive=True, wait_s=HOME_WAIT_S)
     try:
         for name in (LOCK_NAME, MEMORY_LOCK):
             fd = os.open(home / name, os.O_CREAT | os.O_RDWR, 0o600)
@@ -62,6 +65,7 @@ def _home_to_myself(home):
     finally:
         for fd in held:
             os.close(fd)
+        release()
 
 
 def _progress(quiet: bool):
