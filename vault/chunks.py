@@ -29,6 +29,11 @@ CHUNK_SIZE = 64 * 1024
 JOURNAL = struct.Struct("<Q?")  # a rewritten chunk's index; whether it was the last
 
 
+def _aad(file_id: bytes, index: int) -> bytes:
+    """What chunk ``index``'s tag covers beside its bytes: whose chunk and which."""
+    return file_id + struct.pack("<Q", index)
+
+
 class TamperedChunk(ValueError):
     """A chunk that does not decrypt: the file was changed, damaged or is not ours."""
 
@@ -81,7 +86,7 @@ class ChunkedFile:
 
             def seal(plain: bytes) -> None:
                 nonce = os.urandom(NONCE)
-                record = nonce + aead.encrypt(nonce, plain, file_id + struct.pack("<Q", index))
+                record = nonce + aead.encrypt(nonce, plain, _aad(file_id, index))
                 os.write(fd, record)
 
             for piece in pieces:
@@ -117,7 +122,7 @@ class ChunkedFile:
     # -- one chunk
 
     def _aad(self, index: int) -> bytes:
-        return self.file_id + struct.pack("<Q", index)
+        return _aad(self.file_id, index)
 
     def _seal(self, index: int, plain: bytes) -> bytes:
         nonce = os.urandom(NONCE)

@@ -83,14 +83,7 @@ def create_stream_file(path: Path, tokenizer_id: str, tokenizer_hash: str,
         "stream_id": stream_id or uuid.uuid4().hex,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    staging = path.with_name(path.name + ".new")
-    staging.unlink(missing_ok=True)
-    files = files_for(path)
-    files.open(staging).append(_header_bytes(meta))
-    if not files.encrypted:
-        files.open(staging).sync()
-    os.replace(staging, path)
-    _fsync_dir(path.parent)
+    files_for(path).write_bytes(path, _header_bytes(meta))  # (temp file, fsync, rename)
     return meta
 
 
