@@ -109,16 +109,24 @@ def _copy_live(store: Store, target, spans, moves, progress, tokens: int) -> int
 
 
 def _copy_live_encrypted(store: Store, target, spans, moves, progress) -> int:
-    """The same copy through the vault: read decrypted, appended encrypted (new chunks)."""
-    from vault import files_for
+    """The same copy through the vault: read decrypted, sealed into a new file chunk by
+    chunk and fsynced once (the file is nobody's until the store commits its name)."""
+    from vault import ChunkedFile, files_for
 
-    out = files_for(target).open(target)
+    files = files_for(target)
+    header = files.open(target).read(0, HEADER_SIZE)
     position = 0
-    for span_id, start, end, entry_id in spans:
-        moves.append((span_id, entry_id, start, position))
-        for piece in range(start, end, COPY_TOKENS):
-            block = store.stream.read(piece, min(end, piece + COPY_TOKENS))
-            out.append(block.astype("<u4").tobytes())
-            position += len(block)
-        progress.advance(end - start)
+
+    def pieces():
+        nonlocal position
+        yield header
+        for span_id, start, end, entry_id in spans:
+            moves.append((span_id, entry_id, start, position))
+            for piece in range(start, end, COPY_TOKENS):
+                block = store.stream.read(piece, min(end, piece + COPY_TOKENS))
+                position += len(block)
+                yield block.astype("<u4").tobytes()
+            progress.advance(end - start)
+
+    ChunkedFile.write_new(target, files.key, pieces())
     return position

@@ -72,10 +72,11 @@ def main_options(
 
 
 
+# Commands that take the home's lock alone (every other holds it shared while it runs).
+CONVERTS_THE_HOME = {"encrypt", "decrypt"}
 # Commands that unlock an encrypted home themselves, when and if they need to: ask and
 # reflect only when no warm server holds the key already, chat on its passphrase screen,
 # serve from the key its client hands it; the others never read the notes.
-CONVERTS_THE_HOME = {"encrypt", "decrypt"}
 UNLOCKS_ITSELF = {"ask", "reflect", "chat", "serve", "init", "encrypt", "decrypt",
                   "passphrase", "config", "model", None}
 

@@ -87,10 +87,8 @@ def unlock_home(home=None) -> None:
     unlocked already): its passphrase from MEMEX_PASSPHRASE or the prompt. A wrong one
     ends the command with exit code 2, nothing read or changed."""
     import vault
-    from vault.convert import recover
 
-    home = home or get_home()
-    recover(home)  # a conversion a crash interrupted: finished or undone first
+    home = home or get_home()  # (the command's start finished or undid a conversion)
     if not vault.is_encrypted(home) or vault.is_unlocked(home):
         return
     passphrase = read_passphrase()
